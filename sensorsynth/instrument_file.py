@@ -1,0 +1,242 @@
+"""The ``.instrument`` file: one safetensors file whose header carries a validated JSON manifest.
+
+safetensors stores raw little-endian arrays behind a JSON header and never executes anything on load, so a
+file from a stranger is safe to open. The manifest lives in the header's ``__metadata__`` under the key
+``"sensorsynth"``. Nothing here imports torch: players load instruments without it.
+
+Arrays (K = control_plane_dim, R = n_resonances, E = expressivity, M = n_oscillators):
+
+    freq_hz (R,E,M)  decay_per_s (R,E,M)  amplitude (R,E,M)  phase (R,E,M)   the oscillators, normed at
+                                                                              the native rate
+    attack_envelopes (K, attack_frames)   router (K,R)   mix (R,2) logits   gains (R,)
+    deformations (E, deformation_frames)  logits of the fitted performance
+    control_index (nnz,) int32 = frame·K + k    control_value (nnz,)         the sparse control signal
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .instrument.spec import ModelSpec
+
+FORMAT = "sensorsynth-instrument"
+FORMAT_VERSION = 1
+METADATA_KEY = "sensorsynth"
+
+
+class InstrumentFileError(Exception):
+    """A file that is not a usable instrument; the message names the file and the problem."""
+
+
+class SourceInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    duration_s: float = Field(ge=0)
+    sample_rate: int = Field(gt=0)
+    channels: int = Field(ge=1)
+
+
+class Manifest(BaseModel):
+    """Everything about an instrument except its arrays."""
+
+    model_config = ConfigDict(extra="forbid")
+    format: str = FORMAT
+    format_version: int = FORMAT_VERSION
+    name: str
+    created: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    sensorsynth_version: str = "0.1.0"
+    spec: ModelSpec
+    training: dict[str, Any] = Field(default_factory=dict)
+    final_loss: float | None = None
+    source: SourceInfo | None = None
+    arrays: dict[str, list[int]] = Field(default_factory=dict)
+
+
+def expected_shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
+    """Shape of every fixed-size array; the two control arrays only need to match each other."""
+    k, r, e, m = spec.control_plane_dim, spec.n_resonances, spec.expressivity, spec.n_oscillators
+    modes = (r, e, m)
+    return {
+        "freq_hz": modes,
+        "decay_per_s": modes,
+        "amplitude": modes,
+        "phase": modes,
+        "attack_envelopes": (k, spec.attack_frames),
+        "router": (k, r),
+        "mix": (r, 2),
+        "gains": (r,),
+        "deformations": (e, spec.deformation_frames),
+    }
+
+
+@dataclass
+class Instrument:
+    """A fitted instrument: plain arrays and a manifest. The renderer needs nothing else."""
+
+    manifest: Manifest
+    freq_hz: np.ndarray
+    decay_per_s: np.ndarray
+    amplitude: np.ndarray
+    phase: np.ndarray
+    attack_envelopes: np.ndarray
+    router: np.ndarray
+    mix: np.ndarray
+    gains: np.ndarray
+    deformations: np.ndarray
+    control_index: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    control_value: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+
+    ARRAY_NAMES = tuple(expected_shapes(ModelSpec()).keys()) + ("control_index", "control_value")
+
+    @property
+    def spec(self) -> ModelSpec:
+        return self.manifest.spec
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {name: getattr(self, name) for name in self.ARRAY_NAMES}
+
+    def control_signal(self) -> np.ndarray:
+        """The fitted control signal as a dense (K, frames) array."""
+        spec = self.spec
+        dense = np.zeros(spec.n_frames * spec.control_plane_dim, np.float32)
+        dense[self.control_index] = self.control_value
+        return dense.reshape(spec.n_frames, spec.control_plane_dim).T.copy()
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first array whose shape, dtype or values are wrong."""
+        for name, shape in expected_shapes(self.spec).items():
+            arr = getattr(self, name)
+            if not isinstance(arr, np.ndarray) or arr.dtype != np.float32:
+                raise ValueError(f"array {name!r} must be float32, got {getattr(arr, 'dtype', type(arr))}")
+            if arr.shape != shape:
+                raise ValueError(f"array {name!r} has shape {list(arr.shape)}, the spec needs {list(shape)}")
+            if not np.all(np.isfinite(arr)):
+                raise ValueError(f"array {name!r} holds NaN or inf")
+        idx, val = self.control_index, self.control_value
+        if idx.dtype != np.int32 or idx.ndim != 1 or val.dtype != np.float32 or val.shape != idx.shape:
+            raise ValueError("control_index (int32) and control_value (float32) must be 1-D and equally long")
+        n_cells = self.spec.n_frames * self.spec.control_plane_dim
+        if idx.size and (idx.min() < 0 or idx.max() >= n_cells):
+            raise ValueError(f"control_index points outside the {n_cells} cells of the control plane")
+        if not np.all(np.isfinite(val)) or (val.size and val.min() < 0):
+            raise ValueError("control_value must be finite and non-negative")
+        if np.any(self.freq_hz < 0) or np.any(self.decay_per_s < 0):
+            raise ValueError("oscillator frequencies and decays must be non-negative")
+
+    def size_bytes(self) -> int:
+        return int(sum(a.nbytes for a in self.arrays().values()))
+
+
+def sparse_control(dense: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(K, frames) -> (flat frame·K + k indices, values) of the non-zero cells."""
+    flat = np.ascontiguousarray(dense.T).reshape(-1)
+    index = np.flatnonzero(flat).astype(np.int32)
+    return index, flat[index].astype(np.float32)
+
+
+def sha256_of(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save(instrument: Instrument, path: str | Path) -> Path:
+    """Write atomically (temp file + rename): a crash never leaves half an instrument behind."""
+    from safetensors.numpy import save_file
+
+    instrument.validate()
+    path = Path(path)
+    arrays = {name: np.ascontiguousarray(a) for name, a in instrument.arrays().items()}
+    manifest = instrument.manifest.model_copy(update={"arrays": {k: list(v.shape) for k, v in arrays.items()}})
+    instrument.manifest = manifest
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(arrays, str(tmp), metadata={METADATA_KEY: manifest.model_dump_json()})
+    tmp.replace(path)
+    return path
+
+
+def _fail(path: Path, message: str) -> InstrumentFileError:
+    return InstrumentFileError(f"{path}: {message}")
+
+
+def load(path: str | Path) -> Instrument:
+    """Read and validate an instrument; any problem raises InstrumentFileError naming it."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.exists():
+        raise _fail(path, "no such file")
+    if path.is_dir():
+        raise _fail(path, "is a directory, not an instrument file")
+    try:
+        with safe_open(str(path), framework="numpy") as handle:
+            metadata = handle.metadata() or {}
+            arrays = {name: handle.get_tensor(name) for name in handle.keys()}
+    except (SafetensorError, OSError, ValueError, json.JSONDecodeError) as exc:
+        raise _fail(path, f"not a readable instrument file (truncated or corrupt?): {exc}") from None
+    if METADATA_KEY not in metadata:
+        raise _fail(path, "has no sensorsynth manifest (is it an instrument file?)")
+    try:
+        raw = json.loads(metadata[METADATA_KEY])
+    except json.JSONDecodeError as exc:
+        raise _fail(path, f"manifest is not valid JSON: {exc}") from None
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        raise _fail(path, f"manifest format is {raw.get('format') if isinstance(raw, dict) else raw!r}, not {FORMAT!r}")
+    version = raw.get("format_version")
+    if version != FORMAT_VERSION:
+        raise _fail(path, f"manifest version {version}, this sensorsynth reads {FORMAT_VERSION}")
+    try:
+        manifest = Manifest.model_validate(raw)
+    except ValidationError as exc:
+        raise _fail(path, f"invalid manifest: {exc}") from None
+    missing = [name for name in Instrument.ARRAY_NAMES if name not in arrays]
+    if missing:
+        raise _fail(path, f"missing arrays: {', '.join(missing)}")
+    extra = sorted(set(arrays) - set(Instrument.ARRAY_NAMES))
+    if extra:
+        raise _fail(path, f"unexpected arrays: {', '.join(extra)}")
+    instrument = Instrument(manifest=manifest, **arrays)
+    try:
+        instrument.validate()
+    except ValueError as exc:
+        raise _fail(path, str(exc)) from None
+    return instrument
+
+
+def describe(instrument: Instrument, path: str | Path | None = None) -> dict[str, Any]:
+    """A summary for ``sensorsynth info``: shapes, rates, provenance, size."""
+    m = instrument.manifest
+    out: dict[str, Any] = {
+        "name": m.name,
+        "format": f"{m.format} v{m.format_version}",
+        "created": m.created,
+        "spec": m.spec.model_dump(),
+        "duration_s": round(m.spec.duration, 3),
+        "oscillators": int(instrument.freq_hz.size),
+        "frequency_range_hz": [round(float(instrument.freq_hz.min()), 1), round(float(instrument.freq_hz.max()), 1)],
+        "active_control_elements": int(instrument.control_index.size),
+        "arrays": {k: list(v.shape) for k, v in instrument.arrays().items()},
+        "array_bytes": instrument.size_bytes(),
+        "final_loss": m.final_loss,
+        "training": m.training,
+        "source": m.source.model_dump() if m.source else None,
+    }
+    if path is not None:
+        out["file_bytes"] = Path(path).stat().st_size
+    return out
