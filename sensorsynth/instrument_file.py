@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -59,6 +60,7 @@ class Manifest(BaseModel):
     final_loss: float | None = None
     source: SourceInfo | None = None
     arrays: dict[str, list[int]] = Field(default_factory=dict)
+    arrays_sha256: str | None = Field(None, description="digest of every array's bytes, in name order")
 
 
 def expected_shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
@@ -147,6 +149,16 @@ def sparse_control(dense: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return index, flat[index].astype(np.float32)
 
 
+def arrays_digest(arrays: dict[str, np.ndarray]) -> str:
+    """sha256 over names, dtypes, shapes and bytes: catches corruption that still decodes as numbers."""
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        digest.update(f"{name}:{a.dtype.str}:{a.shape};".encode())
+        digest.update(a.tobytes())
+    return digest.hexdigest()
+
+
 def sha256_of(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -162,11 +174,16 @@ def save(instrument: Instrument, path: str | Path) -> Path:
     instrument.validate()
     path = Path(path)
     arrays = {name: np.ascontiguousarray(a) for name, a in instrument.arrays().items()}
-    manifest = instrument.manifest.model_copy(update={"arrays": {k: list(v.shape) for k, v in arrays.items()}})
+    manifest = instrument.manifest.model_copy(
+        update={"arrays": {k: list(v.shape) for k, v in arrays.items()}, "arrays_sha256": arrays_digest(arrays)}
+    )
     instrument.manifest = manifest
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     save_file(arrays, str(tmp), metadata={METADATA_KEY: manifest.model_dump_json()})
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # safetensors writes 0600; an instrument is meant to be shared
     tmp.replace(path)
     return path
 
@@ -216,6 +233,8 @@ def load(path: str | Path) -> Instrument:
         instrument.validate()
     except ValueError as exc:
         raise _fail(path, str(exc)) from None
+    if manifest.arrays_sha256 is not None and arrays_digest(arrays) != manifest.arrays_sha256:
+        raise _fail(path, "array data does not match the manifest's checksum (corrupt file?)")
     return instrument
 
 

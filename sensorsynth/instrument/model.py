@@ -33,8 +33,19 @@ def process_control_plane(raw: torch.Tensor) -> torch.Tensor:
 
 
 def interpolate_envelopes(low_res: torch.Tensor, size: int) -> torch.Tensor:
-    """Linear interpolation along the last axis (half-pixel centres)."""
-    return F.interpolate(low_res[None], size=size, mode="linear", align_corners=False)[0]
+    """Linear interpolation along the last axis with half-sample centres (torch's align_corners=False).
+
+    Positions are computed in float64 exactly as ``playback.interpolate_linear`` does, so the renderer's
+    attacks match the model's bit for bit at every rate.
+    """
+    n = low_res.shape[-1]
+    pos = (torch.arange(size, dtype=torch.float64) + 0.5) * (n / size) - 0.5
+    pos = pos.clamp(0.0, n - 1)
+    lo = pos.floor().long()
+    hi = (lo + 1).clamp(max=n - 1)
+    frac = (pos - lo).to(low_res.dtype).to(low_res.device)
+    lo, hi = lo.to(low_res.device), hi.to(low_res.device)
+    return low_res[..., lo] * (1 - frac) + low_res[..., hi] * frac
 
 
 def excite(control_signal: torch.Tensor, attacks: torch.Tensor, hop: int) -> torch.Tensor:
@@ -50,12 +61,18 @@ def excite(control_signal: torch.Tensor, attacks: torch.Tensor, hop: int) -> tor
     return torch.bmm(windows, att).reshape(k, frames * hop)
 
 
-def fft_convolve(signal: torch.Tensor, impulse: torch.Tensor) -> torch.Tensor:
+def fft_size(n: int) -> int:
+    """FFT length for a linear convolution of two n-long signals."""
+    return 1 << (2 * n - 1).bit_length()
+
+
+def fft_convolve(signal: torch.Tensor, impulse: torch.Tensor, impulse_fft: torch.Tensor | None = None) -> torch.Tensor:
     """Causal linear convolution cut to the signal's length; broadcasts leading axes."""
     n = signal.shape[-1]
-    n_fft = 1 << (2 * n - 1).bit_length()
-    spec = torch.fft.rfft(signal, n=n_fft) * torch.fft.rfft(impulse, n=n_fft)
-    return torch.fft.irfft(spec, n=n_fft)[..., :n]
+    n_fft = fft_size(n)
+    if impulse_fft is None:
+        impulse_fft = torch.fft.rfft(impulse, n=n_fft)
+    return torch.fft.irfft(torch.fft.rfft(signal, n=n_fft) * impulse_fft, n=n_fft)[..., :n]
 
 
 def deformation_weights(logits: torch.Tensor, frame: int) -> torch.Tensor:
@@ -117,20 +134,22 @@ class ResonanceModel(nn.Module):
         deformations: torch.Tensor | None = None,
         noise: torch.Tensor | None = None,
         resonances: torch.Tensor | None = None,
+        resonance_fft: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Audio (n_samples,). ``noise`` (K, attack_size) is drawn fresh when not given, as in training.
 
-        ``resonances`` lets a caller reuse impulse responses it already has (frozen-mode fitting stages).
+        ``resonances`` / ``resonance_fft`` (their rfft at ``fft_size(n_samples)``) let a caller reuse impulse
+        responses it already has, as fitting does while the modes are frozen.
         """
         spec = self.spec
         cs = self.control_signal if control_signal is None else control_signal
         logits = self.deformations if deformations is None else deformations
         if noise is None:
             noise = draw_noise((spec.control_plane_dim, spec.attack_size), device=cs.device)
-        res = self.bank() if resonances is None else resonances
+        res = self.bank() if resonances is None and resonance_fft is None else resonances
         excitation = excite(cs, self.attacks(noise), spec.control_hop)
         dry = self.router.t() @ excitation
-        wet = fft_convolve(dry[:, None, :], res)
+        wet = fft_convolve(dry[:, None, :], res, resonance_fft)
         wet = (wet * deformation_weights(logits, spec.deformation_frame)[None]).sum(dim=1)
         mix = torch.softmax(self.mix, dim=-1)
         blended = mix[:, :1] * dry + mix[:, 1:] * wet

@@ -1,0 +1,7 @@
+"""``python -m sensorsynth`` runs the same command as the ``sensorsynth`` console script."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,436 @@
+"""The ``sensorsynth`` command: fit an instrument from a clip, render it, inspect it.
+
+Exit codes: 0 success; 2 bad input (unreadable clip or instrument, bad arguments, output that cannot be
+written or would be overwritten); 1 a failure that is not the user's input (e.g. the fit produced an
+invalid model, or the renderer is missing); 130 interrupted with Ctrl-C. User errors print one
+``error: <message>`` line on stderr, never a traceback. torch and the fitter are imported only inside the
+commands that need them, so ``--help`` and ``info`` start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, NoReturn, Sequence
+
+EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+
+
+class CliError(Exception):
+    """An error to report as ``error: <message>`` with an exit code (2 = bad input)."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("sensorsynth")
+    except Exception:  # not installed (running from a source tree)
+        return "unknown"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports as ``error: ...`` (plus a usage hint) instead of ``prog: error: ...``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"error: {message}\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _sample_rate(text: str) -> int:
+    """The range ModelSpec accepts; a typo like 44 instead of 44100 should fail, not render 44 Hz audio."""
+    value = _positive_int(text)
+    if not 1000 <= value <= 384000:
+        raise argparse.ArgumentTypeError(f"must be between 1000 and 384000 Hz, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+# ---------------------------------------------------------------------------------------------- fit
+
+
+def _refuse_output(path: Path, force: bool) -> None:
+    """Cheap checks first, with no side effects: a wrong -o fails in a blink, before torch is imported."""
+    if path.is_dir():
+        raise CliError(f"{path}: is a directory; give a file name such as {path / 'name.instrument'}")
+    if path.exists() and not force:
+        raise CliError(f"{path}: already exists; use --force to overwrite it")
+
+
+def _prepare_output_dir(path: Path) -> None:
+    """Create and probe the output directory before a long fit, not after it."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CliError(f"{path.parent}: cannot create the output directory ({exc.strerror or exc})") from None
+    if not os.access(path.parent, os.W_OK):
+        raise CliError(f"{path.parent}: output directory is not writable")
+
+
+def _progress_callback(quiet: bool) -> tuple[Callable[[Any], None], Callable[[], None]]:
+    """A tqdm bar on stderr fed by fit's Progress events: step/total, ETA and current loss.
+
+    The stage (e.g. "frozen", "full") becomes the bar's label; a new bar starts only if the total changes.
+    """
+    from tqdm import tqdm
+
+    state: dict[str, Any] = {"bar": None}
+
+    def on_progress(progress: Any) -> None:
+        if quiet:
+            return
+        bar = state["bar"]
+        if bar is None or bar.total != progress.total:
+            if bar is not None:
+                bar.close()
+            bar = state["bar"] = tqdm(total=progress.total, unit="step", file=sys.stderr, dynamic_ncols=True)
+        bar.set_description(str(getattr(progress, "stage", "fit")), refresh=False)
+        bar.set_postfix(loss=f"{progress.loss:.5g}", refresh=False)
+        bar.update(progress.step - bar.n)
+
+    def close() -> None:
+        if state["bar"] is not None:
+            state["bar"].close()
+            state["bar"] = None
+
+    return on_progress, close
+
+
+def _parse_assignment(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` for --set; VALUE is read as JSON when it parses (numbers, true, null), else a string."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip(), value
+
+
+def _fit_settings(args: argparse.Namespace) -> Any:
+    """Only the options the user gave are passed; FitSettings' own defaults rule the rest."""
+    from pydantic import ValidationError
+
+    from .instrument.fit import FitSettings
+
+    given: dict[str, Any] = dict(args.set or [])
+    given.update(
+        (key, getattr(args, key))
+        for key in ("steps", "loss", "seed", "device", "threads")
+        if getattr(args, key) is not None
+    )
+    try:
+        settings = FitSettings(**given)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
+        known = ", ".join(FitSettings.model_fields)
+        raise CliError(f"bad fit settings: {problems} (settings: {known})") from None
+    import torch
+
+    device = str(getattr(settings, "device", "cpu"))
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, ValueError):
+        raise CliError(f"--device {device}: not a torch device (try cpu or cuda)") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise CliError(f"--device {device}: CUDA is not available on this machine")
+    return settings
+
+
+def _save_atomically(instrument: Any, out: Path, force: bool) -> None:
+    """Save into a private temp dir beside ``out``, then rename: Ctrl-C or a crash leaves nothing behind."""
+    from .instrument_file import save
+
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    try:
+        staged = save(instrument, staging / out.name)
+        if out.exists() and not force:
+            raise CliError(f"{out}: appeared while fitting; use --force to overwrite it")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(staged, 0o666 & ~umask)  # safetensors writes 0600; an instrument is meant to be shared
+        os.replace(staged, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    out = Path(args.output) if args.output else Path("models") / f"{Path(args.clip).stem}.instrument"
+    _refuse_output(out, args.force)
+    from .audio import read_clip
+    from .instrument.spec import ModelSpec
+
+    settings = _fit_settings(args)
+    spec = ModelSpec()
+    clip = read_clip(args.clip, sample_rate=spec.sample_rate, n_samples=spec.n_samples)
+    _prepare_output_dir(out)
+    if not args.quiet:
+        for message in clip.messages:
+            print(f"note: {args.clip}: {message}", file=sys.stderr)
+
+    from .instrument.export import to_instrument
+    from .instrument.fit import fit
+
+    if not args.quiet:
+        print(f"fitting {args.clip}: {settings.steps} steps on {settings.device}", file=sys.stderr)
+    on_progress, close_bar = _progress_callback(args.quiet)
+    start = time.perf_counter()
+    try:
+        result = fit(clip.samples, spec, settings, on_progress)
+    except ValueError as exc:  # the fitter rejecting a combination of settings or the audio
+        raise CliError(f"cannot fit {args.clip}: {exc}") from None
+    finally:
+        close_bar()
+    wall = time.perf_counter() - start
+    training = {**settings.model_dump(mode="json"), "wall_time_s": round(wall, 3)}
+    name = args.name or out.stem
+    instrument = to_instrument(result.model, name, training=training, final_loss=result.final_loss, source=clip.source)
+    try:
+        _save_atomically(instrument, out, args.force)
+    except ValueError as exc:  # Instrument.validate: the fit diverged (NaN) or produced impossible values
+        raise CliError(f"the fit produced an invalid instrument ({exc}); nothing was written", EXIT_FAILURE) from None
+    except OSError as exc:
+        raise CliError(f"{out}: cannot write ({exc.strerror or exc})") from None
+    size_kb = out.stat().st_size / 1000
+    print(f"saved {out} ({size_kb:.1f} kB), final loss {result.final_loss:.6g}, {wall:.1f} s")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------- render
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .audio import AudioOutputError, write_wav
+    from .instrument_file import load
+
+    out = Path(args.output)
+    if out.suffix.lower() != ".wav":
+        raise CliError(f"{out}: the output is written as WAV; give it a .wav name")
+    if args.seconds is not None and not args.random:
+        raise CliError("--seconds only applies to --random")
+    if out.is_dir():
+        raise CliError(f"{out}: is a directory")
+    instrument = load(args.instrument)
+    _prepare_output_dir(out)
+    try:
+        from .render.performance import render_random, render_reconstruction
+    except ImportError as exc:
+        raise CliError(f"the renderer is not available in this build ({exc})", EXIT_FAILURE) from None
+    rate = int(args.sample_rate or instrument.spec.sample_rate)
+    options = dict(sample_rate=args.sample_rate, block_size=args.block_size, seed=args.seed)
+    try:
+        if args.random:
+            seconds = args.seconds if args.seconds is not None else instrument.spec.duration
+            audio = render_random(instrument, seconds, **options)
+        else:
+            audio = render_reconstruction(instrument, **options)
+    except ValueError as exc:  # the renderer's own argument checks (rate, block size)
+        raise CliError(f"cannot render: {exc}") from None
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim != 1 or not np.all(np.isfinite(audio)):
+        raise CliError(f"the renderer returned unusable audio (shape {audio.shape})", EXIT_FAILURE)
+    try:
+        write_wav(out, audio, rate)
+    except AudioOutputError as exc:
+        raise CliError(str(exc)) from None
+    peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+    level = f"peak {20 * math.log10(peak):.1f} dBFS" if peak > 0 else "silent"
+    print(f"wrote {out} ({audio.size / rate:.2f} s at {rate} Hz, {level})")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------- info
+
+
+def _human_info(summary: dict[str, Any], path: str) -> str:
+    spec = summary["spec"]
+    lines = [
+        f"{path}",
+        f"  name          {summary['name']}",
+        f"  format        {summary['format']}, created {summary['created']}",
+        f"  size on disk  {summary.get('file_bytes', 0) / 1000:.1f} kB "
+        f"({summary['array_bytes'] / 1000:.1f} kB of arrays)",
+        f"  rate          {spec['sample_rate']} Hz, {spec['n_samples']} samples ({summary['duration_s']} s)",
+        f"  model         {spec['control_plane_dim']} controls -> {spec['n_resonances']} resonances "
+        f"x {spec['expressivity']} shapes x {spec['n_oscillators']} oscillators ({summary['oscillators']} in all)",
+        f"  frequencies   {summary['frequency_range_hz'][0]} - {summary['frequency_range_hz'][1]} Hz",
+        f"  control       {summary['active_control_elements']} active elements",
+        f"  final loss    {summary['final_loss'] if summary['final_loss'] is not None else 'unknown'}",
+    ]
+    source = summary.get("source")
+    if source:
+        lines += [
+            f"  source        {source['name']} ({source['duration_s']:.2f} s, {source['sample_rate']} Hz, "
+            f"{source['channels']} ch)",
+            f"  source sha256 {source['sha256']}",
+        ]
+    else:
+        lines.append("  source        unknown")
+    lines.append("  arrays")
+    lines += [f"    {name:<17} {list(shape)}" for name, shape in summary["arrays"].items()]
+    training = summary.get("training") or {}
+    lines.append("  training" + ("" if training else "      unknown"))
+    lines += [f"    {key:<17} {value}" for key, value in training.items()]
+    return "\n".join(lines)
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .instrument_file import describe, load
+
+    instrument = load(args.instrument)
+    summary = describe(instrument, args.instrument)
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str))
+    else:
+        print(_human_info(summary, args.instrument))
+    return 0
+
+
+# ------------------------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="sensorsynth",
+        description="Fit a tiny resonance model of an instrument from one clip, render it, inspect it.",
+        epilog="Exit codes: 0 ok, 1 failure, 2 bad input or arguments, 130 interrupted.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    fit = commands.add_parser(
+        "fit",
+        help="fit an instrument from an audio clip",
+        description="Fit an instrument to CLIP (any format soundfile reads; resampled, mixed to mono, padded "
+        "or cut to the model's length, each change reported) and save it as an .instrument file. A progress "
+        "bar with step, ETA and loss goes to stderr; Ctrl-C stops without writing anything.",
+    )
+    fit.add_argument("clip", metavar="CLIP", help="audio file to fit (wav, flac, ogg, ...)")
+    fit.add_argument(
+        "-o", "--output", metavar="PATH", help="instrument file to write (default: models/<CLIP name>.instrument)"
+    )
+    fit.add_argument("--steps", type=_positive_int, help="optimisation steps (default: the fitter's)")
+    # No argparse choices: reading them from FitSettings would import torch for every command. The fitter's
+    # own validation names the allowed values.
+    fit.add_argument("--loss", metavar="NAME", help="spectral loss: seed or multires (default: the fitter's)")
+    fit.add_argument("--seed", type=int, help="random seed (default: the fitter's)")
+    fit.add_argument("--device", metavar="DEVICE", help="torch device: cpu, cuda, cuda:1 ... (default: cpu)")
+    fit.add_argument("--threads", type=_positive_int, help="CPU threads for torch (default: all cores)")
+    fit.add_argument(
+        "--set",
+        metavar="KEY=VALUE",
+        action="append",
+        type=_parse_assignment,
+        help="any other fit setting, e.g. --set init=random --set lr=0.005 (repeatable; see the error "
+        "message of a wrong key for the list)",
+    )
+    fit.add_argument("--name", help="instrument name stored in the file (default: the output file's stem)")
+    fit.add_argument("--force", action="store_true", help="overwrite the output if it exists")
+    fit.add_argument("-q", "--quiet", action="store_true", help="no progress bar or notes; only the summary")
+    fit.set_defaults(handler=cmd_fit)
+
+    render = commands.add_parser(
+        "render",
+        help="render an instrument to a WAV file",
+        description="Render INSTRUMENT to a 16-bit mono WAV: --reconstruct replays the fitted performance "
+        "(the training clip's length), --random plays random controls for --seconds. An existing output WAV "
+        "is replaced.",
+    )
+    render.add_argument("instrument", metavar="INSTRUMENT", help=".instrument file")
+    mode = render.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--reconstruct", action="store_true", help="replay the performance the fit learned")
+    mode.add_argument("--random", action="store_true", help="play random controls")
+    render.add_argument("--seconds", type=_positive_float, help="length for --random (default: the clip's length)")
+    render.add_argument("-o", "--output", metavar="OUT.wav", required=True, help="WAV file to write")
+    render.add_argument(
+        "--sample-rate", type=_sample_rate, metavar="R", help="output rate in Hz (default: the instrument's)"
+    )
+    render.add_argument(
+        "--block-size", type=_positive_int, default=512, metavar="B", help="renderer block size (default: 512)"
+    )
+    render.add_argument("--seed", type=int, help="noise seed, for repeatable output")
+    render.set_defaults(handler=cmd_render)
+
+    info = commands.add_parser(
+        "info",
+        help="describe an instrument file",
+        description="Print an instrument's shapes, rates, provenance (source file, sha256, duration), "
+        "training settings, final loss and size on disk.",
+    )
+    info.add_argument("instrument", metavar="INSTRUMENT", help=".instrument file")
+    info.add_argument("--json", action="store_true", help="machine-readable JSON instead of text")
+    info.set_defaults(handler=cmd_info)
+    return parser
+
+
+def _error(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit code instead of raising SystemExit."""
+    from .audio import AudioInputError
+    from .instrument_file import InstrumentFileError
+
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, argument errors
+        return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_USAGE
+    if getattr(args, "handler", None) is None:
+        parser.print_usage(sys.stderr)
+        _error("no command given; choose one of fit, render, info (see sensorsynth --help)")
+        return EXIT_USAGE
+    try:
+        return int(args.handler(args))
+    except KeyboardInterrupt:
+        _error("interrupted; nothing was written")
+        return EXIT_INTERRUPTED
+    except CliError as exc:
+        _error(str(exc))
+        return exc.code
+    except (AudioInputError, InstrumentFileError) as exc:
+        _error(str(exc))
+        return EXIT_USAGE
+    except BrokenPipeError:  # e.g. `sensorsynth info x | head`
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""Short real fits on a real clip."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from sensorsynth.instrument.fit import FitSettings, fit
+from sensorsynth.instrument.init import analyse
+from sensorsynth.instrument.spec import ModelSpec
+
+AUDIO = Path(__file__).resolve().parents[2].parent / "shared" / "audio"
+SPEC = ModelSpec(n_samples=2**15, n_oscillators=32)
+
+
+def clip(name: str, n: int) -> np.ndarray:
+    x, rate = sf.read(AUDIO / f"{name}.wav", dtype="float32")
+    assert rate == 22050
+    x = x[:n]
+    return x / np.abs(x).max()
+
+
+@pytest.mark.parametrize("init", ["analysis", "random"])
+def test_short_fit_lowers_the_loss(init):
+    audio = clip("guitar", SPEC.n_samples)
+    seen = []
+    result = fit(audio, SPEC, FitSettings(steps=30, frozen_steps=10, init=init, seed=1), seen.append)
+    losses = [loss for _, loss, _ in result.history]
+    steps = [p for p in seen if p.stage != "analysis"]
+    assert len(steps) == 30 and steps[-1].step == 30
+    assert [p.stage for p in seen].count("analysis") == (1 if init == "analysis" else 0)
+    assert np.mean(losses[-5:]) < 0.95 * np.mean(losses[:5])
+    assert torch.isfinite(result.model(noise=torch.zeros(16, SPEC.attack_size))).all()
+
+
+def test_analysis_finds_the_clips_partials():
+    audio = clip("marimba", SPEC.n_samples)
+    a = analyse(audio, SPEC)
+    freqs = a.omega * SPEC.sample_rate / (2 * np.pi)
+    assert a.control.shape == (SPEC.control_plane_dim, SPEC.n_frames) and (a.control >= 0).all()
+    assert a.control.any()
+    # the strongest oscillator of the busiest resonance sits on a strong peak of the clip's spectrum
+    spectrum = np.abs(np.fft.rfft(audio * np.hanning(audio.size)))
+    bins = np.fft.rfftfreq(audio.size, 1 / SPEC.sample_rate)
+    r = int(np.argmax(a.control.sum(axis=1)))
+    f0 = freqs[r, 0, int(np.argmax(np.abs(a.amplitude[r, 0])))]
+    near = np.abs(bins - f0) < 10
+    assert spectrum[near].max() > 0.1 * spectrum.max()
+
+
+def test_fit_refuses_wrong_length_and_silence():
+    with pytest.raises(ValueError, match="shape"):
+        fit(np.zeros(10, np.float32), SPEC)
+    with pytest.raises(ValueError, match="silent"):
+        fit(np.zeros(SPEC.n_samples, np.float32), SPEC)
