@@ -51,6 +51,7 @@ class Progress:
     loss: float
     elapsed_s: float
     stage: str = "fit"
+    model: ResonanceModel | None = field(default=None, repr=False)  # live model: for checkpoints, evaluation
 
 
 @dataclass
@@ -169,7 +170,7 @@ def fit(
         elapsed = time.perf_counter() - start
         history.append((step + 1, loss_value, elapsed))
         if on_progress:
-            on_progress(Progress(step + 1, s.steps, loss_value, elapsed, "frozen" if in_frozen else "full"))
+            on_progress(Progress(step + 1, s.steps, loss_value, elapsed, "frozen" if in_frozen else "full", model))
         if s.time_budget_s and elapsed > s.time_budget_s:
             break
     for p in bank_params:

@@ -61,18 +61,55 @@ def excite(control_signal: torch.Tensor, attacks: torch.Tensor, hop: int) -> tor
     return torch.bmm(windows, att).reshape(k, frames * hop)
 
 
+class _FFTConvolve(torch.autograd.Function):
+    """Causal convolution cut to n samples, with a backward pass made of real FFTs.
+
+    torch differentiates a zero-padded rfft through a full complex FFT; the adjoint of a causal
+    convolution is a correlation, which real FFTs of the same size give directly (and about 5x cheaper).
+    """
+
+    @staticmethod
+    def forward(ctx, signal, impulse, impulse_fft):  # type: ignore[override]
+        n = signal.shape[-1]
+        n_fft = fft_size(n)
+        x_fft = torch.fft.rfft(signal, n=n_fft)
+        h_fft = torch.fft.rfft(impulse, n=n_fft) if impulse_fft is None else impulse_fft
+        ctx.save_for_backward(x_fft, h_fft)
+        ctx.n, ctx.n_fft = n, n_fft
+        ctx.shapes = (signal.shape, None if impulse is None else impulse.shape)
+        return torch.fft.irfft(x_fft * h_fft, n=n_fft)[..., :n]
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        x_fft, h_fft = ctx.saved_tensors
+        n, n_fft = ctx.n, ctx.n_fft
+        signal_shape, impulse_shape = ctx.shapes
+        g_fft = torch.fft.rfft(grad, n=n_fft)
+        grad_signal = grad_impulse = None
+        if ctx.needs_input_grad[0]:
+            prod = (g_fft * h_fft.conj()).sum_to_size(*signal_shape[:-1], g_fft.shape[-1])
+            grad_signal = torch.fft.irfft(prod, n=n_fft)[..., :n]
+        if impulse_shape is not None and ctx.needs_input_grad[1]:
+            prod = (g_fft * x_fft.conj()).sum_to_size(*impulse_shape[:-1], g_fft.shape[-1])
+            grad_impulse = torch.fft.irfft(prod, n=n_fft)[..., :n]
+        return grad_signal, grad_impulse, None
+
+
 def fft_size(n: int) -> int:
     """FFT length for a linear convolution of two n-long signals."""
     return 1 << (2 * n - 1).bit_length()
 
 
-def fft_convolve(signal: torch.Tensor, impulse: torch.Tensor, impulse_fft: torch.Tensor | None = None) -> torch.Tensor:
-    """Causal linear convolution cut to the signal's length; broadcasts leading axes."""
-    n = signal.shape[-1]
-    n_fft = fft_size(n)
-    if impulse_fft is None:
-        impulse_fft = torch.fft.rfft(impulse, n=n_fft)
-    return torch.fft.irfft(torch.fft.rfft(signal, n=n_fft) * impulse_fft, n=n_fft)[..., :n]
+def fft_convolve(
+    signal: torch.Tensor, impulse: torch.Tensor | None, impulse_fft: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Causal linear convolution cut to the signal's length; broadcasts leading axes.
+
+    ``impulse_fft`` (the impulse's rfft at ``fft_size(n)``) replaces ``impulse`` when it is already known.
+    """
+    if impulse_fft is not None and impulse_fft.requires_grad:
+        raise ValueError("a precomputed impulse spectrum is treated as a constant")
+    return _FFTConvolve.apply(signal, impulse, impulse_fft)
 
 
 def deformation_weights(logits: torch.Tensor, frame: int) -> torch.Tensor:

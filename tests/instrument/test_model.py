@@ -9,6 +9,7 @@ from sensorsynth.instrument.model import (
     deformation_weights,
     excite,
     fft_convolve,
+    fft_size,
     interpolate_envelopes,
 )
 from sensorsynth.instrument.playback import deformation_targets, interpolate_linear
@@ -78,3 +79,13 @@ def test_silent_control_plane_gives_silence():
 def test_spec_rejects_inconsistent_sizes():
     with pytest.raises(ValueError, match="multiple of control_hop"):
         ModelSpec(n_samples=1000, control_hop=128)
+
+
+def test_fft_convolve_gradients_match_autograd_of_plain_convolution():
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(3, 1, 64, dtype=torch.float64, generator=g, requires_grad=True)
+    h = torch.randn(3, 2, 64, dtype=torch.float64, generator=g, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: fft_convolve(a, b), (x, h))
+    with torch.no_grad():
+        h_fft = torch.fft.rfft(h, n=fft_size(64))
+    assert torch.autograd.gradcheck(lambda a: fft_convolve(a, None, h_fft), (x,))
