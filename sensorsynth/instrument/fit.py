@@ -27,7 +27,7 @@ class FitSettings(BaseModel):
     ``lr=1e-3`` everywhere is the seed's."""
 
     model_config = ConfigDict(extra="forbid")
-    steps: int = Field(600, ge=1, description="total optimiser steps, frozen stage included")
+    steps: int = Field(700, ge=1, description="total optimiser steps, frozen stage included")
     frozen_steps: int = Field(150, ge=0, description="first steps with the oscillators frozen")
     loss: LossName = "seed"
     sparsity: float = Field(0.5, ge=0)

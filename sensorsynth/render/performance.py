@@ -44,15 +44,21 @@ def render_reconstruction(
     seed: int | None = None,
     noise: np.ndarray | None = None,
     limit: float | None = 1.0,
+    fresh_noise: bool = False,
 ) -> np.ndarray:
     """The fitted performance (control signal + deformations) at any rate: (n_samples at that rate,) float32.
 
     Control frame f fires at sample f·hop of the output rate; deformation frame j ramps from sample j·F
-    (frame 0 is set at once, as the offline model does). ``noise`` (K, attack_size) fixed for every event
-    reproduces the offline forward pass; otherwise each event draws fresh noise from ``seed``.
+    (frame 0 is set at once, as the offline model does). By default every event of a control dimension
+    shares one noise burst drawn from ``seed``, as in the fit (the seed draws one (K, attack) noise array
+    per forward pass), so consecutive events add as they did in training; ``noise`` fixes that array.
+    ``fresh_noise=True`` draws noise per event instead, as live play does.
     """
     rate = int(sample_rate or instrument.spec.sample_rate)
     spec = spec_at_rate(instrument.spec, rate)
+    if noise is None and not fresh_noise:
+        noise = np.random.default_rng(seed).uniform(-1.0, 1.0, (spec.control_plane_dim, spec.attack_size))
+        noise = noise.astype(np.float32)
     renderer = Renderer(instrument, rate, block_size=block_size, max_voices=1, seed=seed, noise=noise, limit=limit)
     cs = instrument.control_signal()
     controls = [(f * spec.control_hop, cs[:, f]) for f in np.flatnonzero(cs.any(axis=0))]

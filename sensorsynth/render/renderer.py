@@ -183,6 +183,14 @@ class Renderer:
         if seed is None:
             seed = int(np.random.SeedSequence().generate_state(1, np.uint64)[0])
         self._rng = np.array([int(seed) & 0xFFFFFFFFFFFFFFFF, 0], np.uint64)
+        # fresh noise: every burst reads a randomly placed window of this table
+        self._table = (
+            np.random.default_rng(int(seed) & 0xFFFFFFFFFFFFFFFF)
+            .uniform(-1.0, 1.0, K.NOISE_TABLE + a_max)
+            .astype(np.float32)
+            if noise.size == 0
+            else np.zeros(0, np.float32)
+        )
 
         # scratch and output
         self._out = np.zeros(b, np.float32)
@@ -222,6 +230,7 @@ class Renderer:
             self._qfree,
             self._qstate,
             self._noise,
+            self._table,
             self._rng,
             self.max_voices,
             *scratch,

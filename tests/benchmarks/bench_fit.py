@@ -85,6 +85,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--evals", type=int, default=5, help="reconstructions per distance point")
+    ap.add_argument("--final-evals", type=int, default=11, help="reconstructions for the final distance")
     ap.add_argument("--every", type=int, default=100, help="steps between distance points")
     ap.add_argument("--step-time", action="store_true", help="only time single training steps")
     ap.add_argument("--reference", action="store_true", help="with --step-time: also time the seed's formula")
@@ -120,11 +121,11 @@ def main() -> None:
     curve = []
     eval_time = 0.0
 
-    def evaluate(model, step: int, elapsed: float) -> None:
+    def evaluate(model, step: int, elapsed: float, draws: int | None = None) -> None:
         nonlocal eval_time
         t0 = time.perf_counter()
         with torch.no_grad():
-            ds = [distance(target, model().cpu().numpy().astype(np.float64)) for _ in range(args.evals)]
+            ds = [distance(target, model().cpu().numpy().astype(np.float64)) for _ in range(draws or args.evals)]
         mrsc = statistics.median(d["mrsc"] for d in ds)
         mrlsd = statistics.median(d["mrlsd"] for d in ds)
         curve.append({"step": step, "fit_s": round(elapsed - eval_time, 1), "mrsc": round(mrsc, 3),
@@ -146,8 +147,9 @@ def main() -> None:
     result = fit(clip.samples, spec, settings, on_progress)
     total = time.perf_counter() - t0 - eval_time
     final_step = result.history[-1][0]
-    if not curve or curve[-1]["step"] != final_step:
-        evaluate(result.model, final_step, total + eval_time)
+    if curve and curve[-1]["step"] == final_step:
+        curve.pop()
+    evaluate(result.model, final_step, total + eval_time, draws=args.final_evals)
     summary = {
         "clip": Path(args.clip).name,
         "settings": settings.model_dump(),

@@ -74,7 +74,8 @@ def test_burst_wraps_around_the_ring(t):
     vec = np.array([0.5, 0.0, 2.0], np.float32)
     att = rng.normal(size=(k, a)).astype(np.float32)
     noise = rng.uniform(-1, 1, (k, a)).astype(np.float32)
-    K.add_burst(exc, ring - 1, t, vec, att.reshape(-1), k, a, noise, np.uint64(0), np.zeros(a, np.float32))
+    K.add_burst(exc, ring - 1, t, vec, att.reshape(-1), k, a, noise, np.zeros(0, np.float32), np.uint64(0),
+                np.zeros(a, np.float32))
     want = np.zeros((k, ring), np.float32)
     idx = (t + np.arange(a)) % ring
     want[:, idx] = vec[:, None] * (att * noise)
@@ -83,11 +84,12 @@ def test_burst_wraps_around_the_ring(t):
 
 def test_fresh_noise_is_uniform_and_differs_per_key():
     a = 20000
+    table = np.random.default_rng(0).uniform(-1, 1, K.NOISE_TABLE + a).astype(np.float32)
     bursts = []
     for key in (1, 2):
         exc = np.zeros((1, 32768), np.float32)
         K.add_burst(exc, 32767, 0, np.ones(1, np.float32), np.ones(a, np.float32), 1, a,
-                    np.zeros((0, 0), np.float32), np.uint64(key), np.zeros(a, np.float32))  # fmt: skip
+                    np.zeros((0, 0), np.float32), table, np.uint64(key), np.zeros(a, np.float32))  # fmt: skip
         bursts.append(exc[0, :a])
     x = bursts[0]
     assert -1 <= x.min() < -0.99 and 0.99 < x.max() < 1

@@ -21,16 +21,25 @@ def test_reconstruction_with_fixed_noise_is_the_offline_forward_pass(rate):
     assert rel_error(out, ref) <= TOLERANCE
 
 
-def test_reconstruction_with_fresh_noise_is_seeded_and_clipped():
+@pytest.mark.parametrize("fresh_noise", [False, True])
+def test_reconstruction_noise_is_seeded_and_clipped(fresh_noise):
     inst, _, ref = reference(0, 22050)
-    a = render_reconstruction(inst, seed=3)
-    b = render_reconstruction(inst, seed=3)
-    c = render_reconstruction(inst, seed=4)
+    a = render_reconstruction(inst, seed=3, fresh_noise=fresh_noise)
+    b = render_reconstruction(inst, seed=3, fresh_noise=fresh_noise)
+    c = render_reconstruction(inst, seed=4, fresh_noise=fresh_noise)
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
     assert np.abs(a).max() <= 1.0 and np.all(np.isfinite(a))
-    # fresh noise: same loudness as the offline render, not the same samples
+    # another noise draw: same loudness as the offline render, not the same samples
     assert 0.5 < np.std(a) / np.std(ref) < 2.0
+
+
+def test_default_reconstruction_shares_one_burst_per_dimension_like_the_fit():
+    inst, _, _ = reference(0, 22050)
+    spec = inst.spec
+    noise = np.random.default_rng(5).uniform(-1.0, 1.0, (spec.control_plane_dim, spec.attack_size))
+    shared = render_reconstruction(inst, seed=5, limit=None)
+    assert np.array_equal(shared, render_reconstruction(inst, noise=noise.astype(np.float32), limit=None))
 
 
 def test_random_performance_events_follow_the_seed():
