@@ -14,7 +14,7 @@ from typing import Callable, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .init import Analysis, analyse
 from .loss import LossName, sparsity, spectral_loss, stft_magnitude
@@ -23,11 +23,11 @@ from .spec import ModelSpec
 
 
 class FitSettings(BaseModel):
-    """How to fit. Defaults are the fast recipe; ``init="random", frozen_steps=0, steps=10000`` with
-    ``lr=1e-3`` everywhere is the seed's."""
+    """How to fit. Defaults are the fast recipe with the seed's loss. The seed's own recipe is
+    ``init="random", parameterization="seed", frozen_steps=0, lr=1e-3, schedule="constant", steps=10000``."""
 
     model_config = ConfigDict(extra="forbid")
-    steps: int = Field(700, ge=1, description="total optimiser steps, frozen stage included")
+    steps: int = Field(900, ge=1, description="total optimiser steps, frozen stage included")
     frozen_steps: int = Field(150, ge=0, description="first steps with the oscillators frozen")
     loss: LossName = "seed"
     sparsity: float = Field(0.5, ge=0)
@@ -35,6 +35,7 @@ class FitSettings(BaseModel):
     lr_frequency: float = Field(1e-4, ge=0, description="log-frequency (1e-4 is 0.17 cent)")
     lr_decay: float = Field(1e-2, ge=0, description="log-decay")
     lr_amplitude: float = Field(5e-3, ge=0)
+    mode_every: int = Field(2, ge=1, description="after the frozen stage, update the oscillators every Nth step")
     schedule: Literal["cosine", "constant"] = "cosine"
     init: Literal["analysis", "random"] = "analysis"
     parameterization: Literal["physical", "seed"] = "physical"
@@ -42,6 +43,12 @@ class FitSettings(BaseModel):
     seed: int = 0
     device: str = "cpu"
     threads: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "FitSettings":
+        if self.init == "analysis" and self.parameterization == "seed":
+            raise ValueError("init='analysis' needs parameterization='physical' (the seed's has no frequency)")
+        return self
 
 
 @dataclass
@@ -126,8 +133,7 @@ def fit(
     device = torch.device(s.device)
     torch.manual_seed(s.seed)
     generator = torch.Generator().manual_seed(s.seed)
-    parameterization = "physical" if s.init == "analysis" else s.parameterization
-    model = ResonanceModel(spec, parameterization=parameterization, generator=generator).to(device)
+    model = ResonanceModel(spec, parameterization=s.parameterization, generator=generator).to(device)
     target = torch.from_numpy(audio).to(device)
     start = time.perf_counter()
     if s.init == "analysis":
@@ -145,13 +151,15 @@ def fit(
     loss_value = float("nan")
     resonance_fft = None
     for step in range(s.steps):
-        in_frozen = step < frozen
-        if in_frozen and resonance_fft is None:
+        # oscillators train only after the frozen stage, and then every `mode_every` steps; in between,
+        # their impulse responses' spectrum is computed once and reused
+        modes_train = step >= frozen and (step - frozen) % s.mode_every == 0
+        if not modes_train and resonance_fft is None:
             with torch.no_grad():
                 resonance_fft = torch.fft.rfft(model.bank(), n=fft_size(spec.n_samples))
             for p in bank_params:
                 p.requires_grad_(False)
-        if not in_frozen and resonance_fft is not None:
+        if modes_train:
             resonance_fft = None
             for p in bank_params:
                 p.requires_grad_(True)
@@ -170,7 +178,7 @@ def fit(
         elapsed = time.perf_counter() - start
         history.append((step + 1, loss_value, elapsed))
         if on_progress:
-            on_progress(Progress(step + 1, s.steps, loss_value, elapsed, "frozen" if in_frozen else "full", model))
+            on_progress(Progress(step + 1, s.steps, loss_value, elapsed, "frozen" if step < frozen else "full", model))
         if s.time_budget_s and elapsed > s.time_budget_s:
             break
     for p in bank_params:

@@ -22,11 +22,15 @@ def clip(name: str, n: int) -> np.ndarray:
     return x / np.abs(x).max()
 
 
-@pytest.mark.parametrize("init", ["analysis", "random"])
-def test_short_fit_lowers_the_loss(init):
+@pytest.mark.parametrize(
+    "init, parameterization, loss",
+    [("analysis", "physical", "seed"), ("analysis", "physical", "multires"), ("random", "seed", "seed")],
+)
+def test_short_fit_lowers_the_loss(init, parameterization, loss):
     audio = clip("guitar", SPEC.n_samples)
     seen = []
-    result = fit(audio, SPEC, FitSettings(steps=30, frozen_steps=10, init=init, seed=1), seen.append)
+    settings = FitSettings(steps=30, frozen_steps=10, init=init, parameterization=parameterization, loss=loss, seed=1)
+    result = fit(audio, SPEC, settings, seen.append)
     losses = [loss for _, loss, _ in result.history]
     steps = [p for p in seen if p.stage != "analysis"]
     assert len(steps) == 30 and steps[-1].step == 30
@@ -55,3 +59,8 @@ def test_fit_refuses_wrong_length_and_silence():
         fit(np.zeros(10, np.float32), SPEC)
     with pytest.raises(ValueError, match="silent"):
         fit(np.zeros(SPEC.n_samples, np.float32), SPEC)
+
+
+def test_settings_refuse_analysis_with_the_seed_parameterization():
+    with pytest.raises(ValueError, match="physical"):
+        FitSettings(init="analysis", parameterization="seed")
