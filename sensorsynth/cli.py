@@ -15,8 +15,10 @@ import json
 import math
 import os
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, NoReturn, Sequence
@@ -186,6 +188,34 @@ def _save_atomically(instrument: Any, out: Path, force: bool) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+class _DeferredInterrupt:
+    """Ctrl-C during a fit stops it between two steps rather than inside torch's autograd engine (an
+    interrupt raised inside a backward pass can leave the process hanging). A second Ctrl-C stops at once."""
+
+    def __init__(self) -> None:
+        self.pending = False
+        self._previous: Any = None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.pending:
+            raise KeyboardInterrupt
+        self.pending = True
+
+    def check(self) -> None:
+        if self.pending:
+            raise KeyboardInterrupt
+
+    def __enter__(self) -> "_DeferredInterrupt":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        self.check()
+
+
 def cmd_fit(args: argparse.Namespace) -> int:
     out = Path(args.output) if args.output else Path("models") / f"{Path(args.clip).stem}.instrument"
     _refuse_output(out, args.force)
@@ -205,10 +235,17 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
     if not args.quiet:
         print(f"fitting {args.clip}: {settings.steps} steps on {settings.device}", file=sys.stderr)
-    on_progress, close_bar = _progress_callback(args.quiet)
+    show_progress, close_bar = _progress_callback(args.quiet)
+    interrupted = _DeferredInterrupt()
+
+    def on_progress(progress: Any) -> None:
+        interrupted.check()
+        show_progress(progress)
+
     start = time.perf_counter()
     try:
-        result = fit(clip.samples, spec, settings, on_progress)
+        with interrupted:
+            result = fit(clip.samples, spec, settings, on_progress)
     except ValueError as exc:  # the fitter rejecting a combination of settings or the audio
         raise CliError(f"cannot fit {args.clip}: {exc}") from None
     finally:
