@@ -235,7 +235,42 @@ class Renderer:
             self.max_voices,
             *scratch,
         )
+        self._pack()
         self._time = 0
+
+    _DTYPES = {"f": np.float32, "q": np.int64, "h": np.int32, "u": np.uint64, "b": np.bool_}
+
+    def _pack(self) -> None:
+        """Move every kernel array into one buffer per dtype (see kernel.PACKED_KINDS) and rebind the
+        renderer's attributes to the views, so one kernel call unboxes 5 arrays instead of 40."""
+        args = self._args
+        if len(args) != len(K.PACKED_KINDS):
+            raise AssertionError("renderer arguments and kernel.PACKED_KINDS disagree")
+        sizes = dict.fromkeys(self._DTYPES, 0)
+        for a, (kind, ndim) in zip(args, K.PACKED_KINDS):
+            if kind:
+                if a.dtype != self._DTYPES[kind] or a.ndim != ndim:
+                    raise AssertionError(f"kernel argument {a.dtype}/{a.ndim}d does not match {kind}/{ndim}d")
+                sizes[kind] += a.size
+        buffers = {k: np.zeros(max(1, n), dt) for (k, dt), n in zip(self._DTYPES.items(), sizes.values())}
+        layout = np.zeros((len(args), 4), np.int64)
+        offsets = dict.fromkeys(self._DTYPES, 0)
+        views: dict[int, np.ndarray] = {}
+        for i, (a, (kind, ndim)) in enumerate(zip(args, K.PACKED_KINDS)):
+            if not kind:
+                continue
+            o = offsets[kind]
+            view = buffers[kind][o : o + a.size].reshape(a.shape)
+            view[...] = a
+            layout[i, 0] = o
+            layout[i, 1 : 1 + ndim] = a.shape
+            offsets[kind] += a.size
+            views[id(a)] = view
+        for name, value in list(vars(self).items()):
+            if isinstance(value, np.ndarray) and id(value) in views:
+                setattr(self, name, views[id(value)])
+        self._args = tuple(views.get(id(a), a) for a in args)
+        self._packed = (self._limit, self.max_voices, *buffers.values(), layout)
 
     # ------------------------------------------------------------------ state
     def _init_slot(self, s: int, inst: int, gain: float) -> None:
@@ -409,19 +444,19 @@ class Renderer:
         """Render the next block_size samples (float32, mono) into the renderer's own buffer and return it.
 
         The returned array is overwritten by the next call."""
-        self._kernel(self._time, self.block_size, *self._args)
+        self._kernel(self._time, self.block_size, *self._packed)
         self._time += self.block_size
         return self._out
 
     def _kernel(self, *args) -> None:
         """First call: compile or load the kernel, then bind its compiled entry point for these argument
         types, which skips numba's per-call type dispatch (about a microsecond, 3 % of a 64-sample block)."""
-        K.process_block(*args)
+        K.process_packed(*args)
         try:
-            sig = tuple(K.process_block.typeof_pyval(a) for a in args)
-            self._kernel = K.process_block.overloads[sig].entry_point  # type: ignore[method-assign]
+            sig = tuple(K.process_packed.typeof_pyval(a) for a in args)
+            self._kernel = K.process_packed.overloads[sig].entry_point  # type: ignore[method-assign]
         except (KeyError, AttributeError):  # another numba: keep the dispatcher
-            self._kernel = K.process_block  # type: ignore[method-assign]
+            self._kernel = K.process_packed  # type: ignore[method-assign]
 
     def render(self, n_samples: int) -> np.ndarray:
         """Convenience: a fresh array of the next n_samples (whole blocks, cut to length)."""
