@@ -35,15 +35,15 @@ def _spectrogram(x: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
     return np.abs(z).astype(np.float64)
 
 
-def _nmf(spec: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _templates(spec: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """k spectral templates (F, k) of a magnitude spectrogram by KL-NMF."""
     from sklearn.decomposition import NMF
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         nmf = NMF(n_components=k, init="nndsvda", beta_loss="kullback-leibler", solver="mu",
                   max_iter=150, random_state=seed)
-        w = nmf.fit_transform(spec + 1e-9)
-    return w, nmf.components_
+        return nmf.fit_transform(spec + 1e-9)
 
 
 def _peaks(template: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
@@ -109,14 +109,14 @@ def analyse(audio: np.ndarray, spec: ModelSpec, seed: int = 0) -> Analysis:
     rate = spec.sample_rate
     n_fft = 4096 if spec.n_samples >= 4 * 4096 else max(64, 1 << int(math.log2(spec.n_samples // 4)))
     hop = spec.control_hop * max(1, n_fft // (8 * spec.control_hop))
-    power = _spectrogram(audio, n_fft, hop)
-    w, h = _nmf(power, r_count, seed)
+    magnitude = _spectrogram(audio, n_fft, hop)
+    w = _templates(magnitude, r_count, seed)
 
     omega = np.empty((r_count, e_count, m_count))
     alpha = np.empty_like(omega)
     amp = np.empty_like(omega)
-    global_template = power.mean(axis=1)
-    all_bins, all_heights = _peaks(global_template, 4 * m_count)
+    global_template = magnitude.mean(axis=1)
+    all_bins, _ = _peaks(global_template, 4 * m_count)
     hop_s = hop / rate
     for r in range(r_count):
         bins, heights = _peaks(w[:, r], m_count)
@@ -130,7 +130,7 @@ def analyse(audio: np.ndarray, spec: ModelSpec, seed: int = 0) -> Analysis:
             floor = heights.min() * 0.05 if heights.size else 1e-3
             bins = np.concatenate([bins, fill_bins])
             heights = np.concatenate([heights, np.full(extra, floor)])
-        rates = _decay_rates(power, bins, hop_s)
+        rates = _decay_rates(magnitude, bins, hop_s)
         om = 2 * np.pi * bins / n_fft
         al = rates / rate
         # a noise-driven mode's spectral peak grows like |c| / sqrt(alpha): invert that
