@@ -288,7 +288,9 @@ def cmd_render(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise CliError(f"the renderer is not available in this build ({exc})", EXIT_FAILURE) from None
     rate = int(args.sample_rate or instrument.spec.sample_rate)
-    options = dict(sample_rate=args.sample_rate, block_size=args.block_size, seed=args.seed)
+    # offline, a file can be normalised afterwards instead of clipped: render without the live limiter
+    # (NaN/inf are still removed) and scale down only if the peak exceeds full scale, like the seed's max_norm
+    options = dict(sample_rate=args.sample_rate, block_size=args.block_size, seed=args.seed, limit=None)
     try:
         if args.random:
             seconds = args.seconds if args.seconds is not None else instrument.spec.duration
@@ -300,6 +302,10 @@ def cmd_render(args: argparse.Namespace) -> int:
     audio = np.asarray(audio, dtype=np.float32)
     if audio.ndim != 1 or not np.all(np.isfinite(audio)):
         raise CliError(f"the renderer returned unusable audio (shape {audio.shape})", EXIT_FAILURE)
+    over = float(np.max(np.abs(audio))) if audio.size else 0.0
+    if over > 1.0:
+        audio /= over
+        print(f"note: peak was {20 * math.log10(over):+.1f} dBFS; scaled to 0 dBFS instead of clipping", file=sys.stderr)
     try:
         write_wav(out, audio, rate)
     except AudioOutputError as exc:

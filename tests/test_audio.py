@@ -12,7 +12,7 @@ from scipy.signal import resample_poly
 
 from sensorsynth.audio import AudioInputError, AudioOutputError, Clip, read_clip, write_wav
 
-AUDIO = Path("/work/shared/audio")
+AUDIO = Path(__file__).resolve().parents[1].parent / "shared" / "audio"
 RATE, N = 22050, 2**17
 
 

@@ -23,7 +23,7 @@ import soundfile as sf
 from sensorsynth.cli import main
 from sensorsynth.instrument_file import load
 
-GUITAR = Path("/work/shared/audio/guitar.wav")
+GUITAR = Path(__file__).resolve().parents[1].parent / "shared" / "audio" / "guitar.wav"
 FAST = ["--set", "init=random", "--threads", "1"]
 
 
@@ -325,3 +325,13 @@ def test_version() -> None:
     result = run("--version")
     assert result.returncode == 0
     assert result.stdout.startswith("sensorsynth ")
+
+
+def test_render_scales_a_loud_performance_instead_of_clipping(tmp_path: Path) -> None:
+    bundled = Path(__file__).resolve().parents[1] / "models" / "guitar.instrument"
+    out = tmp_path / "loud.wav"
+    proc = run("render", bundled, "--random", "--seconds", "10", "--seed", "0", "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    audio, _ = sf.read(out)
+    assert np.abs(audio).max() > 0.9
+    assert (np.abs(audio) >= 0.999).sum() <= 2  # one peak at full scale, no run of clipped samples
