@@ -194,6 +194,7 @@ class _DeferredInterrupt:
 
     def __init__(self) -> None:
         self.pending = False
+        self._installed = False
         self._previous: Any = None
 
     def _handle(self, signum: int, frame: Any) -> None:
@@ -208,11 +209,13 @@ class _DeferredInterrupt:
     def __enter__(self) -> "_DeferredInterrupt":
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._installed = True
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        if self._installed:
+            # a handler installed outside Python reads back as None: fall back to the default one
+            signal.signal(signal.SIGINT, self._previous if self._previous is not None else signal.default_int_handler)
         self.check()
 
 

@@ -137,6 +137,11 @@ class Instrument:
             raise ValueError("control_value must be finite and non-negative")
         if np.any(self.freq_hz < 0) or np.any(self.decay_per_s < 0):
             raise ValueError("oscillator frequencies and decays must be non-negative")
+        # amplitudes are unit-normed and the rest are small logits and weights: anything huge is corrupt
+        for name, bound in (("amplitude", 1e3), ("router", 1e6), ("gains", 1e6), ("attack_envelopes", 1e6),
+                            ("mix", 1e4), ("deformations", 1e4), ("control_value", 1e6)):
+            if np.abs(getattr(self, name)).max(initial=0.0) > bound:
+                raise ValueError(f"array {name!r} holds values beyond {bound:g}: not a fitted instrument")
 
     def size_bytes(self) -> int:
         return int(sum(a.nbytes for a in self.arrays().values()))
@@ -205,7 +210,7 @@ def load(path: str | Path) -> Instrument:
         with safe_open(str(path), framework="numpy") as handle:
             metadata = handle.metadata() or {}
             arrays = {name: handle.get_tensor(name) for name in handle.keys()}
-    except (SafetensorError, OSError, ValueError, json.JSONDecodeError) as exc:
+    except (SafetensorError, OSError, ValueError, TypeError, json.JSONDecodeError) as exc:
         raise _fail(path, f"not a readable instrument file (truncated or corrupt?): {exc}") from None
     if METADATA_KEY not in metadata:
         raise _fail(path, "has no sensorsynth manifest (is it an instrument file?)")

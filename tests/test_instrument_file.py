@@ -301,3 +301,15 @@ def test_silently_corrupted_array_bytes_fail_the_checksum(saved: Path) -> None:
 
 def test_saved_file_is_readable_by_others(saved: Path) -> None:
     assert saved.stat().st_mode & 0o044
+
+
+def test_absurd_magnitudes_are_refused(tmp_path: Path, small: Instrument) -> None:
+    arrays = {name: np.array(a, copy=True) for name, a in small.arrays().items()}
+    arrays["amplitude"][0, 0, 0] = 1e30  # finite in float32, inf once the renderer squares it
+    _fails(_write(tmp_path / "huge.instrument", arrays, json.loads(small.manifest.model_dump_json())), "amplitude")
+
+
+def test_a_spec_asking_for_huge_buffers_is_refused(tmp_path: Path, small: Instrument) -> None:
+    manifest = json.loads(small.manifest.model_dump_json())
+    manifest["spec"]["n_samples"] = 2**33
+    _fails(_write(tmp_path / "big.instrument", small.arrays(), manifest), "n_samples")

@@ -24,7 +24,8 @@ from .spec import ModelSpec
 
 class FitSettings(BaseModel):
     """How to fit. Defaults are the fast recipe with the seed's loss. The seed's own recipe is
-    ``init="random", parameterization="seed", frozen_steps=0, lr=1e-3, schedule="constant", steps=10000``."""
+    ``init="random", parameterization="seed", frozen_steps=0, mode_every=1, lr=1e-3, schedule="constant",
+    steps=10000``."""
 
     model_config = ConfigDict(extra="forbid")
     steps: int = Field(900, ge=1, description="total optimiser steps, frozen stage included")

@@ -41,7 +41,9 @@ def _templates(spec: np.ndarray, k: int, seed: int) -> np.ndarray:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        nmf = NMF(n_components=k, init="nndsvda", beta_loss="kullback-leibler", solver="mu",
+        # nndsvda needs at least k frames and bins; short clips or small specs fall back to random
+        init = "nndsvda" if k <= min(spec.shape) else "random"
+        nmf = NMF(n_components=k, init=init, beta_loss="kullback-leibler", solver="mu",
                   max_iter=150, random_state=seed)
         return nmf.fit_transform(spec + 1e-9)
 
@@ -82,9 +84,11 @@ def _control_from_templates(audio: np.ndarray, w: np.ndarray, n_fft: int, spec: 
     pad = fine_fft // 2  # centre frame f on sample f·hop
     padded = np.pad(audio, (pad, pad))
     v = _spectrogram(padded, fine_fft, hop)[:, : spec.n_frames] + 1e-9  # (F', frames)
-    ratio = n_fft // fine_fft
-    bins = v.shape[0]
-    wf = np.stack([w[max(0, j * ratio - ratio // 2): j * ratio + ratio // 2 + 1].sum(axis=0) for j in range(bins)])
+    # each fine bin takes the long-window bins around the same frequency (at least one)
+    scale = n_fft / fine_fft
+    half = max(1, round(scale)) // 2
+    centres = np.minimum(np.round(np.arange(v.shape[0]) * scale).astype(int), w.shape[0] - 1)
+    wf = np.stack([w[max(0, c - half): c + half + 1].sum(axis=0) for c in centres])
     wf = wf / (wf.sum(axis=0, keepdims=True) + 1e-12) + 1e-12  # (F', R)
     h = np.full((w.shape[1], v.shape[1]), v.mean())
     col = wf.sum(axis=0)[:, None]

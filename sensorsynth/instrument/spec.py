@@ -11,15 +11,15 @@ class ModelSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     sample_rate: int = Field(22050, ge=1000, le=384000)
-    n_samples: int = Field(2**17, ge=256)
+    n_samples: int = Field(2**17, ge=256, le=2**24)  # ≤ ~6 min at 48 kHz: a file cannot ask for huge buffers
     control_plane_dim: int = Field(16, ge=1, le=1024)
     n_resonances: int = Field(16, ge=1, le=1024)
     expressivity: int = Field(2, ge=1, le=64)
     n_oscillators: int = Field(64, ge=1, le=4096)
-    control_hop: int = Field(128, ge=1)
-    deformation_frame: int = Field(128, ge=1)
-    attack_size: int = Field(2048, ge=1)
-    attack_frames: int = Field(256, ge=2)
+    control_hop: int = Field(128, ge=1, le=2**16)
+    deformation_frame: int = Field(128, ge=1, le=2**16)
+    attack_size: int = Field(2048, ge=1, le=2**18)
+    attack_frames: int = Field(256, ge=2, le=2**16)
 
     @model_validator(mode="after")
     def _divisible(self) -> "ModelSpec":

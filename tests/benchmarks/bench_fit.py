@@ -106,8 +106,8 @@ def main() -> None:
     target = clip.samples.astype(np.float64)
     options: dict = {"device": args.device}
     if args.recipe == "seed":
-        options.update(init="random", parameterization="seed", frozen_steps=0, lr=1e-3, schedule="constant",
-                       steps=10000)
+        options.update(init="random", parameterization="seed", frozen_steps=0, mode_every=1, lr=1e-3,
+                       schedule="constant", steps=10000)
     for item in args.set:
         key, _, value = item.partition("=")
         options[key] = json.loads(value) if value[:1] in "0123456789-[{tfn" else value

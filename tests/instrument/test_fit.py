@@ -64,3 +64,19 @@ def test_fit_refuses_wrong_length_and_silence():
 def test_settings_refuse_analysis_with_the_seed_parameterization():
     with pytest.raises(ValueError, match="physical"):
         FitSettings(init="analysis", parameterization="seed")
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        ModelSpec(n_samples=2048, attack_size=512),  # fewer long-window frames than resonances
+        ModelSpec(n_samples=2**15, n_resonances=64),
+        ModelSpec(n_samples=2**15, control_hop=8192, deformation_frame=8192),  # control frames longer than the window
+    ],
+    ids=["tiny-clip", "many-resonances", "long-hop"],
+)
+def test_analysis_copes_with_small_or_unusual_specs(spec):
+    a = analyse(clip("guitar", spec.n_samples), spec)
+    assert a.omega.shape == (spec.n_resonances, spec.expressivity, spec.n_oscillators)
+    assert np.all(np.isfinite(a.omega)) and np.all(a.alpha > 0)
+    assert a.control.shape == (spec.control_plane_dim, spec.n_frames) and a.control.any()
