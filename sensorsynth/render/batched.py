@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from ..instrument.playback import deformation_targets, playback
+from .checks import check_control, check_gain, check_time, check_vector, check_voice
 from ..instrument_file import Instrument
 
 MAX_CHUNK = 256
@@ -105,7 +106,7 @@ class BatchedRenderer:
         f32 = lambda x: torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32, device=dev)  # noqa: E731
 
         self._banks = []
-        for p, (_, ri, ei, _) in zip(pbs, dims):
+        for p, (_, ri, _, _) in zip(pbs, dims):
             # pad variants then resonances: group index stays r·E + e
             poles = _pad(_pad(p.poles, (ri, e, m)), (r, e, m)).reshape(g, m)
             coef = _pad(_pad(p.coef, (ri, e, m)), (r, e, m)).reshape(g, m)
@@ -151,31 +152,24 @@ class BatchedRenderer:
     def time(self) -> int:
         return self._time
 
-    def _check(self, time: int, voice: int, values, size_index: int, what: str) -> np.ndarray:
-        if isinstance(time, bool) or not isinstance(time, (int, np.integer)) or time < 0:
-            raise ValueError(f"time must be an integer sample index ≥ 0, got {time!r}")
-        if isinstance(voice, bool) or not isinstance(voice, (int, np.integer)) or not 0 <= voice < self.n_voices:
-            raise ValueError(f"unknown voice {voice!r}: voices are 0..{self.n_voices - 1}")
-        size = self._dims[int(self._assign[voice])][size_index]
-        arr = np.asarray(values, dtype=np.float64)
-        if arr.shape != (size,) or not np.all(np.isfinite(arr)):
-            raise ValueError(f"{what} must be {size} finite values, got shape {arr.shape}")
-        return arr
+    def _size(self, voice: int, which: int) -> int:
+        return self._dims[int(self._assign[voice])][which]
 
     def control(self, time: int, voice: int, vector) -> None:
-        arr = self._check(time, voice, vector, 0, "control vector")
-        if np.any(arr < 0):
-            raise ValueError("control vector values must be ≥ 0")
-        self._events.append((int(time), self._seq, int(voice), 0, _pad(arr.astype(np.float32), (self.k,))))
+        time, voice = check_time(time), check_voice(voice, self.n_voices)
+        arr = check_control(vector, self._size(voice, 0))
+        self._events.append((time, self._seq, voice, 0, _pad(arr, (self.k,))))
         self._seq += 1
 
     def deform(self, time: int, voice: int, logits, immediate: bool = False) -> None:
-        arr = self._check(time, voice, logits, 2, "deformation logits")
+        time, voice = check_time(time), check_voice(voice, self.n_voices)
+        arr = check_vector(logits, self._size(voice, 2), "deformation logits")
         target = _pad(deformation_targets(arr), (self.e,))
-        self._events.append((int(time), self._seq, int(voice), 2 if immediate else 1, target))
+        self._events.append((time, self._seq, voice, 2 if immediate else 1, target))
         self._seq += 1
 
     def set_gain(self, voice: int, gain: float) -> None:
+        voice, gain = check_voice(voice, self.n_voices), check_gain(gain)
         self._gain_target[voice] = float(gain)
         self._gain_step[voice] = max(abs(float(gain) - float(self._gain[voice])), 1e-12) / self._gain_ramp
 

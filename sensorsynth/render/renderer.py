@@ -24,6 +24,7 @@ import numpy as np
 from ..instrument.playback import Playback, deformation_targets, playback
 from ..instrument_file import Instrument
 from . import kernel as K
+from .checks import check_control, check_gain, check_time, check_vector, check_voice
 
 
 def _next_pow2(n: int) -> int:
@@ -311,35 +312,7 @@ class Renderer:
         return int(self._qused.size - self._qstate[0])
 
     def voice_instrument(self, voice: int) -> int:
-        return int(self._vmeta[self._check_voice(voice), K.V_INST])
-
-    # ------------------------------------------------------------------ validation
-    def _check_voice(self, voice) -> int:
-        if isinstance(voice, bool) or not isinstance(voice, (int, np.integer)):
-            raise ValueError(f"voice must be an integer, got {voice!r}")
-        if not 0 <= int(voice) < self.max_voices:
-            raise ValueError(f"unknown voice {voice}: this renderer has voices 0..{self.max_voices - 1}")
-        return int(voice)
-
-    @staticmethod
-    def _check_time(time) -> int:
-        if isinstance(time, bool) or not isinstance(time, (int, np.integer)):
-            raise ValueError(f"time must be an integer sample index, got {time!r}")
-        if time < 0:
-            raise ValueError(f"time must be ≥ 0 (samples since start), got {time}")
-        return int(time)
-
-    @staticmethod
-    def _check_vector(values, size: int, what: str) -> np.ndarray:
-        try:
-            arr = np.asarray(values, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise ValueError(f"{what} must be an array of numbers, got {type(values).__name__}") from None
-        if arr.ndim != 1 or arr.shape[0] != size:
-            raise ValueError(f"{what} must have shape ({size},), got {arr.shape}")
-        if not np.all(np.isfinite(arr)):
-            raise ValueError(f"{what} holds NaN or inf")
-        return arr
+        return int(self._vmeta[check_voice(voice, self.max_voices), K.V_INST])
 
     def _push(self, time: int, voice: int, kind: int, data: np.ndarray) -> bool:
         top = int(self._qstate[0])
@@ -370,31 +343,23 @@ class Renderer:
         ``vector`` has the voice's control_plane_dim non-negative finite values. Returns False when the
         queue was full and the event was dropped (counted). A time already rendered plays at the next block
         start (counted as late)."""
-        time = self._check_time(time)
-        voice = self._check_voice(voice)
-        k = self._dims[self._vmeta[voice, K.V_INST]][0]
-        arr = self._check_vector(vector, k, "control vector")
-        if np.any(arr < 0):
-            raise ValueError("control vector values must be ≥ 0")
-        if np.any(arr > np.finfo(np.float32).max):
-            raise ValueError("control vector values overflow float32")
-        return self._push(time, voice, K.EV_CONTROL, arr.astype(np.float32))
+        time = check_time(time)
+        voice = check_voice(voice, self.max_voices)
+        arr = check_control(vector, self._dims[self._vmeta[voice, K.V_INST]][0])
+        return self._push(time, voice, K.EV_CONTROL, arr)
 
     def deform(self, time: int, voice: int, logits, immediate: bool = False) -> bool:
         """New deformation logits (E,) at ``time``: the variant weights ramp linearly from their current value
         to ``deformation_targets(logits)`` over one deformation frame (or jump there when ``immediate``)."""
-        time = self._check_time(time)
-        voice = self._check_voice(voice)
-        e = self._dims[self._vmeta[voice, K.V_INST]][2]
-        arr = self._check_vector(logits, e, "deformation logits")
+        time = check_time(time)
+        voice = check_voice(voice, self.max_voices)
+        arr = check_vector(logits, self._dims[self._vmeta[voice, K.V_INST]][2], "deformation logits")
         return self._push(time, voice, K.EV_DEFORM_NOW if immediate else K.EV_DEFORM, deformation_targets(arr))
 
     def set_gain(self, voice: int, gain: float, ramp_ms: float | None = None) -> None:
         """Voice gain (linear), reached by a linear ramp of ``ramp_ms`` (default gain_ramp_ms) from the next block."""
-        voice = self._check_voice(voice)
-        gain = float(gain)
-        if not math.isfinite(gain) or gain < 0:
-            raise ValueError(f"gain must be finite and ≥ 0, got {gain}")
+        voice = check_voice(voice, self.max_voices)
+        gain = check_gain(gain)
         ramp = self._gain_ramp if ramp_ms is None else max(1, round(float(ramp_ms) * 1e-3 * self.sample_rate))
         self._user_gain[voice] = gain
         cur = float(self._vgain[voice, 0])
@@ -405,7 +370,7 @@ class Renderer:
         """Swap a voice's instrument from the next block: the old sound fades out over crossfade_ms while the
         new voice (fresh state, resting deformation) fades in. Events already queued for the voice with the
         old instrument's sizes are skipped (counted as mismatched)."""
-        voice = self._check_voice(voice)
+        voice = check_voice(voice, self.max_voices)
         if isinstance(instrument, bool) or not isinstance(instrument, (int, np.integer)):
             raise ValueError(f"instrument must be an index, got {instrument!r}")
         if not 0 <= int(instrument) < len(self.playbacks):
@@ -432,7 +397,7 @@ class Renderer:
 
     def reset(self, voice: int | None = None) -> None:
         """Silence a voice (or all): state, pending excitation and deformation back to rest."""
-        voices = range(self.max_voices) if voice is None else [self._check_voice(voice)]
+        voices = range(self.max_voices) if voice is None else [check_voice(voice, self.max_voices)]
         for v in voices:
             gain = float(self._user_gain[v])
             self._init_slot(v, int(self._vmeta[v, K.V_INST]), gain=gain)
