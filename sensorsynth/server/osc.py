@@ -1,0 +1,711 @@
+"""OSC input of the live server: a pure decoder (bytes in, commands out) under a thin asyncio UDP front-end.
+
+Address space (UDP, OSC 1.0; default port 9000):
+
+| address | arguments | becomes |
+| --- | --- | --- |
+| `/sensorsynth/control` | K numbers (`f`, `i`, `d` or `h`), K = the instrument's control_plane_dim, each ≥ 0 | `Control` |
+| `/sensorsynth/control/<i>` | 1 number ≥ 0: strength of control dimension `i` (TouchDesigner's OSC Out CHOP, one channel per address) | `ControlChannel` |
+| `/sensorsynth/deform` | E numbers: deformation logits, one per expressivity variant | `Deform` |
+| `/sensorsynth/gain` | 1 number in [0, 16]: linear voice gain | `Gain` |
+| `/sensorsynth/instrument` | 1 string (`s` or `S`): instrument name (models folder, without `.instrument`) | `SelectInstrument` |
+| `/sensorsynth/status` | none (any are ignored) | reply to the sender: one `/sensorsynth/status` message of key (`s`), value (`i`, `f`, `h` or `s`) pairs |
+| `/sensorsynth/voice/<n>/control`, `.../control/<i>`, `.../deform`, `.../gain`, `.../instrument` | as above | the same, for voice `n` (without `/voice/<n>`: the OSC voice, 0) |
+
+Bundles (`#bundle`) are accepted, nested up to `MAX_BUNDLE_DEPTH` (4) levels. A message inside a bundle whose
+time tag lies within ±`timetag_window_s` (default 1 s) of the server's clock is played at that time
+(`at` = the tag in Unix seconds); a tag outside the window or "immediately" (1) plays it on arrival
+(`at=None`). The server never waits for a sender's clock: senders such as TouchDesigner stamp past or
+relative times. Plain messages (not in a bundle) play on arrival. Address patterns (`*`, `?`, `[..]`, `{..}`)
+are not expanded: addresses are matched literally. A message holds at most `MAX_VALUES` (1024) arguments.
+
+Refused input is counted by kind (`Rejections.count("osc", kind, message)`, visible in the status reply) and
+never stops the server; one bad datagram never affects the next. Kinds: `malformed` (truncated, sizes that
+overrun the packet, non-zero padding, missing type tags, unknown type tags, trailing bytes; the whole datagram
+is dropped), `unknown_address`, `wrong_type` (a string or blob where numbers are expected, ...),
+`wrong_count` (an empty control, two gains, ...), `nonfinite` (NaN or inf), `negative` (a control < 0),
+`out_of_range` (gain), `bad_index`/`bad_voice`/`bad_name`, `too_deep` (a bundle nested too deeply: that bundle
+is dropped, its siblings are kept), `forbidden_sender` (a sender not in `allowed_senders`), `rate_limited`
+(status requests beyond `STATUS_REPLIES_PER_S`, 20/s), `status_error` (the status provider raised),
+`sink_error` (the sink raised something other than `Rejected`; the first is logged with its traceback), and whatever the
+audio engine refuses when the command reaches it: the sink raises `Rejected(kind, message)` (`wrong_count` for
+3 values on a K=16 instrument, `unknown_instrument`, ...).
+
+Layout, in the style of python-osc (whose server path is not used: its dispatcher may sleep until a future time
+tag) and of websockets (a protocol core without I/O):
+
+- `OscDecoder.decode(data, now) -> list[Command | StatusRequest | Rejection]`: pure, no I/O, no clock (the
+  current Unix time is passed in). Plain float messages take a fast path (one struct unpack); everything else
+  goes through a small complete OSC 1.0 parser written here.
+- `encode_status(mapping) -> bytes`: the status reply, pure.
+- `OscServer`: an asyncio `DatagramProtocol` that stamps each datagram's arrival (`time.monotonic_ns()`), checks
+  the sender, decodes, hands every command to `sink(command, arrival_ns)` and answers status requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import math
+import socket
+import struct
+import time
+from dataclasses import dataclass
+from typing import Callable, Union
+
+from sensorsynth.protocol.commands import (
+    Command,
+    Control,
+    ControlChannel,
+    Deform,
+    Gain,
+    Rejected,
+    SelectInstrument,
+)
+from sensorsynth.server.rejections import Rejections
+
+__all__ = [
+    "MAX_BUNDLE_DEPTH",
+    "MAX_PACKET",
+    "MAX_VALUES",
+    "STATUS_REPLIES_PER_S",
+    "OscDecoder",
+    "OscServer",
+    "Rejection",
+    "STATUS",
+    "StatusRequest",
+    "encode_status",
+    "ntp_to_unix",
+    "parse_address",
+    "unix_to_ntp",
+]
+
+log = logging.getLogger(__name__)
+
+SOURCE = "osc"
+PREFIX = "/sensorsynth"
+MAX_BUNDLE_DEPTH = 4
+MAX_VALUES = 1024
+MAX_PACKET = 65536
+MAX_NUMBER_DIGITS = 6  # voice and control indices: /voice/999999 at most (the engine checks the real bounds)
+STATUS_REPLIES_PER_S = 20.0  # token bucket (burst of as many): a status reply must not be a flood amplifier
+MAX_STATUS_BYTES = 8192
+
+NTP_UNIX_OFFSET = 2208988800  # seconds from 1900-01-01 (NTP era 0) to 1970-01-01
+_NTP_ERA = 1 << 32
+IMMEDIATELY = 1
+
+
+@dataclass(frozen=True, slots=True)
+class StatusRequest:
+    """A `/sensorsynth/status` request: the front-end answers the sender."""
+
+
+STATUS = StatusRequest()
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A refused message (or a whole datagram, for ``malformed``): ``kind`` is the counter's name."""
+
+    kind: str
+    message: str
+
+
+Item = Union[Command, StatusRequest, Rejection]
+
+
+class _Malformed(Exception):
+    """Raised inside the parser: the datagram's framing cannot be trusted, so all of it is dropped."""
+
+
+def ntp_to_unix(tag: int, now: float) -> float:
+    """An OSC/NTP 64-bit time tag as Unix seconds, in the NTP era nearest to ``now`` (so 2036 wraps work)."""
+    t = ((tag >> 32) - NTP_UNIX_OFFSET) + (tag & 0xFFFFFFFF) / 4294967296.0  # sub-µs exact, unlike tag / 2**32
+    if t < now - _NTP_ERA / 2:
+        t += _NTP_ERA
+    return t
+
+
+def unix_to_ntp(t: float) -> int:
+    """Unix seconds as a 64-bit OSC time tag (era 0 up to 2036, then wrapping)."""
+    return int(round((t + NTP_UNIX_OFFSET) * 4294967296.0)) & 0xFFFFFFFFFFFFFFFF
+
+
+# ----------------------------------------------------------------------------------------------- routes
+
+# (verb, voice, index); verbs: control, channel, deform, gain, instrument, status
+_Route = tuple[str, Union[int, None], Union[int, None]]
+_VERBS_NO_INDEX = ("control", "deform", "gain", "instrument")
+
+
+def _number(s: str) -> int | None:
+    if not s or not s.isascii() or not s.isdigit():
+        return None
+    return int(s)
+
+
+def parse_address(address: bytes) -> _Route | Rejection:
+    """Route an address (bytes, without its terminating null): ``(verb, voice, index)`` or a rejection."""
+    try:
+        text = address.decode("ascii")
+    except UnicodeDecodeError:
+        return Rejection("unknown_address", f"address is not ASCII: {address[:64]!r}")
+    parts = text.split("/")
+    if len(parts) < 3 or parts[0] or parts[1] != "sensorsynth":
+        return Rejection("unknown_address", f"unknown address {text[:80]!r}")
+    rest = parts[2:]
+    voice = None
+    if rest[0] == "voice" and len(rest) >= 3:
+        voice = _number(rest[1])
+        if voice is None:
+            return Rejection("unknown_address", f"unknown address {text[:80]!r} (voice must be a number)")
+        if len(rest[1]) > MAX_NUMBER_DIGITS:
+            return Rejection("bad_voice", f"voice {rest[1][:16]} is too large in {text[:80]!r}")
+        rest = rest[2:]
+    verb = rest[0]
+    if len(rest) == 1:
+        if verb in _VERBS_NO_INDEX:
+            return (verb, voice, None)
+        if verb == "status" and voice is None:
+            return ("status", None, None)
+    elif len(rest) == 2 and verb == "control":
+        index = _number(rest[1])
+        if index is not None:
+            if len(rest[1]) > MAX_NUMBER_DIGITS:
+                return Rejection("bad_index", f"control index {rest[1][:16]} is too large in {text[:80]!r}")
+            return ("channel", voice, index)
+    return Rejection("unknown_address", f"unknown address {text[:80]!r}")
+
+
+# ----------------------------------------------------------------------------------------------- parsing
+
+_I32 = struct.Struct(">i")
+_U64 = struct.Struct(">Q")
+_F32 = struct.Struct(">f")
+_F64 = struct.Struct(">d")
+_I64 = struct.Struct(">q")
+_ZEROS = (b"", b"\0", b"\0\0", b"\0\0\0", b"\0\0\0\0")
+_BUNDLE = b"#bundle\0"
+_NUMERIC = frozenset("ifdh")  # accepted as numbers (T/F/N/I, c, r, m, t, blobs and strings are not)
+# The fast path: a type tag string of n 'f' (n = 1..MAX_VALUES) → one precompiled struct for its n floats
+# (the common sizes now, the others when first seen: at most MAX_VALUES entries).
+_FLOAT_TAGS = {b"f" * n: struct.Struct(f">{n}f") for n in range(1, 65)}
+
+
+def _float_struct(tags: bytes) -> struct.Struct | None:
+    if 0 < len(tags) <= MAX_VALUES and not tags.strip(b"f"):
+        st = _FLOAT_TAGS[tags] = struct.Struct(f">{len(tags)}f")
+        return st
+    return None  # not only floats: the general parser
+
+
+# Argument sizes of the fixed-size types; s/S/b are variable; T F N I [ ] carry no data.
+_FIXED = {"i": 4, "f": 4, "c": 4, "r": 4, "m": 4, "h": 8, "d": 8, "t": 8}
+_NO_DATA = frozenset("TFNI[]")
+
+
+def _string_end(data: bytes, start: int, end: int) -> tuple[int, int]:
+    """(null position, next aligned position) of the OSC string at ``start``; checks its padding."""
+    z = data.find(0, start, end)
+    if z < 0:
+        raise _Malformed("unterminated string")
+    nxt = (z + 4) & ~3
+    if nxt > end:
+        raise _Malformed("string padding runs past the end")
+    if data[z:nxt] != _ZEROS[nxt - z]:
+        raise _Malformed("non-zero string padding")
+    return z, nxt
+
+
+def _parse_args(data: bytes, tags: str, p: int, end: int) -> list:
+    """The arguments of a message as Python values (arrays flattened; the tags say what each one was)."""
+    values: list = []
+    depth = 0
+    for t in tags:
+        size = _FIXED.get(t)
+        if size is not None:
+            if p + size > end:
+                raise _Malformed("arguments run past the end")
+            if t == "f":
+                values.append(_F32.unpack_from(data, p)[0])
+            elif t == "i":
+                values.append(_I32.unpack_from(data, p)[0])
+            elif t == "d":
+                values.append(_F64.unpack_from(data, p)[0])
+            elif t == "h":
+                values.append(_I64.unpack_from(data, p)[0])
+            else:  # c r m t: parsed for framing, never accepted as a value
+                values.append(data[p : p + size])
+            p += size
+        elif t == "s" or t == "S":
+            z, nxt = _string_end(data, p, end)
+            try:
+                values.append(data[p:z].decode("utf-8"))
+            except UnicodeDecodeError:
+                raise _Malformed("string is not UTF-8") from None
+            p = nxt
+        elif t == "b":
+            if p + 4 > end:
+                raise _Malformed("blob size runs past the end")
+            n = _I32.unpack_from(data, p)[0]
+            nxt = p + 4 + ((n + 3) & ~3)
+            if n < 0 or nxt > end:
+                raise _Malformed(f"blob size {n} overruns the packet")
+            if data[p + 4 + n : nxt] != _ZEROS[nxt - p - 4 - n]:
+                raise _Malformed("non-zero blob padding")
+            values.append(data[p + 4 : p + 4 + n])
+            p = nxt
+        elif t in _NO_DATA:
+            if t == "[":
+                depth += 1
+            elif t == "]":
+                depth -= 1
+                if depth < 0:
+                    raise _Malformed("unbalanced ']' in type tags")
+            values.append(t)
+        else:
+            raise _Malformed(f"unknown type tag {t!r}")
+    if depth:
+        raise _Malformed("unbalanced '[' in type tags")
+    if p != end:
+        raise _Malformed(f"{end - p} bytes after the arguments")
+    return values
+
+
+class OscDecoder:
+    """Pure OSC decoder: ``decode(datagram, now) -> [Command | StatusRequest | Rejection, ...]``.
+
+    ``now`` is the current Unix time in seconds, used only to judge bundle time tags against
+    ``timetag_window_s``. A datagram whose framing is broken yields one ``Rejection("malformed", ...)`` and
+    nothing else; otherwise each message yields one item. ``messages`` counts the messages seen.
+    """
+
+    def __init__(self, *, timetag_window_s: float = 1.0, max_bundle_depth: int = MAX_BUNDLE_DEPTH) -> None:
+        if not (timetag_window_s >= 0 and math.isfinite(timetag_window_s)):
+            raise ValueError(f"timetag_window_s must be a finite number ≥ 0, got {timetag_window_s!r}")
+        if max_bundle_depth < 1:
+            raise ValueError("max_bundle_depth must be ≥ 1")
+        self.timetag_window_s = float(timetag_window_s)
+        self.max_bundle_depth = int(max_bundle_depth)
+        self.messages = 0
+        self._routes: dict[bytes, _Route] = {}
+
+    # The whole datagram -------------------------------------------------------------------------------------
+
+    def decode(self, data: bytes, now: float) -> list[Item]:
+        if type(data) is not bytes:
+            data = bytes(data)
+        n = len(data)
+        if n == 0 or n & 3 or n > MAX_PACKET:
+            what = "empty" if n == 0 else "too large" if n > MAX_PACKET else "not a multiple of 4 bytes"
+            return [Rejection("malformed", f"datagram of {n} bytes: {what}")]
+        try:
+            if data[0] == 0x2F:  # '/': a message
+                self.messages += 1
+                return [self._message(data, 0, n, None)]
+            if data.startswith(_BUNDLE):
+                out: list[Item] = []
+                self._bundle(data, 0, n, 1, now, out)
+                return out
+            raise _Malformed("neither a message ('/...') nor a bundle ('#bundle')")
+        except _Malformed as e:
+            return [Rejection("malformed", str(e))]
+
+    def _bundle(self, data: bytes, start: int, end: int, depth: int, now: float, out: list) -> None:
+        if end - start < 16:
+            raise _Malformed("bundle shorter than its header and time tag")
+        tag = _U64.unpack_from(data, start + 8)[0]
+        if tag == IMMEDIATELY:
+            at = None
+        else:
+            at = ntp_to_unix(tag, now)
+            if not abs(at - now) <= self.timetag_window_s:
+                at = None
+        i = start + 16
+        while i < end:
+            if i + 4 > end:
+                raise _Malformed("bundle element size runs past the end")
+            size = _I32.unpack_from(data, i)[0]
+            i += 4
+            if size <= 0 or size & 3 or i + size > end:
+                raise _Malformed(f"bundle element size {size} is invalid or overruns the packet")
+            first = data[i]
+            if first == 0x2F:
+                self.messages += 1
+                out.append(self._message(data, i, i + size, at))
+            elif data.startswith(_BUNDLE, i):
+                if depth >= self.max_bundle_depth:
+                    self._check_nested(data, i, i + size)
+                    out.append(Rejection("too_deep", f"bundle nested deeper than {self.max_bundle_depth} levels"))
+                else:
+                    self._bundle(data, i, i + size, depth + 1, now, out)
+            else:
+                raise _Malformed("bundle element is neither a message nor a bundle")
+            i += size
+
+    def _check_nested(self, data: bytes, start: int, end: int, guard: int = 64) -> None:
+        """Framing check of a bundle too deep to decode (so 'too_deep' never hides a broken datagram)."""
+        if guard == 0:
+            return
+        if end - start < 16:
+            raise _Malformed("bundle shorter than its header and time tag")
+        i = start + 16
+        while i < end:
+            if i + 4 > end:
+                raise _Malformed("bundle element size runs past the end")
+            size = _I32.unpack_from(data, i)[0]
+            i += 4
+            if size <= 0 or size & 3 or i + size > end:
+                raise _Malformed(f"bundle element size {size} is invalid or overruns the packet")
+            if data.startswith(_BUNDLE, i):
+                self._check_nested(data, i, i + size, guard - 1)
+            elif data[i] != 0x2F:
+                raise _Malformed("bundle element is neither a message nor a bundle")
+            i += size
+
+    # One message --------------------------------------------------------------------------------------------
+
+    def _message(self, data: bytes, start: int, end: int, at: float | None) -> Item:
+        z, p = _string_end(data, start, end)
+        address = data[start:z]
+        route = self._routes.get(address)
+        if route is None:
+            route = parse_address(address)
+            if type(route) is Rejection:
+                self._check_framing(data, p, end)
+                return route
+            if len(self._routes) < 4096:
+                self._routes[address] = route
+        if p == end:  # no type tag string: no arguments (OSC 1.0 allows it for old senders)
+            return self._command(route, (), "", at)
+        if data[p] != 0x2C:  # ','
+            raise _Malformed("missing type tag string")
+        tz, q = _string_end(data, p, end)
+        tags = data[p + 1 : tz]
+        st = _FLOAT_TAGS.get(tags) or _float_struct(tags)
+        if st is not None:  # fast path: only floats
+            if q + st.size != end:
+                raise _Malformed("float arguments do not fill the message exactly")
+            return self._command(route, st.unpack_from(data, q), "f", at)
+        if len(tags) > MAX_VALUES:
+            return Rejection("wrong_count", f"{len(tags)} arguments (at most {MAX_VALUES})")
+        try:
+            text = tags.decode("ascii")
+        except UnicodeDecodeError:
+            raise _Malformed("type tags are not ASCII") from None
+        values = _parse_args(data, text, q, end)
+        if not text:
+            return self._command(route, (), "", at)
+        if all(t in _NUMERIC for t in text):
+            return self._command(route, tuple(float(v) for v in values), "f", at)
+        if all(t == "s" or t == "S" for t in text):
+            return self._command(route, tuple(values), "s", at)
+        return self._command(route, tuple(values), text, at)
+
+    @staticmethod
+    def _check_framing(data: bytes, p: int, end: int) -> None:
+        """Even a message we will refuse must be well formed, or the whole datagram is ``malformed``."""
+        if p == end:
+            return
+        if data[p] != 0x2C:
+            raise _Malformed("missing type tag string")
+        tz, q = _string_end(data, p, end)
+        try:
+            text = data[p + 1 : tz].decode("ascii")
+        except UnicodeDecodeError:
+            raise _Malformed("type tags are not ASCII") from None
+        _parse_args(data, text, q, end)
+
+    @staticmethod
+    def _command(route: _Route, values: tuple, kind: str, at: float | None) -> Item:
+        """``kind``: "f" all numbers (as floats), "s" one string, "" none, else the raw type tags."""
+        verb, voice, index = route
+        n = len(values)
+        try:
+            # The hot verbs build the command directly when the values are plainly fine: a tuple of floats
+            # whose sum is finite (so every one is) and whose minimum is ≥ 0 is exactly what `.of` accepts, and
+            # route() already checked voice and index. Anything else goes through `.of`, which says why not.
+            if verb == "control":
+                if kind != "f":
+                    return _bad_args("/control", kind, "numbers", n)
+                total = sum(values)  # n ≥ 1 here: "" is not "f"
+                if total - total == 0.0 and min(values) >= 0.0:
+                    return Control(values, voice, at)
+                return Control.of(values, voice, at)
+            if verb == "channel":
+                if kind != "f" or n != 1:
+                    return _bad_args(f"/control/{index}", kind, "one number", n)
+                v = values[0]
+                if v - v == 0.0 and v >= 0.0:
+                    return ControlChannel(index, v, voice, at)
+                return ControlChannel.of(index, v, voice, at)
+            if verb == "deform":
+                if kind != "f":
+                    return _bad_args("/deform", kind, "numbers", n)
+                total = sum(values)
+                if total - total == 0.0:
+                    return Deform(values, voice, at)
+                return Deform.of(values, voice, at)
+            if verb == "gain":
+                if kind != "f" or n != 1:
+                    return _bad_args("/gain", kind, "one number", n)
+                return Gain.of(values[0], voice)
+            if verb == "instrument":
+                if kind != "s" or n != 1:
+                    return _bad_args("/instrument", kind, "one string", n)
+                return SelectInstrument.of(values[0], voice)
+            return STATUS
+        except Rejected as r:
+            return Rejection(r.kind, str(r))
+
+
+def _bad_args(what: str, kind: str, wanted: str, n: int = 0) -> Rejection:
+    """Refuse a message's arguments: ``wrong_count`` when there are none or their types fit but not their
+    number, else ``wrong_type``."""
+    types_fit = (kind == "f" and "number" in wanted) or (kind == "s" and "string" in wanted)
+    if kind == "" or types_fit:
+        return Rejection("wrong_count", f"{what} takes {wanted}, got {n} arguments")
+    shown = "f" * n if kind == "f" else "s" * n if kind == "s" else kind
+    return Rejection("wrong_type", f"{what} takes {wanted}, got type tags ',{shown[:32]}'")
+
+
+# ----------------------------------------------------------------------------------------------- status reply
+
+
+def _osc_string(s: str) -> bytes:
+    b = s.replace("\0", "").encode("utf-8")
+    return b + _ZEROS[4 - len(b) % 4]
+
+
+def _flatten(mapping: dict, prefix: str, out: list) -> None:
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            _flatten(value, name + ".", out)
+        else:
+            out.append((name, value))
+
+
+def _encode_value(value) -> tuple[str, bytes]:
+    if isinstance(value, bool):
+        return "i", _I32.pack(int(value))
+    if isinstance(value, int):
+        if -(1 << 31) <= value < (1 << 31):
+            return "i", _I32.pack(value)
+        if -(1 << 63) <= value < (1 << 63):
+            return "h", _I64.pack(value)
+        return "s", _osc_string(str(value))
+    if isinstance(value, float):
+        try:
+            return "f", _F32.pack(value)
+        except OverflowError:
+            return "f", _F32.pack(math.copysign(math.inf, value))
+    if isinstance(value, str):
+        return "s", _osc_string(value)
+    try:  # numpy scalars and the like
+        if hasattr(value, "item"):
+            return _encode_value(value.item())
+    except Exception:
+        pass
+    return "s", _osc_string(str(value))
+
+
+def encode_status(mapping: dict, address: str = PREFIX + "/status", max_bytes: int = MAX_STATUS_BYTES) -> bytes:
+    """The status reply: one message of alternating key (``s``) and value pairs. Nested dicts become ``a.b``
+    keys, bools 0/1 (``i``), ints ``i`` (``h`` beyond 32 bits), floats ``f``, anything else its ``str``. If the
+    reply would exceed ``max_bytes``, trailing pairs are dropped and a final ``truncated`` pair counts them."""
+    pairs: list = []
+    _flatten(mapping, "", pairs)
+    tags = [","]
+    args: list[bytes] = []
+    size = len(_osc_string(address)) + 16 + len(_osc_string("truncated")) + 4  # room for the truncated pair
+    dropped = 0
+    for key, value in pairs:
+        if dropped:
+            dropped += 1
+            continue
+        k = _osc_string(str(key))
+        t, v = _encode_value(value)
+        if size + len(k) + len(v) + 2 > max_bytes:
+            dropped = 1
+            continue
+        size += len(k) + len(v) + 2
+        tags.append("s" + t)
+        args.append(k)
+        args.append(v)
+    if dropped:
+        tags.append("si")
+        args.append(_osc_string("truncated"))
+        args.append(_I32.pack(dropped))
+    return _osc_string(address) + _osc_string("".join(tags)) + b"".join(args)
+
+
+# ----------------------------------------------------------------------------------------------- front-end
+
+
+def _canonical_ip(host: str) -> str | None:
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.compressed
+
+
+class _Protocol(asyncio.DatagramProtocol):
+    def __init__(self, server: "OscServer") -> None:
+        self._server = server
+        self.closed: asyncio.Future = asyncio.get_running_loop().create_future()
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        self._server._on_datagram(data, addr)
+
+    def error_received(self, exc: Exception) -> None:  # e.g. ICMP port unreachable after a status reply
+        log.debug("OSC socket error: %s", exc)
+
+    def connection_lost(self, exc) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
+class OscServer:
+    """The OSC UDP endpoint: decodes datagrams and hands each command to ``sink(command, arrival_ns)``, where
+    ``arrival_ns`` is ``time.monotonic_ns()`` when the datagram arrived. The sink runs on the event loop, so it
+    must not block; it may raise ``Rejected(kind, message)``, which is counted like any refused input.
+    ``/sensorsynth/status`` is answered to the sender with ``encode_status(status_provider())``."""
+
+    def __init__(
+        self,
+        sink: Callable[[Command, int], None],
+        status_provider: Callable[[], dict],
+        rejections: Rejections,
+        *,
+        timetag_window_s: float = 1.0,
+        allowed_senders: set[str] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._sink = sink
+        self._status_provider = status_provider
+        self._rejections = rejections
+        self._clock = clock
+        self.decoder = OscDecoder(timetag_window_s=timetag_window_s)
+        if allowed_senders is None:
+            self._allowed = None
+        else:
+            allowed = set()
+            for host in allowed_senders:
+                canon = _canonical_ip(str(host))
+                if canon is None:
+                    raise ValueError(f"allowed_senders must hold IP addresses, got {host!r}")
+                allowed.add(canon)
+            self._allowed = frozenset(allowed)
+        self._transport: asyncio.DatagramTransport | None = None
+        self._protocol: _Protocol | None = None
+        self.stats: dict[str, int] = dict.fromkeys(
+            ("packets", "messages", "commands", "bytes", "status_replies", "rejected"), 0
+        )
+        """Live counters since construction, updated in place (a reference stays current): packets, messages,
+        commands (accepted by the sink), bytes, status_replies, rejected (by this server, every kind;
+        ``rejections`` holds them by kind)."""
+        self._tokens = STATUS_REPLIES_PER_S
+        self._tokens_at = 0
+
+    def _reject(self, kind: str, message: str) -> None:
+        self.stats["rejected"] += 1
+        self._rejections.count(SOURCE, kind, message)
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        if self._transport is None:
+            return None
+        return self._transport.get_extra_info("sockname")[:2]
+
+    async def start(self, host: str = "0.0.0.0", port: int = 9000) -> tuple[str, int]:
+        """Bind the UDP socket (``port=0``: any free port) and return the bound ``(host, port)``."""
+        if self._transport is not None:
+            raise RuntimeError("OscServer already started")
+        loop = asyncio.get_running_loop()
+        transport, protocol = await loop.create_datagram_endpoint(lambda: _Protocol(self), local_addr=(host, port))
+        if hasattr(transport, "max_size"):
+            # asyncio's selector transport reads each datagram with recvfrom(256 KiB): that buffer is allocated
+            # and shrunk per datagram, ~20 µs of CPU here, half the cost of a message. No UDP/IPv4 datagram
+            # exceeds 65507 bytes (and MAX_PACKET refuses more anyway).
+            transport.max_size = MAX_PACKET
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:  # room for bursts while the loop is busy (the kernel caps it at net.core.rmem_max)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            except OSError:
+                pass
+        self._transport, self._protocol = transport, protocol
+        return self.address
+
+    async def stop(self) -> None:
+        if self._transport is None:
+            return
+        transport, protocol = self._transport, self._protocol
+        self._transport = self._protocol = None
+        transport.close()
+        try:
+            await asyncio.wait_for(asyncio.shield(protocol.closed), 1.0)
+        except asyncio.TimeoutError:
+            pass
+
+    # The hot path -------------------------------------------------------------------------------------------
+
+    def _on_datagram(self, data: bytes, addr) -> None:
+        arrival = time.monotonic_ns()
+        stats = self.stats
+        stats["packets"] += 1
+        stats["bytes"] += len(data)
+        if self._allowed is not None and addr[0] not in self._allowed and _canonical_ip(addr[0]) not in self._allowed:
+            self._reject("forbidden_sender", f"datagram from {addr[0]}, not in allowed_senders")
+            return
+        try:
+            items = self.decoder.decode(data, self._clock())
+        except Exception as e:  # a decoder bug must not take the server down
+            if not self._rejections.counts[SOURCE + ":internal"]:  # one traceback, not a log storm
+                log.exception("OSC decoder failed")
+            self._reject("internal", f"decoder failed on a datagram from {addr[0]}: {e!r}")
+            return
+        stats["messages"] = self.decoder.messages
+        sink = self._sink
+        for item in items:
+            t = type(item)
+            if t is Rejection:
+                self._reject(item.kind, f"from {addr[0]}:{addr[1]}: {item.message}")
+            elif t is StatusRequest:
+                self._reply_status(addr, arrival)
+            else:
+                try:
+                    sink(item, arrival)
+                except Rejected as r:
+                    self._reject(r.kind, f"from {addr[0]}:{addr[1]}: {r}")
+                except Exception as e:
+                    if not self._rejections.counts[SOURCE + ":sink_error"]:
+                        log.exception("OSC sink failed")
+                    self._reject("sink_error", f"{type(item).__name__} from {addr[0]}: {e!r}")
+                else:
+                    stats["commands"] += 1
+
+    def _reply_status(self, addr, arrival_ns: int) -> None:
+        elapsed = (arrival_ns - self._tokens_at) / 1e9
+        self._tokens_at = arrival_ns
+        self._tokens = min(STATUS_REPLIES_PER_S, self._tokens + elapsed * STATUS_REPLIES_PER_S)
+        if self._tokens < 1.0:
+            self._reject("rate_limited", f"status request from {addr[0]}: over {STATUS_REPLIES_PER_S:g}/s")
+            return
+        self._tokens -= 1.0
+        try:
+            reply = encode_status(self._status_provider())
+        except Exception as e:
+            if not self._rejections.counts[SOURCE + ":status_error"]:
+                log.exception("OSC status provider failed")
+            self._reject("status_error", f"status for {addr[0]}: {e!r}")
+            return
+        if self._transport is not None:
+            self._transport.sendto(reply, addr)
+            self.stats["status_replies"] += 1
