@@ -1,4 +1,4 @@
-"""The ``sensorsynth`` command: fit an instrument from a clip, render it, inspect it.
+"""The ``sensorsynth`` command: fit an instrument from a clip, render it, inspect it, serve it live.
 
 Exit codes: 0 success; 2 bad input (unreadable clip or instrument, bad arguments, output that cannot be
 written or would be overwritten); 1 a failure that is not the user's input (e.g. the fit produced an
@@ -440,6 +440,10 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("instrument", metavar="INSTRUMENT", help=".instrument file")
     info.add_argument("--json", action="store_true", help="machine-readable JSON instead of text")
     info.set_defaults(handler=cmd_info)
+
+    from .server.command import add_parser as add_serve_parser
+
+    add_serve_parser(commands)
     return parser
 
 
@@ -459,7 +463,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_USAGE
     if getattr(args, "handler", None) is None:
         parser.print_usage(sys.stderr)
-        _error("no command given; choose one of fit, render, info (see sensorsynth --help)")
+        _error("no command given; choose one of fit, render, info, serve (see sensorsynth --help)")
         return EXIT_USAGE
     try:
         return int(args.handler(args))

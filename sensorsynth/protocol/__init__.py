@@ -1,0 +1,2 @@
+"""What crosses the service's edges, as pure values: the commands every input becomes
+(:mod:`.commands`) and the WebSocket wire's JSON messages (:mod:`.ws`). No I/O, no clock."""

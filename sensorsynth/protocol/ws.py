@@ -1,0 +1,178 @@
+"""The WebSocket wire (``/ws``): JSON text messages, validated with pydantic, version ``v = 1``.
+
+Every message is one JSON object with a ``type``. A client that sends something wrong gets an ``error``
+message back and the connection stays up. Binary frames from the server carry audio (see ``AudioHeader``);
+binary frames from a client are refused (``error`` ``binary_not_accepted``).
+
+Client → server:
+
+    hello       {"type": "hello", "client": "my page", "monitor": false, "audio": false}
+                → welcome. ``monitor`` asks for meter/event pushes, ``audio`` for the PCM stream.
+    control     {"type": "control", "values": [K floats ≥ 0]}         fire attacks on the client's voice
+    control     {"type": "control", "index": i, "value": v}            fire one dimension
+    deform      {"type": "deform", "logits": [E floats]}
+    gain        {"type": "gain", "gain": 0.8}
+    instrument  {"type": "instrument", "name": "guitar"}               → instrument_changed
+    status      {"type": "status"}                                     → status
+    audio       {"type": "audio", "enabled": true}                     start/stop the PCM stream to this client
+    monitor     {"type": "monitor", "enabled": true}                   start/stop meter and event pushes
+    sensor      {"type": "sensor", "source": "phone", "values": [floats], "t": 12.5}
+                raw sensor frames: accepted and counted now; the mappings turn them into events
+
+Server → client:
+
+    welcome     {"type": "welcome", "v": 1, "voice": 3, "sample_rate": 22050, "block_size": 64,
+                 "instrument": "guitar", "instruments": [InstrumentSummary...], "limits": {...}}
+    status      {"type": "status", ...the server's status dict}
+    instrument_changed {"type": "instrument_changed", "voice": 3, "instrument": "guitar"}
+    instruments {"type": "instruments", "instruments": [InstrumentSummary...]}  (pushed after a reload)
+    meter       {"type": "meter", "rms": 0.1, "peak": 0.5, "time": 12.3}       (monitors, ~20/s)
+    events      {"type": "events", "events": [{"voice": 0, "kind": "control", "values": [...], "source": "osc"}]}
+    error       {"type": "error", "code": "bad_schema", "message": "...", "ref": "control"}
+
+Binary audio frames (server → client after ``audio`` enabled): a 16-byte header
+``<u4 magic "SSA1", u4 sample_rate, u8 first_sample>`` then float32 little-endian mono samples.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+
+VERSION = 1
+AUDIO_MAGIC = b"SSA1"
+AUDIO_HEADER = struct.Struct("<4sIQ")
+
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class _Msg(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Hello(_Msg):
+    type: Literal["hello"]
+    v: int = VERSION
+    client: str = Field("", max_length=100)
+    monitor: bool = False
+    audio: bool = False
+
+
+class ControlMsg(_Msg):
+    type: Literal["control"]
+    values: list[FiniteFloat] | None = Field(None, max_length=1024)
+    index: int | None = Field(None, ge=0, le=1023)
+    value: FiniteFloat | None = None
+
+    @field_validator("values")
+    @classmethod
+    def _non_negative(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and any(x < 0 for x in v):
+            raise ValueError("control values must be ≥ 0")
+        return v
+
+    def model_post_init(self, __context: Any) -> None:
+        if (self.values is None) == (self.index is None):
+            raise ValueError("control needs either values, or index and value")
+        if self.index is not None and (self.value is None or self.value < 0):
+            raise ValueError("control with an index needs a value ≥ 0")
+
+
+class DeformMsg(_Msg):
+    type: Literal["deform"]
+    logits: list[FiniteFloat] = Field(max_length=1024)
+
+
+class GainMsg(_Msg):
+    type: Literal["gain"]
+    gain: FiniteFloat = Field(ge=0, le=16)
+
+
+class InstrumentMsg(_Msg):
+    type: Literal["instrument"]
+    name: str = Field(min_length=1, max_length=128)
+
+
+class StatusMsg(_Msg):
+    type: Literal["status"]
+
+
+class AudioMsg(_Msg):
+    type: Literal["audio"]
+    enabled: bool = True
+
+
+class MonitorMsg(_Msg):
+    type: Literal["monitor"]
+    enabled: bool = True
+
+
+class SensorMsg(_Msg):
+    type: Literal["sensor"]
+    source: str = Field(min_length=1, max_length=64)
+    values: list[FiniteFloat] = Field(max_length=4096)
+    t: FiniteFloat | None = None
+
+
+ClientMessage = Annotated[
+    Union[Hello, ControlMsg, DeformMsg, GainMsg, InstrumentMsg, StatusMsg, AudioMsg, MonitorMsg, SensorMsg],
+    Field(discriminator="type"),
+]
+_client = TypeAdapter(ClientMessage)
+
+
+class WireError(ValueError):
+    """A client message that cannot be used: ``code`` names the kind (``bad_json``, ``bad_schema``, ...)."""
+
+    def __init__(self, code: str, message: str, ref: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.ref = ref
+
+
+def parse_client(text: str | bytes) -> Any:
+    """One client text frame → a validated message object, or WireError."""
+    if isinstance(text, bytes):
+        raise WireError("binary_not_accepted", "this server accepts JSON text frames only")
+    try:
+        obj = json.loads(text)
+    except (ValueError, RecursionError):
+        raise WireError("bad_json", "not valid JSON") from None
+    if not isinstance(obj, dict):
+        raise WireError("bad_schema", "a message must be a JSON object with a 'type'")
+    kind = obj.get("type")
+    ref = kind if isinstance(kind, str) and len(kind) <= 32 else None
+    try:
+        return _client.validate_python(obj)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        raise WireError("bad_schema", f"{where}: {first.get('msg', 'invalid')}"[:300], ref) from None
+
+
+def _clean(obj: Any) -> Any:
+    """JSON-safe: NaN/inf become null (a browser's JSON.parse refuses them)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def encode(kind: str, **fields: Any) -> str:
+    """A server message as JSON text."""
+    return json.dumps(_clean({"type": kind, **fields}), separators=(",", ":"))
+
+
+def error(code: str, message: str, ref: str | None = None) -> str:
+    return encode("error", code=code, message=message, ref=ref)
+
+
+def audio_frame(sample_rate: int, first_sample: int, samples_f32_bytes: bytes) -> bytes:
+    return AUDIO_HEADER.pack(AUDIO_MAGIC, sample_rate, first_sample) + samples_f32_bytes

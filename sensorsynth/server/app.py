@@ -1,0 +1,226 @@
+"""``sensorsynth serve``: assemble the library, the engine, the outputs and the OSC and web edges, run until
+SIGINT/SIGTERM, then close everything in order (the recording last, so it holds everything that played)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+from typing import Callable
+
+from .config import ServeConfig
+from .engine import Engine, EngineSettings
+from .library import Library, LibraryError
+from .osc import OscServer
+from .playout import NullOutput, Output, SoundDeviceError, SoundDeviceOutput
+from .recorder import Recorder, RecorderError
+from .rejections import Rejections
+from .web import WebLimits, WebServer
+
+log = logging.getLogger("sensorsynth.serve")
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_STALLED = 0, 1, 2, 3
+
+
+class ServeError(Exception):
+    """Start-up problems a user can act on (no instruments, port in use, ...)."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _lan_address() -> str:
+    """The address other machines on the network would use (no packet is sent)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.connect(("192.0.2.1", 9))  # TEST-NET: connect() on UDP only picks a route
+        return s.getsockname()[0]
+    except OSError:
+        return "127.0.0.1"
+    finally:
+        s.close()
+
+
+def open_output(config: ServeConfig, native_rate: int) -> tuple[Output, str | None]:
+    """The output to play to, and a note when it is not what was asked for."""
+    rate = config.sample_rate or native_rate
+    if config.output == "null":
+        return NullOutput(rate, config.block_size), None
+    try:
+        try:
+            return SoundDeviceOutput(rate, config.block_size, config.device, config.hostapi), None
+        except SoundDeviceError as first:
+            if config.sample_rate is not None or "cannot play" not in str(first):
+                raise
+            import sounddevice as sd  # the card runs at another rate: play the instrument at that one
+
+            from .playout import find_device
+
+            idx, info = find_device(config.device, config.hostapi)
+            card_rate = int(info["default_samplerate"])
+            out = SoundDeviceOutput(card_rate, config.block_size, idx, config.hostapi)
+            del sd
+            return out, f"the card runs at {card_rate} Hz; instruments are played at that rate"
+    except SoundDeviceError as exc:
+        if config.output == "sound":
+            raise ServeError(f"no usable sound card: {exc}") from None
+        return NullOutput(rate, config.block_size), f"no sound card ({exc})"
+
+
+async def serve(config: ServeConfig, say: Callable[[str], None] = print) -> int:
+    try:
+        library = Library(config.models)
+    except LibraryError as exc:
+        raise ServeError(str(exc)) from None
+    change = library.scan(settle=False)
+    for path, why in change.refused:
+        say(f"  refused {path}: {why}")
+    if not library.entries:
+        raise ServeError(f"no usable instruments in {config.models}: fit one with `sensorsynth fit CLIP`")
+    default = config.instrument or library.names[0]
+    if default not in library.entries:
+        raise ServeError(f"instrument {default!r} is not in {config.models} (there: {', '.join(library.names)})")
+    native = library.entries[default].instrument.spec.sample_rate
+    output, note = open_output(config, native)
+    rate = output.sample_rate
+    recorder = None
+    if config.record is not None:
+        try:
+            recorder = Recorder(config.record, rate)
+        except RecorderError as exc:
+            raise ServeError(str(exc)) from None
+    engine = Engine(
+        library,
+        EngineSettings(
+            sample_rate=rate, block_size=config.block_size, max_voices=config.max_voices,
+            prefill_blocks=config.prefill_blocks, latency=config.latency, fixed_delay_ms=config.fixed_delay_ms,
+            seed=config.seed, instrument=default,
+        ),
+        output,
+        recorder,
+    )
+    try:
+        engine.start()
+    except SoundDeviceError as exc:
+        if config.output == "sound":
+            engine.stop()
+            raise ServeError(f"no usable sound card: {exc}") from None
+        note = f"the sound card failed to start ({exc})"
+        engine.output = output = NullOutput(rate, config.block_size)
+        engine.start()
+    rejections = Rejections()
+    web = WebServer(engine, rejections, WebLimits(
+        max_message_bytes=config.ws_max_message_bytes, messages_per_s=config.ws_messages_per_s,
+        burst=2 * config.ws_messages_per_s, max_clients=config.max_clients, idle_release_s=config.idle_release_s,
+    ))
+    osc = OscServer(
+        lambda cmd, arrival: engine.submit(cmd, arrival),
+        web.status,
+        rejections,
+        timetag_window_s=config.timetag_window_s,
+        allowed_senders=set(config.osc_allowed_senders) if config.osc_allowed_senders else None,
+    )
+    try:
+        try:
+            osc_host, osc_port = await osc.start(config.host, config.osc_port)
+        except OSError as exc:
+            raise ServeError(f"cannot listen for OSC on {config.host}:{config.osc_port}: {exc.strerror or exc}") from None
+        try:
+            _, ws_port = await web.start(config.host, config.ws_port)
+        except OSError as exc:
+            raise ServeError(f"cannot listen on {config.host}:{config.ws_port}: {exc.strerror or exc}") from None
+    except ServeError:
+        await osc.stop()
+        engine.stop()
+        raise
+    web.extra_status["osc"] = osc.stats
+
+    shown = _lan_address() if config.host in ("0.0.0.0", "::", "") else config.host
+    first = library.entries[default].instrument.spec
+    lines = [
+        "sensorsynth serve: playing",
+        f"  instruments: {', '.join(library.names)} (from {library.folder}); voices start on {default} "
+        f"({first.control_plane_dim} control dimensions, {first.expressivity} deformation variants)",
+        f"  sound: {output.description}, block {config.block_size} ({1000 * config.block_size / rate:.1f} ms)"
+        + (f"; {note}" if note else ""),
+    ]
+    if recorder is not None:
+        lines.append(f"  recording: {recorder.path}")
+    elif isinstance(output, NullOutput):
+        lines.append("  recording: none (add --record FILE.wav to keep what plays)")
+    lines += [
+        f"  OSC: udp {osc_host}:{osc_port}, e.g. /sensorsynth/control with {first.control_plane_dim} floats",
+        f"  page: http://{shown}:{ws_port}/  (WebSocket ws://{shown}:{ws_port}/ws)",
+        "  Ctrl-C stops.",
+    ]
+    say("\n".join(lines))
+    if config.ready_file is not None:
+        tmp = Path(str(config.ready_file) + ".tmp")
+        tmp.write_text(json.dumps({"osc_port": osc_port, "ws_port": ws_port, "pid": os.getpid(), "sample_rate": rate}))
+        tmp.replace(config.ready_file)
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    reason: list[str] = []
+
+    def _on_signal(name: str) -> None:
+        reason.append(name)
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, _on_signal, sig.name)
+        except (NotImplementedError, RuntimeError):  # not the main thread (tests)
+            pass
+
+    async def reload_loop() -> None:
+        while True:
+            await asyncio.sleep(config.reload_interval_s)
+            try:
+                found = await loop.run_in_executor(None, library.scan)
+                if found.added or found.replaced:
+                    engine.apply(found)
+                    await web.broadcast(web_instruments(web))
+            except Exception:  # noqa: BLE001 - a reload problem must not stop the sound
+                log.exception("reload")
+
+    exit_code = EXIT_OK
+
+    async def watchdog() -> None:
+        nonlocal exit_code
+        while True:
+            await asyncio.sleep(0.25)
+            stalled = (time.monotonic_ns() - engine.last_block_ns) / 1e9
+            if not engine.running or stalled > config.stall_exit_s:
+                log.error("audio stalled for %.1f s (%s): exiting so the supervisor restarts the service",
+                          stalled, engine.error or "render thread not advancing")
+                exit_code = EXIT_STALLED
+                stop.set()
+                return
+
+    tasks = [asyncio.create_task(reload_loop(), name="reload"), asyncio.create_task(watchdog(), name="watchdog")]
+    try:
+        await stop.wait()
+    finally:
+        for t in tasks:
+            t.cancel()
+        await osc.stop()
+        await web.stop()
+        engine.stop()
+        counters = output.counters()
+        rec = f"; recorded {recorder.seconds:.1f} s to {recorder.path}" if recorder is not None else ""
+        say(f"sensorsynth serve: stopped ({', '.join(reason) or 'watchdog'}); under-runs {counters['underruns']}{rec}")
+    return exit_code
+
+
+def web_instruments(web: WebServer) -> str:
+    from ..protocol import ws as wire
+    from .library import summary
+
+    return wire.encode("instruments", instruments=[summary(e) for e in web.library.entries.values()])

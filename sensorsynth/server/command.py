@@ -1,0 +1,73 @@
+"""The ``sensorsynth serve`` subcommand: argparse wiring and the call into :mod:`.app`. Options default to
+``None`` so that only what is typed overrides the config file (and the config file overrides the defaults)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from .config import ConfigError, ServeConfig, load_config
+
+_HELP = {name: (f.description or "") for name, f in ServeConfig.model_fields.items()}
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "serve",
+        help="play instruments live from OSC, WebSockets and the browser",
+        description="Load every .instrument in MODELS and play them live: OSC on UDP, a WebSocket and the live "
+        "page on one TCP port, sound to the sound card (or a clock-paced null output when there is none), "
+        "optionally recorded to a WAV. Instruments added or changed in MODELS are picked up while playing. "
+        "Every option can also be set in a TOML file (--config). SIGINT/SIGTERM stop cleanly.",
+    )
+    p.add_argument("models", nargs="?", metavar="MODELS", help="models folder or .instrument file (default: models)")
+    p.add_argument("--config", metavar="FILE.toml", help="read options from a TOML file (command line wins)")
+    p.add_argument("--instrument", metavar="NAME", help=_HELP["instrument"])
+    p.add_argument("--host", help=_HELP["host"] + " (default 0.0.0.0)")
+    p.add_argument("--osc-port", type=int, metavar="PORT", help=_HELP["osc_port"] + " (default 9000)")
+    p.add_argument("--ws-port", type=int, metavar="PORT", help=_HELP["ws_port"] + " (default 8765)")
+    p.add_argument("--output", choices=["auto", "sound", "null"], help=_HELP["output"] + " (default auto)")
+    p.add_argument("--device", help=_HELP["device"])
+    p.add_argument("--hostapi", help=_HELP["hostapi"])
+    p.add_argument("--sample-rate", type=int, metavar="HZ", help=_HELP["sample_rate"])
+    p.add_argument("--block-size", type=int, metavar="N", help=_HELP["block_size"] + " (default 64)")
+    p.add_argument("--max-voices", type=int, metavar="N", help=_HELP["max_voices"] + " (default 8)")
+    p.add_argument("--prefill-blocks", type=int, metavar="N", help=_HELP["prefill_blocks"] + " (default 3)")
+    p.add_argument("--record", metavar="FILE.wav", help=_HELP["record"])
+    p.add_argument("--latency", choices=["asap", "fixed"], help=_HELP["latency"] + " (default asap)")
+    p.add_argument("--fixed-delay-ms", type=float, metavar="MS", help=_HELP["fixed_delay_ms"] + " (default 10)")
+    p.add_argument("--timetag-window-s", type=float, metavar="S", help=_HELP["timetag_window_s"] + " (default 1)")
+    p.add_argument("--osc-allow", action="append", metavar="IP", dest="osc_allowed_senders",
+                   help=_HELP["osc_allowed_senders"] + " (repeatable; default: any)")
+    p.add_argument("--seed", type=int, help=_HELP["seed"])
+    p.add_argument("--ready-file", metavar="FILE.json", help=_HELP["ready_file"])
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="default info")
+    p.set_defaults(handler=run)
+
+
+OPTION_KEYS = (
+    "models", "instrument", "host", "osc_port", "ws_port", "output", "device", "hostapi", "sample_rate",
+    "block_size", "max_voices", "prefill_blocks", "record", "latency", "fixed_delay_ms", "timetag_window_s",
+    "osc_allowed_senders", "seed", "ready_file", "log_level",
+)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..cli import CliError
+
+    try:
+        config = load_config(args.config, {k: getattr(args, k, None) for k in OPTION_KEYS})
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+    logging.basicConfig(
+        level=config.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("websockets").setLevel(logging.WARNING)  # one line per HTTP request is noise
+    from .app import ServeError, serve
+
+    try:
+        return asyncio.run(serve(config, say=lambda text: print(text, flush=True)))
+    except ServeError as exc:
+        raise CliError(str(exc), exc.code) from None

@@ -1,0 +1,82 @@
+"""``sensorsynth serve`` options: one pydantic model, filled from a TOML file and then from the command line.
+
+Every option can live in the file (same names as the long options, with ``_`` for ``-``; see
+``deploy/`` for a commented example). A bad value is reported as one line naming the field.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names the field."""
+
+
+class ServeConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    models: Path = Field(Path("models"), description="folder of .instrument files (or one file)")
+    instrument: str | None = Field(None, description="instrument every voice starts on (default: the first)")
+    host: str = Field("0.0.0.0", description="address the OSC and web ports listen on")
+    osc_port: int = Field(9000, ge=0, le=65535, description="UDP port for OSC (0 = any free port)")
+    ws_port: int = Field(8765, ge=0, le=65535, description="TCP port of the page and the WebSocket (0 = any)")
+    output: Literal["auto", "sound", "null"] = Field("auto", description="auto: the sound card if there is one")
+    device: str | None = Field(None, description="sound card: index or part of its name")
+    hostapi: str | None = Field(None, description="PortAudio host API to prefer, e.g. JACK or ALSA")
+    sample_rate: int | None = Field(None, ge=8000, le=192000, description="default: the instrument's own rate")
+    block_size: int = Field(64, ge=16, le=4096, description="samples per rendered block")
+    max_voices: int = Field(8, ge=1, le=256, description="voices (OSC plays voice 0, each browser its own)")
+    prefill_blocks: int = Field(3, ge=1, le=64, description="blocks rendered ahead of the sound card")
+    record: Path | None = Field(None, description="write what plays to this WAV file")
+    latency: Literal["asap", "fixed"] = Field("asap", description="asap: next block; fixed: a constant delay")
+    fixed_delay_ms: float = Field(10.0, ge=0, le=1000, description="the delay of fixed latency and time tags")
+    timetag_window_s: float = Field(1.0, ge=0, le=3600, description="OSC time tags further than this are 'now'")
+    osc_allowed_senders: list[str] | None = Field(None, description="IP addresses OSC is accepted from")
+    reload_interval_s: float = Field(0.5, gt=0, le=60, description="how often the models folder is checked")
+    ws_max_message_bytes: int = Field(64 * 1024, ge=256, le=1 << 20)
+    ws_messages_per_s: float = Field(240.0, gt=0, le=100000)
+    max_clients: int = Field(64, ge=1, le=10000)
+    idle_release_s: float = Field(60.0, gt=0, le=86400, description="an idle browser gives its voice back")
+    stall_exit_s: float = Field(5.0, gt=0, le=3600, description="exit (for a restart) when audio stalls this long")
+    seed: int | None = Field(None, description="seed of the attack noise (reproducible renders)")
+    ready_file: Path | None = Field(None, description="write the bound ports here as JSON once listening")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+def _first_error(exc: ValidationError, where: str) -> ConfigError:
+    err = exc.errors()[0]
+    field = ".".join(str(p) for p in err.get("loc", ())) or "?"
+    return ConfigError(f"{where}field '{field}': {err.get('msg', 'invalid')}")
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> ServeConfig:
+    """The file's values, then the non-None overrides (the command line) on top."""
+    data: dict[str, Any] = {}
+    where = ""
+    if path is not None:
+        path = Path(path)
+        where = f"{path}: "
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        if "serve" in data and isinstance(data["serve"], dict):
+            data = {**{k: v for k, v in data.items() if k != "serve"}, **data["serve"]}
+        if path.parent != Path("."):
+            for key in ("models", "record", "ready_file"):  # relative paths are relative to the file
+                if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
+                    data[key] = str(path.parent / data[key])
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            data[key] = value
+    try:
+        return ServeConfig.model_validate(data)
+    except ValidationError as exc:
+        raise _first_error(exc, where) from None

@@ -1,0 +1,339 @@
+"""One port for the browser: the WebSocket at ``/ws`` and the HTTP pages and JSON API beside it.
+
+The wire format lives in :mod:`sensorsynth.protocol.ws` (pure); this module is the thin asyncio edge over the
+``websockets`` library. Each connected client plays its own voice (allocated on ``hello`` or on its first
+playing message, released when it leaves or stays idle). A client's bad message gets an ``error`` message and
+is counted; the connection stays up. Size and rate limits are per client.
+
+HTTP routes: ``/`` the live page, ``/static/<file>`` its assets, ``/api/instruments``,
+``/api/instruments/<name>``, ``/health`` (the status as JSON).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import mimetypes
+import time
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from ..protocol import ws as wire
+from ..protocol.commands import Command, Control, ControlChannel, Deform, Gain, Rejected, SelectInstrument
+from .engine import Engine
+from .library import LibraryError, check_name, details, summary
+from .rejections import Rejections
+
+log = logging.getLogger("sensorsynth.web")
+WEB_DIR = Path(__file__).parent / "web"
+
+
+@dataclass
+class WebLimits:
+    max_message_bytes: int = 64 * 1024  # larger text frames get an error; frames over 1 MiB close the link
+    messages_per_s: float = 240.0  # sustained, per client
+    burst: float = 480.0
+    max_clients: int = 64
+    idle_release_s: float = 60.0  # a client silent this long gives its voice back
+
+
+@dataclass
+class Client:
+    id: str
+    ws: ServerConnection
+    voice: int | None = None
+    monitor: bool = False
+    audio: bool = False
+    tokens: float = 0.0
+    refill_t: float = field(default_factory=time.monotonic)
+    last_active: float = field(default_factory=time.monotonic)
+    sensor_frames: int = 0
+    dropped_audio: int = 0
+
+
+def _response(status: HTTPStatus, body: bytes, content_type: str) -> Response:
+    headers = Headers()
+    headers["Content-Type"] = content_type
+    headers["Content-Length"] = str(len(body))
+    headers["Cache-Control"] = "no-store"
+    headers["X-Content-Type-Options"] = "nosniff"
+    return Response(status.value, status.phrase, headers, body)
+
+
+def _json(obj: Any, status: HTTPStatus = HTTPStatus.OK) -> Response:
+    return _response(status, json.dumps(wire._clean(obj)).encode(), "application/json")
+
+
+def _error(status: HTTPStatus, message: str) -> Response:
+    return _json({"error": message}, status)
+
+
+class WebServer:
+    def __init__(self, engine: Engine, rejections: Rejections, limits: WebLimits | None = None) -> None:
+        self.engine = engine
+        self.library = engine.library
+        self.rejections = rejections
+        self.limits = limits or WebLimits()
+        self.clients: dict[str, Client] = {}
+        self._ids = itertools.count(1)
+        self._server: Server | None = None
+        self._pusher: asyncio.Task | None = None
+        self.extra_status: dict[str, Any] = {}
+        self.stats = {"connections": 0, "messages": 0, "audio_frames_dropped": 0, "sensor_frames": 0}
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self, host: str = "0.0.0.0", port: int = 8765, ssl: Any = None) -> tuple[str, int]:
+        self._server = await serve(
+            self._handle, host, port, process_request=self._http, ssl=ssl,
+            max_size=1 << 20, max_queue=32, compression=None, ping_interval=10, ping_timeout=20,
+        )
+        self._pusher = asyncio.create_task(self._push_loop(), name="web-push")
+        sock = next(iter(self._server.sockets))
+        addr = sock.getsockname()
+        return addr[0], addr[1]
+
+    async def stop(self) -> None:
+        if self._pusher is not None:
+            self._pusher.cancel()
+            try:
+                await self._pusher
+            except asyncio.CancelledError:
+                pass
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    # ------------------------------------------------------------------ HTTP
+    def _http(self, connection: ServerConnection, request: Request) -> Response | None:
+        path = request.path.split("?", 1)[0]
+        if path == "/ws":
+            if len(self.clients) >= self.limits.max_clients:
+                return _error(HTTPStatus.SERVICE_UNAVAILABLE, "too many clients")
+            return None  # the WebSocket handshake goes on
+        try:
+            return self._route(path)
+        except Exception as exc:  # noqa: BLE001 - a page request must never hurt the service
+            log.exception("HTTP %s", path)
+            return _error(HTTPStatus.INTERNAL_SERVER_ERROR, f"internal error: {exc!r}")
+
+    def _route(self, path: str) -> Response:
+        if path in ("/", "/index.html"):
+            return self._static("index.html")
+        if path.startswith("/static/"):
+            return self._static(path[len("/static/") :])
+        if path == "/health":
+            return _json(self.status())
+        if path == "/api/instruments":
+            return _json({"instruments": [summary(e) for e in self.library.entries.values()]})
+        if path.startswith("/api/instruments/"):
+            name = path[len("/api/instruments/") :]
+            try:
+                check_name(name)
+            except LibraryError as exc:
+                return _error(HTTPStatus.BAD_REQUEST, str(exc))
+            entry = self.library.entries.get(name)
+            if entry is None:
+                return _error(HTTPStatus.NOT_FOUND, f"no instrument {name!r}")
+            return _json(details(entry))
+        return _error(HTTPStatus.NOT_FOUND, f"nothing at {path}")
+
+    def _static(self, name: str) -> Response:
+        if "/" in name or "\\" in name or name.startswith(".") or not name:
+            return _error(HTTPStatus.NOT_FOUND, "no such file")
+        path = WEB_DIR / name
+        if not path.is_file():
+            return _error(HTTPStatus.NOT_FOUND, f"no such file {name}")
+        ctype = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        if name.endswith(".js"):
+            ctype = "text/javascript"
+        if ctype.startswith("text/"):
+            ctype += "; charset=utf-8"
+        return _response(HTTPStatus.OK, path.read_bytes(), ctype)
+
+    # ------------------------------------------------------------------ WebSocket
+    async def _handle(self, ws: ServerConnection) -> None:
+        client = Client(f"ws{next(self._ids)}", ws, tokens=self.limits.burst)
+        self.clients[client.id] = client
+        self.stats["connections"] += 1
+        try:
+            async for message in ws:
+                await self._on_message(client, message)
+        except ConnectionClosed:
+            pass
+        finally:
+            self._leave(client)
+
+    def _leave(self, client: Client) -> None:
+        self.clients.pop(client.id, None)
+        if client.audio:
+            self.engine.listeners -= 1
+        if client.monitor:
+            self.engine.monitoring -= 1
+        client.audio = client.monitor = False
+        if client.voice is not None:
+            self.engine.release_voice(client.voice)
+            client.voice = None
+
+    def _allowed(self, client: Client, now: float) -> bool:
+        lim = self.limits
+        client.tokens = min(lim.burst, client.tokens + (now - client.refill_t) * lim.messages_per_s)
+        client.refill_t = now
+        if client.tokens < 1.0:
+            return False
+        client.tokens -= 1.0
+        return True
+
+    async def _send_error(self, client: Client, code: str, message: str, ref: str | None = None) -> None:
+        self.rejections.count("ws", code, message)
+        await client.ws.send(wire.error(code, message, ref))
+
+    def _ensure_voice(self, client: Client) -> int | None:
+        if client.voice is None:
+            client.voice = self.engine.allocate_voice(client.id)
+        return client.voice
+
+    def _welcome(self, client: Client) -> str:
+        e = self.engine
+        inst = e.voices[client.voice].instrument if client.voice is not None else e.default_instrument
+        return wire.encode(
+            "welcome", v=wire.VERSION, voice=client.voice, sample_rate=e.rate, block_size=e.block, instrument=inst,
+            instruments=[summary(x) for x in self.library.entries.values()],
+            limits={"max_message_bytes": self.limits.max_message_bytes, "messages_per_s": self.limits.messages_per_s},
+        )
+
+    async def _on_message(self, client: Client, message: str | bytes) -> None:
+        arrival = time.monotonic_ns()
+        now = time.monotonic()
+        self.stats["messages"] += 1
+        if len(message) > self.limits.max_message_bytes:
+            await self._send_error(client, "too_large", f"messages are limited to {self.limits.max_message_bytes} bytes")
+            return
+        if not self._allowed(client, now):
+            self.rejections.count("ws", "rate_limited", f"more than {self.limits.messages_per_s:g} messages/s")
+            if client.tokens > -1:  # tell once per burst, not per message
+                client.tokens -= 1
+                await client.ws.send(wire.error("rate_limited", f"slow down: {self.limits.messages_per_s:g} messages/s"))
+            return
+        try:
+            msg = wire.parse_client(message)
+        except wire.WireError as exc:
+            await self._send_error(client, exc.code, str(exc), exc.ref)
+            return
+        client.last_active = now
+        kind = msg.type
+        if kind == "hello":
+            self._ensure_voice(client)
+            self._set_monitor(client, msg.monitor)
+            self._set_audio(client, msg.audio)
+            await client.ws.send(self._welcome(client))
+        elif kind == "status":
+            await client.ws.send(wire.encode("status", **self.status()))
+        elif kind == "audio":
+            self._set_audio(client, msg.enabled)
+        elif kind == "monitor":
+            self._set_monitor(client, msg.enabled)
+        elif kind == "sensor":
+            client.sensor_frames += 1
+            self.stats["sensor_frames"] += 1
+        else:
+            await self._play(client, msg, arrival)
+
+    async def _play(self, client: Client, msg: Any, arrival: int) -> None:
+        voice = self._ensure_voice(client)
+        if voice is None:
+            await self._send_error(client, "no_voice", f"all {len(self.engine.voices)} voices are taken; try later")
+            return
+        try:
+            cmd: Command
+            if msg.type == "control":
+                cmd = Control.of(msg.values) if msg.values is not None else ControlChannel.of(msg.index, msg.value)
+            elif msg.type == "deform":
+                cmd = Deform.of(msg.logits)
+            elif msg.type == "gain":
+                cmd = Gain.of(msg.gain)
+            else:
+                cmd = SelectInstrument.of(msg.name)
+            self.engine.submit(cmd, arrival, voice=voice, source="ws")
+        except Rejected as exc:
+            await self._send_error(client, exc.kind, str(exc), msg.type)
+            return
+        if msg.type == "instrument":
+            await client.ws.send(wire.encode("instrument_changed", voice=voice, instrument=msg.name))
+
+    def _set_audio(self, client: Client, on: bool) -> None:
+        if on != client.audio:
+            client.audio = on
+            self.engine.listeners += 1 if on else -1
+
+    def _set_monitor(self, client: Client, on: bool) -> None:
+        if on != client.monitor:
+            client.monitor = on
+            self.engine.monitoring += 1 if on else -1
+
+    # ------------------------------------------------------------------ pushes
+    async def broadcast(self, text: str) -> None:
+        for client in list(self.clients.values()):
+            try:
+                await client.ws.send(text)
+            except ConnectionClosed:
+                pass
+
+    async def _push_loop(self, period: float = 0.05) -> None:
+        e = self.engine
+        while True:
+            await asyncio.sleep(period)
+            try:
+                await self._push_once(e)
+            except Exception:  # noqa: BLE001 - a push problem must not end the pushes
+                log.exception("push loop")
+
+    async def _push_once(self, e: Engine) -> None:
+        rms, peak = e.take_level()
+        events = []
+        while e.recent:
+            events.append(e.recent.popleft())
+        blocks = []
+        while e.stream:
+            blocks.append(e.stream.popleft())
+        frame = None
+        if blocks:
+            samples = np.concatenate([b for _, b in blocks]).astype("<f4", copy=False)
+            frame = wire.audio_frame(e.rate, blocks[0][0], samples.tobytes())
+        meter = wire.encode("meter", rms=round(rms, 5), peak=round(peak, 5), time=round(time.monotonic() - e.started, 3))
+        ev = wire.encode("events", events=events) if events else None
+        now = time.monotonic()
+        for client in list(self.clients.values()):
+            try:
+                if client.monitor:
+                    await client.ws.send(meter)
+                    if ev is not None:
+                        await client.ws.send(ev)
+                if client.audio and frame is not None:
+                    transport = client.ws.transport
+                    if transport is not None and transport.get_write_buffer_size() > 256 * 1024:
+                        client.dropped_audio += 1  # a slow listener skips audio, never backs up the server
+                        self.stats["audio_frames_dropped"] += 1
+                    else:
+                        await client.ws.send(frame)
+                if client.voice is not None and now - client.last_active > self.limits.idle_release_s:
+                    self.engine.release_voice(client.voice)
+                    client.voice = None
+            except ConnectionClosed:
+                pass
+
+    def status(self) -> dict[str, Any]:
+        s = self.engine.status()
+        s["clients"] = len(self.clients)
+        s["rejected"] = self.rejections.as_dict()
+        s.update(self.extra_status)
+        return s
