@@ -54,7 +54,7 @@ def open_output(config: ServeConfig, native_rate: int) -> tuple[Output, str | No
         return NullOutput(rate, config.block_size), None
     try:
         try:
-            return SoundDeviceOutput(rate, config.block_size, config.device, config.hostapi), None
+            return SoundDeviceOutput(rate, config.block_size, config.sound_device, config.hostapi), None
         except SoundDeviceError as first:
             if config.sample_rate is not None or "cannot play" not in str(first):
                 raise
@@ -62,7 +62,7 @@ def open_output(config: ServeConfig, native_rate: int) -> tuple[Output, str | No
 
             from .playout import find_device
 
-            idx, info = find_device(config.device, config.hostapi)
+            idx, info = find_device(config.sound_device, config.hostapi)
             card_rate = int(info["default_samplerate"])
             out = SoundDeviceOutput(card_rate, config.block_size, idx, config.hostapi)
             del sd
@@ -86,6 +86,11 @@ async def serve(config: ServeConfig, say: Callable[[str], None] = print) -> int:
     default = config.instrument or library.names[0]
     if default not in library.entries:
         raise ServeError(f"instrument {default!r} is not in {config.models} (there: {', '.join(library.names)})")
+    if config.device.startswith("cuda"):
+        import torch  # the CUDA path is the batched torch renderer
+
+        if not torch.cuda.is_available():
+            raise ServeError(f"--device {config.device}: torch sees no CUDA GPU here; use --device cpu")
     native = library.entries[default].instrument.spec.sample_rate
     output, note = open_output(config, native)
     rate = output.sample_rate
@@ -101,6 +106,7 @@ async def serve(config: ServeConfig, say: Callable[[str], None] = print) -> int:
             sample_rate=rate, block_size=config.block_size, max_voices=config.max_voices,
             prefill_blocks=config.prefill_blocks, latency=config.latency, fixed_delay_ms=config.fixed_delay_ms,
             seed=config.seed, instrument=default,
+            device="cpu" if config.device == "cpu" else config.device.removeprefix("torch:"),
         ),
         output,
         recorder,
@@ -147,7 +153,8 @@ async def serve(config: ServeConfig, say: Callable[[str], None] = print) -> int:
         "sensorsynth serve: playing",
         f"  instruments: {', '.join(library.names)} (from {library.folder}); voices start on {default} "
         f"({first.control_plane_dim} control dimensions, {first.expressivity} deformation variants)",
-        f"  sound: {output.description}, block {config.block_size} ({1000 * config.block_size / rate:.1f} ms)"
+        f"  sound: {output.description}, block {config.block_size} ({1000 * config.block_size / rate:.1f} ms), "
+        f"rendered on {'cpu (numba)' if config.device == 'cpu' else config.device + ' (torch, batched)'}"
         + (f"; {note}" if note else ""),
     ]
     if recorder is not None:

@@ -29,7 +29,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--osc-port", type=int, metavar="PORT", help=_HELP["osc_port"] + " (default 9000)")
     p.add_argument("--ws-port", type=int, metavar="PORT", help=_HELP["ws_port"] + " (default 8765)")
     p.add_argument("--output", choices=["auto", "sound", "null"], help=_HELP["output"] + " (default auto)")
-    p.add_argument("--device", help=_HELP["device"])
+    p.add_argument("--device", help=_HELP["device"] + " (default cpu)")
+    p.add_argument("--sound-device", metavar="NAME|INDEX", help=_HELP["sound_device"])
     p.add_argument("--hostapi", help=_HELP["hostapi"])
     p.add_argument("--sample-rate", type=int, metavar="HZ", help=_HELP["sample_rate"])
     p.add_argument("--block-size", type=int, metavar="N", help=_HELP["block_size"] + " (default 64)")
@@ -48,7 +49,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 OPTION_KEYS = (
-    "models", "instrument", "host", "osc_port", "ws_port", "output", "device", "hostapi", "sample_rate",
+    "models", "instrument", "host", "osc_port", "ws_port", "output", "device", "sound_device", "hostapi", "sample_rate",
     "block_size", "max_voices", "prefill_blocks", "record", "latency", "fixed_delay_ms", "timetag_window_s",
     "osc_allowed_senders", "seed", "ready_file", "log_level",
 )

@@ -26,7 +26,9 @@ class ServeConfig(BaseModel):
     osc_port: int = Field(9000, ge=0, le=65535, description="UDP port for OSC (0 = any free port)")
     ws_port: int = Field(8765, ge=0, le=65535, description="TCP port of the page and the WebSocket (0 = any)")
     output: Literal["auto", "sound", "null"] = Field("auto", description="auto: the sound card if there is one")
-    device: str | None = Field(None, description="sound card: index or part of its name")
+    sound_device: str | None = Field(None, description="sound card: index or part of its name")
+    device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?|torch:cpu)$",
+                        description="renderer: cpu (numba), cuda[:N] (batched torch on a GPU), torch:cpu (tests)")
     hostapi: str | None = Field(None, description="PortAudio host API to prefer, e.g. JACK or ALSA")
     sample_rate: int | None = Field(None, ge=8000, le=192000, description="default: the instrument's own rate")
     block_size: int = Field(64, ge=16, le=4096, description="samples per rendered block")

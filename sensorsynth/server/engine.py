@@ -50,6 +50,7 @@ class EngineSettings:
     seed: int | None = None
     instrument: str | None = None  # the default instrument; None = the first in the library
     switch_interval_s: float | None = 0.0005
+    device: str = "cpu"  # "cpu": the numba renderer; a torch device ("cuda", "cuda:1"): the batched renderer
 
 
 class Stats:
@@ -101,14 +102,18 @@ class Engine:
             raise ValueError(f"instrument {default!r} is not in {library.folder} (there: {', '.join(names)})")
         self.default_instrument = default
         self.index_of = {name: i for i, name in enumerate(names)}
-        self.renderer = Renderer(
-            [library.entries[n].instrument for n in names],
-            sample_rate=settings.sample_rate,
-            block_size=settings.block_size,
-            max_voices=settings.max_voices,
-            seed=settings.seed,
-            voice_instruments=[self.index_of[default]] * settings.max_voices,
-        )
+        instruments = [library.entries[n].instrument for n in names]
+        assign = [self.index_of[default]] * settings.max_voices
+        if settings.device == "cpu":
+            self.renderer = Renderer(
+                instruments, sample_rate=settings.sample_rate, block_size=settings.block_size,
+                max_voices=settings.max_voices, seed=settings.seed, voice_instruments=assign,
+            )
+        else:
+            from .torch_renderer import TorchRenderer  # imports torch: only for this path
+
+            self.renderer = TorchRenderer(instruments, settings.sample_rate, settings.block_size, settings.max_voices,
+                                          settings.seed, assign, settings.device)
         self.renderer.warmup()
         self.inbox = self.renderer.inbox
         self.voices = [VoiceState(default) for _ in range(settings.max_voices)]
@@ -292,6 +297,10 @@ class Engine:
     def select(self, voice: int, name: str) -> None:
         if name not in self.library.entries:
             raise Rejected("unknown_instrument", f"no instrument {name!r} (there: {', '.join(self.library.names)})")
+        if name == self.voices[voice].instrument:
+            return
+        if not getattr(self.renderer, "supports_instrument_changes", True):
+            raise Rejected("unsupported", f"the {self.settings.device} renderer plays the instrument it started with")
         if not self.inbox.instrument(voice, self.index_of[name]):
             raise Rejected("overload", "the audio engine's inbox is full; instrument change dropped")
         self.voices[voice].instrument = name
@@ -316,6 +325,11 @@ class Engine:
 
     # ------------------------------------------------------------------ hot reload (event loop thread)
     def apply(self, change: Change) -> None:
+        if not getattr(self.renderer, "supports_instrument_changes", True):
+            if change.added or change.replaced:
+                log.warning("the %s renderer cannot reload instruments while playing; restart to pick up %s",
+                            self.settings.device, ", ".join(e.name for e in change.added + change.replaced))
+            return
         for entry in change.added:
             self.index_of[entry.name] = self.renderer.add_instrument(entry.instrument)
             log.info("instrument %s added (%s)", entry.name, entry.path)
