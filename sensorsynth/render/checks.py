@@ -53,3 +53,12 @@ def check_gain(gain) -> float:
     if not math.isfinite(gain) or gain < 0:
         raise ValueError(f"gain must be finite and ≥ 0, got {gain}")
     return gain
+
+
+def check_instrument(index, n_instruments: int) -> int:
+    """An instrument index of a renderer holding ``n_instruments``."""
+    if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
+        raise ValueError(f"instrument must be an index, got {index!r}")
+    if not 0 <= int(index) < n_instruments:
+        raise ValueError(f"unknown instrument {index}: this renderer holds 0..{n_instruments - 1}")
+    return int(index)

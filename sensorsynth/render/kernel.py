@@ -1,63 +1,274 @@
 """The compiled per-sample recursion of the resonance model, for every voice of a renderer at once.
 
-One call of :func:`process_block` renders one block: it applies the events that fall inside it, then, per
-voice, gathers excitation, routes it to resonances (dry), runs every oscillator's one-pole complex recursion
-``s[n] = p·s[n-1] + c·dry[n]`` (wet = sum of real parts), cross-fades variants with the deformation weights,
-blends dry and wet, saturates with tanh and sums. Nothing here allocates, reads a clock or logs.
+One call of :func:`render_block` renders one block. In order: it drains the inbox (events and messages
+another thread posted), applies the voice messages (gain, instrument, reset) and queues the events; then it
+applies the events that fall inside the block, and, per voice slot, gathers excitation, routes it to
+resonances (dry), runs every oscillator's one-pole complex recursion ``s[n] = p·s[n-1] + c·dry[n]`` (wet =
+sum of real parts), cross-fades variants with the deformation weights, blends dry and wet, saturates with
+tanh and sums, with a per-voice gain ramp; finally the safety stage scrubs and clips the mix. Nothing here
+allocates, reads a clock, logs or takes a lock, and :func:`render_block` runs without the GIL
+(``nogil=True``), so a host's other Python threads keep running while a block renders.
 
-Layout (all float32 unless said otherwise; S voice slots, G = R·E groups of M oscillators):
+Arrays. Every array is a view into one of five buffers, described by one table, :data:`FIELDS` (name, group,
+dtype, ndim). :mod:`sensorsynth.render.layout` packs the buffers from the table; the kernel entries rebuild
+the views with :func:`unpack`, an njit function generated from the same table, into an :data:`Arrays`
+namedtuple, so the code reads ``a.qtime[q]`` and no argument list is written out by hand. The table lives
+here, not in layout.py, because numba's on-disk cache is keyed on this file alone: a table elsewhere could
+change under a cached kernel.
 
-    instruments  imeta (I, N_IMETA) int64; pole/coef re/im flat over every instrument's G·M oscillators;
-                 router, attacks, mix and gains flat with offsets in imeta
-    voice slots  vmeta (S, N_VMETA) int64; state_re/state_im (S, max G·M); excitation ring (S, max K, L) with
-                 L a power of two ≥ attack + block; ramp_prev/ramp_target (S, max E); vgain (S, 3)
-    queue        qtime int64, qvoice/qkind/qlen int32, qseq int64, qdata (Q, P), qused bool, qfree int64
-                 stack with its top in qstate[0]
+Threads. One producer thread writes the inbox (:func:`inbox_push`); the audio thread reads it at the start of
+:func:`render_block`. The inbox is a single-producer/single-consumer ring: the producer writes a slot and
+its payload, then publishes the write index (one int64 store, after a release fence); the consumer reads up
+to that index (after an acquire fence), then publishes its read index the same way. No locks, no waiting:
+a full inbox refuses the message and counts it. Everything else here belongs to the audio thread.
 
 Loop order for SIMD: for each group of M oscillators, for each four samples of the block, an inner loop over
 the M contiguous oscillators (pole, coefficient and state arrays) that advances each oscillator four samples
 with its state and parameters held in registers: LLVM vectorises it (AVX-512/AVX2) with reassociated
 horizontal sums for the wet outputs. One sample per pass was bound by loads/stores (2.5x slower).
-``error_model="numpy"`` everywhere: Python's ZeroDivisionError check on float division blocks vectorisation. ``fastmath`` is limited to reassociation/contraction/nsz/arcp:
-no ``nnan``/``ninf`` (the safety checks must see NaN and inf) and no approximate functions. The tanh is our
-own branch-free, vectorisable form (libm's tanhf is a scalar call, ~30 ns here, more than all oscillators).
+``error_model="numpy"`` everywhere: Python's ZeroDivisionError check on float division blocks vectorisation.
+``fastmath`` is limited to reassociation/contraction/nsz/arcp: no ``nnan``/``ninf`` (the safety checks must
+see NaN and inf) and no approximate functions. The tanh is our own branch-free, vectorisable form (libm's
+tanhf is a scalar call, ~30 ns here, more than all oscillators). The orchestration helpers below are inlined
+into the entries (``inline="always"``): they take the whole :data:`Arrays` and would otherwise pass hundreds
+of scalars per call.
 """
 
 from __future__ import annotations
 
+from collections import namedtuple
+from typing import NamedTuple
+
 import numpy as np
-from numba import njit
+from numba import carray, njit, types
+from numba.extending import intrinsic
 
 FAST = {"nsz", "arcp", "contract", "reassoc"}
 EXACT = {"contract"}
 
-# imeta columns
+# imeta columns: sizes of an instrument row, then offsets of its slices of the flat bank arrays
 I_K, I_R, I_E, I_M, I_A, I_F, I_MODE, I_ROUTER, I_ATT, I_RES = range(10)
 N_IMETA = 10
-# vmeta columns
+# vmeta columns: instrument row, sample where the deformation ramp started, resonate() status of the last
+# block (0 silent, 1 ringing), sample until which the excitation ring may hold bursts
 V_INST, V_RAMP_START, V_LIVE, V_EXC_UNTIL = range(4)
 N_VMETA = 4
-# event kinds
+# params: first tail slot (slots ≥ it are cross-fade tails), cross-fade and gain-ramp lengths in samples,
+# whether render_block drains the inbox (warm-up runs without)
+P_N_MAIN, P_CROSSFADE, P_GAIN_RAMP, P_DRAIN = range(4)
+N_PARAMS = 4
+# bank_info: generation (a message validated against a newer bank waits for it), public instruments
+# (rows ≥ it are old versions kept for the tails still ringing), rows
+B_GENERATION, B_PUBLIC, B_ROWS = range(3)
+N_BANK_INFO = 3
+# qstate: top of the free-slot stack, next arrival number, earliest queued time, slot high-water mark
+Q_FREE_TOP, Q_NEXT_SEQ, Q_EARLIEST, Q_HIGH = range(4)
+N_QSTATE = 4
+# rng (uint64 bits in int64): seed, events drawn so far
+R_SEED, R_COUNT = range(2)
+# inbox_state: write index (producer), read index (consumer), refused messages (producer), payload write
+# position (producer); indices count up forever, slot = index % N
+IB_WRITE, IB_READ, IB_FULL, IB_POOL_WRITE = range(4)
+N_INBOX_STATE = 4
+# inbox slot columns
+M_KIND, M_VOICE, M_ARG, M_LEN, M_OFF, M_GEN = range(6)
+N_SLOT = 6
+# kinds. Events are queued and applied at their sample (M_ARG = time); messages apply at the block start.
 EV_CONTROL, EV_DEFORM, EV_DEFORM_NOW = 0, 1, 2
+MSG_GAIN = 3  # M_ARG = ramp samples, payload [gain]
+MSG_INSTRUMENT = 4  # M_ARG = public instrument index: cross-fade the voice to it
+MSG_RESET = 5  # silence the voice
+MSG_ASSIGN = 6  # M_ARG = instrument row, payload [gain]: put the voice on it at once (construction)
+MSG_NOP = 7  # nothing (warm-up compiles the message path with it)
 # counters
 C_RESETS, C_DROPPED, C_LATE, C_SCRUBBED, C_MISMATCH, C_EVENTS = range(6)
 N_COUNTERS = 6
 
+# sentinels
+NO_INSTRUMENT = -1  # vmeta[s, V_INST] of a free slot
+RAMP_NEVER = -(1 << 40)  # ramp start of a voice at rest: long ago, so its weights sit at their target
+NEVER = 1 << 62  # qstate[Q_EARLIEST] of an empty queue: later than any block
+
 FLUSH = 1e-18  # oscillator state below this (|re|+|im|) is set to 0: no denormals, idle voices cost nothing
 STATE_LIMIT = 1e8  # a voice whose oscillator state exceeds this (or is not finite) is reset
 
-# tanh: odd Taylor series below 0.55, exp-based above (exp(z) = poly(f)·2^k, 2^k from a table)
+# tanh: odd Taylor series below 0.55, exp-based above: exp(z) = poly(f)·2^k, 2^k built from the bits of -k
 _T1, _T3, _T5, _T7 = 1.0, -1.0 / 3.0, 2.0 / 15.0, -17.0 / 315.0
 _T9, _T11, _T13, _T15 = 62.0 / 2835.0, -1382.0 / 155925.0, 21844.0 / 6081075.0, -929569.0 / 638512875.0
 LOG2E = 1.4426950408889634
 LN2_HI = 0.693359375
 LN2_LO = -2.12194440e-4
-POW2_NEG = np.array([2.0**-i for i in range(32)], dtype=np.float32)
 
 
+# ------------------------------------------------------------------------------------- the field table
+F32 = np.dtype(np.float32)
+I64 = np.dtype(np.int64)
+
+
+class Field(NamedTuple):
+    name: str
+    group: str  # "bank" | "fixed" | "sized" (see sensorsynth.render.layout)
+    dtype: np.dtype
+    ndim: int
+    doc: str
+
+# S = voice slots (2·voices: each voice and its cross-fade tail), V = voices, Q = queue slots, B = block,
+# I = instrument rows of the bank, N = inbox slots, K/R/E/G/GM/A/P = the largest control, resonance,
+# variant, group, oscillator, attack and event-payload sizes the arrays were sized for, L = excitation ring.
+FIELDS: tuple[Field, ...] = (
+    # bank: instruments, read-only for the kernel ("layout" must stay the first int64 bank field)
+    Field("layout", "bank", I64, 2, "(n_fields, 4): offset and up to 3 dims of every field"),
+    Field("bank_info", "bank", I64, 1, "[generation, public instruments, rows]"),
+    Field("imeta", "bank", I64, 2, "(I, N_IMETA) sizes and offsets of each instrument row"),
+    Field("pole_re", "bank", F32, 1, "every row's G·M poles, real parts, flat"),
+    Field("pole_im", "bank", F32, 1, "imaginary parts"),
+    Field("coef_re", "bank", F32, 1, "oscillator input coefficients, real parts"),
+    Field("coef_im", "bank", F32, 1, "imaginary parts"),
+    Field("router", "bank", F32, 1, "(K, R) routers, flat"),
+    Field("attacks", "bank", F32, 1, "(K, A) attack envelopes, flat"),
+    Field("mixd", "bank", F32, 1, "dry weight per resonance"),
+    Field("mixw", "bank", F32, 1, "wet weight per resonance"),
+    Field("gains", "bank", F32, 1, "gain before tanh per resonance"),
+    Field("irest", "bank", F32, 2, "(I, E) resting deformation weights of each row"),
+    Field("noise", "bank", F32, 2, "(K, A) fixed noise, or (0, 0) for fresh noise"),
+    Field("table", "bank", F32, 1, "fresh-noise table (NOISE_TABLE + A,), or empty"),
+    # fixed: shapes never change
+    Field("params", "fixed", I64, 1, "[tail slots start, cross-fade samples, gain-ramp samples, drain inbox]"),
+    Field("vmeta", "fixed", I64, 2, "(S, N_VMETA) instrument row, ramp start, live, excitation until"),
+    Field("qtime", "fixed", I64, 1, "(Q,) event sample time"),
+    Field("qvoice", "fixed", I64, 1, "(Q,) event voice"),
+    Field("qkind", "fixed", I64, 1, "(Q,) event kind"),
+    Field("qlen", "fixed", I64, 1, "(Q,) payload length"),
+    Field("qseq", "fixed", I64, 1, "(Q,) arrival number (ties in time keep arrival order)"),
+    Field("qused", "fixed", I64, 1, "(Q,) 1 where the slot holds an event"),
+    Field("qfree", "fixed", I64, 1, "(Q,) free-slot stack"),
+    Field("qstate", "fixed", I64, 1, "[free-stack top, next sequence, earliest time, high-water mark]"),
+    Field("due", "fixed", I64, 1, "(Q,) scratch: events of this block in order"),
+    Field("rng", "fixed", I64, 1, "[seed, event counter], uint64 bits"),
+    Field("counters", "fixed", I64, 1, "(N_COUNTERS,)"),
+    Field("inbox_state", "fixed", I64, 1, "[write, read, full count, payload write]"),
+    Field("inbox_slots", "fixed", I64, 2, "(N, N_SLOT) kind, voice, time/arg, length, payload offset, generation"),
+    Field("vgain", "fixed", F32, 2, "(S, 3) voice gain: current, target, step per sample"),
+    Field("user_gain", "fixed", F32, 1, "(V,) gain last asked for each voice"),
+    Field("out", "fixed", F32, 1, "(B,) the block process() returns"),
+    Field("y", "fixed", F32, 1, "(B,) scratch: one resonance"),
+    Field("vout", "fixed", F32, 1, "(B,) scratch: one voice"),
+    Field("inbox_pool", "fixed", F32, 1, "payload ring of the inbox"),
+    # sized: by the largest instrument
+    Field("state_re", "sized", F32, 2, "(S, GM) oscillator state, real"),
+    Field("state_im", "sized", F32, 2, "(S, GM) imaginary"),
+    Field("exc", "sized", F32, 3, "(S, K, L) excitation ring per slot and control dimension"),
+    Field("ramp_prev", "sized", F32, 2, "(S, E) deformation weights at the ramp start"),
+    Field("ramp_target", "sized", F32, 2, "(S, E) deformation weights the ramp heads to"),
+    Field("qdata", "sized", F32, 2, "(Q, P) event payloads"),
+    Field("nbuf", "sized", F32, 1, "(A,) scratch: one burst"),
+    Field("excb", "sized", F32, 2, "(K, B) scratch: this block's excitation"),
+    Field("dry", "sized", F32, 2, "(R, B) scratch: excitation routed to resonances"),
+    Field("dry_active", "sized", F32, 1, "(R + K,) scratch: 1 where a dry row (then an excb row) is non-zero"),
+    Field("wet", "sized", F32, 2, "(G, B) scratch: oscillator group outputs"),
+    Field("w", "sized", F32, 2, "(E, B) scratch: deformation weights"),
+)  # fmt: skip
+
+N_FIELDS = len(FIELDS)
+SLOT = {f.name: i for i, f in enumerate(FIELDS)}
+GROUPS = ("bank", "fixed", "sized")
+# the kernel's buffer arguments, in order: one per (group, dtype) that the table uses
+BUFFERS: tuple[tuple[str, np.dtype], ...] = tuple(
+    (g, dt) for g in GROUPS for dt in (F32, I64) if any(f.group == g and f.dtype == dt for f in FIELDS)
+)
+BUFFER_NAMES = tuple(f"{g}_{'f' if dt == F32 else 'q'}" for g, dt in BUFFERS)
+
+Arrays = namedtuple("Arrays", [f.name for f in FIELDS])  # type: ignore[misc]  # numba types it field by field
+
+if FIELDS[0].name != "layout" or ("bank", I64) not in BUFFERS:
+    raise AssertionError("the layout must be the first field of the int64 bank buffer")
+if len(set(SLOT)) != N_FIELDS:
+    raise AssertionError("field names must be unique")
+
+
+@intrinsic
+def _data_at(typingctx, buf, offset):
+    """Pointer to buf[offset] (a 1-d contiguous buffer)."""
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        return builder.gep(ary.data, [args[1]])
+
+    return types.CPointer(buf.dtype)(buf, offset), codegen
+
+
+# The views are non-owning arrays (carray over the buffer's memory, no reference count). Ordinary views
+# share their buffer's reference count, and numba increments and decrements it, atomically, for every
+# array of the Arrays tuple each time an inlined helper binds it: ~2000 atomic operations per voice and
+# block, a third of a 64-sample block. The buffers are the entry's arguments, so they outlive every view.
+@njit(cache=True, inline="always")
+def _view1(buf, lay, i):
+    return carray(_data_at(buf, lay[i, 0]), (lay[i, 1],))
+
+
+@njit(cache=True, inline="always")
+def _view2(buf, lay, i):
+    return carray(_data_at(buf, lay[i, 0]), (lay[i, 1], lay[i, 2]))
+
+
+@njit(cache=True, inline="always")
+def _view3(buf, lay, i):
+    return carray(_data_at(buf, lay[i, 0]), (lay[i, 1], lay[i, 2], lay[i, 3]))
+
+
+def _unpack_source() -> str:
+    """Python source of ``unpack(<buffers>) -> Arrays``: one view per row of the table."""
+    buf_of = dict(zip(BUFFERS, BUFFER_NAMES))
+    lines = [f"def unpack({', '.join(BUFFER_NAMES)}):"]
+    lines.append(f"    lay = carray(_data_at({buf_of['bank', I64]}, 0), ({N_FIELDS}, 4))")
+    lines.append("    return Arrays(")
+    for i, f in enumerate(FIELDS):
+        lines.append(f"        _view{f.ndim}({buf_of[f.group, f.dtype]}, lay, {i}),  # {f.name}")
+    lines.append("    )")
+    return "\n".join(lines) + "\n"
+
+
+def _make_unpack():
+    namespace = {"Arrays": Arrays, "carray": carray, "_data_at": _data_at, "_view1": _view1, "_view2": _view2,
+                 "_view3": _view3}
+    exec(compile(_unpack_source(), "<sensorsynth.render.kernel.unpack>", "exec"), namespace)  # noqa: S102
+    # generated code has no file to cache against; it is inlined into the (cached) entries below
+    return njit(inline="always")(namespace["unpack"])
+
+
+unpack = _make_unpack()
+
+
+# ---------------------------------------------------------------------------------- memory ordering
+@intrinsic
+def _fence_acquire(typingctx):
+    """Loads after this fence see at least what was published before the index loaded before it."""
+
+    def codegen(context, builder, signature, args):
+        builder.fence("acquire")
+        return context.get_dummy_value()
+
+    return types.void(), codegen
+
+
+@intrinsic
+def _fence_release(typingctx):
+    """Loads and stores before this fence are done before any store after it is seen by another thread.
+    (Both fences cost nothing on x86, where they only stop the compiler from reordering; on ARM they are
+    the barriers that make the ring correct.)"""
+
+    def codegen(context, builder, signature, args):
+        builder.fence("release")
+        return context.get_dummy_value()
+
+    return types.void(), codegen
+
+
+# -------------------------------------------------------------------------------------------- math
 @njit(cache=True, fastmath=EXACT, error_model="numpy")
-def tanh_inplace(x: np.ndarray, n: int, pow2: np.ndarray) -> None:
-    """x[:n] = tanh(x[:n]) in float32, absolute error ~1e-7, vectorisable (no calls, no branches)."""
+def tanh_inplace(x: np.ndarray, n: int) -> None:
+    """x[:n] = tanh(x[:n]) in float32, absolute error ~1e-7, vectorisable (no calls, no branches, no table:
+    a gather would stop the vectoriser). NaN passes through, ±inf gives ±1."""
     for i in range(n):
         v = x[i]
         a = min(abs(v), np.float32(9.0))
@@ -183,7 +394,7 @@ def resonate(
     si: np.ndarray,  # flat (≥ G·M,) state of one voice
     dry: np.ndarray,  # (Rmax, B)
     wet: np.ndarray,  # (Gmax, B) out
-    dry_active: np.ndarray,  # (Rmax,) bool: dry[r] has a non-zero sample in this block
+    dry_active: np.ndarray,  # (Rmax,) non-zero where dry[r] has a non-zero sample in this block
     n_groups: int,
     expressivity: int,
     n_osc: int,
@@ -198,7 +409,7 @@ def resonate(
         base = g * n_osc
         w = wet[g]
         # a group with no state and no input stays silent
-        idle = not dry_active[r]
+        idle = dry_active[r] == 0
         if idle:
             for m in range(n_osc):
                 if sr[base + m] != 0.0 or si[base + m] != 0.0:
@@ -319,13 +530,13 @@ def collect_due(
 ) -> int:
     """Indices of queued events before t_end into due[:n], sorted by (time, arrival); returns n.
 
-    qstate[2] is the earliest queued time (a block before it scans nothing), qstate[3] one past the highest
-    slot ever used (the free stack hands out low slots first, so the scan stays short)."""
-    if qstate[2] >= t_end:
+    qstate[Q_EARLIEST] is the earliest queued time (a block before it scans nothing), qstate[Q_HIGH] one past
+    the highest slot ever used (the free stack hands out low slots first, so the scan stays short)."""
+    if qstate[Q_EARLIEST] >= t_end:
         return 0
     n = 0
-    earliest = np.int64(1) << 62
-    for q in range(qstate[3]):
+    earliest = np.int64(NEVER)
+    for q in range(qstate[Q_HIGH]):
         if qused[q] and qtime[q] >= t_end and qtime[q] < earliest:
             earliest = qtime[q]
         if qused[q] and qtime[q] < t_end:
@@ -338,7 +549,7 @@ def collect_due(
                 j -= 1
             due[j] = q
             n += 1
-    qstate[2] = earliest
+    qstate[Q_EARLIEST] = earliest
     return n
 
 
@@ -356,7 +567,6 @@ def _combine(
     n: int,
     y: np.ndarray,
     vout: np.ndarray,
-    pow2: np.ndarray,
 ) -> None:
     """vout[:n] = Σ_r tanh(|gain_r| · (mix_dry·dry_r + mix_wet·Σ_e w_e·wet_re))."""
     for j in range(n):
@@ -378,250 +588,412 @@ def _combine(
         dr = dry[r]
         for j in range(n):
             y[j] = gr * (md * dr[j] + mw * y[j])
-        tanh_inplace(y, n, pow2)
+        tanh_inplace(y, n)
         for j in range(n):
             vout[j] += y[j]
 
 
+
+
+# ------------------------------------------------------------------------------------------- queue
+@njit(cache=True, inline="always")
+def _queue_push(a, time, voice, kind, src, off, length) -> bool:
+    """Queue an event whose payload is src[(off + i) % src.size] for i < length (the inbox payload ring
+    wraps). Returns False, counted as dropped, when the queue is full."""
+    qstate = a.qstate
+    top = qstate[Q_FREE_TOP]
+    if top == 0:
+        a.counters[C_DROPPED] += 1
+        return False
+    top -= 1
+    q = a.qfree[top]
+    qstate[Q_FREE_TOP] = top
+    a.qtime[q] = time
+    a.qvoice[q] = voice
+    a.qkind[q] = kind
+    a.qlen[q] = length
+    cap = src.size
+    row = a.qdata[q]
+    for i in range(length):
+        row[i] = src[(off + i) % cap]
+    a.qseq[q] = qstate[Q_NEXT_SEQ]
+    qstate[Q_NEXT_SEQ] += 1
+    a.qused[q] = 1
+    if time < qstate[Q_EARLIEST]:
+        qstate[Q_EARLIEST] = time
+    if q >= qstate[Q_HIGH]:
+        qstate[Q_HIGH] = q + 1
+    return True
+
+
+# ---------------------------------------------------------------------------------- voice messages
+@njit(cache=True, inline="always")
+def _rest_weights(a, s, row) -> None:
+    """Deformation ramp of slot s at rest: the resting weights of instrument ``row`` (0 past its E)."""
+    rest = a.irest[row]
+    for e in range(a.ramp_prev.shape[1]):
+        v = rest[e] if e < rest.size else np.float32(0.0)
+        a.ramp_prev[s, e] = v
+        a.ramp_target[s, e] = v
+
+
+@njit(cache=True, inline="always")
+def _clear_slot(a, s) -> None:
+    """Silence slot s and put its deformation at rest; it keeps its instrument and gain."""
+    a.state_re[s, :] = 0.0
+    a.state_im[s, :] = 0.0
+    a.exc[s, :, :] = 0.0
+    vm = a.vmeta[s]
+    vm[V_LIVE] = 0
+    vm[V_EXC_UNTIL] = 0
+    vm[V_RAMP_START] = RAMP_NEVER
+    _rest_weights(a, s, vm[V_INST])
+
+
+@njit(cache=True, inline="always")
+def _init_slot(a, s, row, gain) -> None:
+    """Slot s plays instrument ``row`` from silence at ``gain`` (reached at once)."""
+    a.vmeta[s, V_INST] = row
+    _clear_slot(a, s)
+    a.vgain[s, 0] = gain
+    a.vgain[s, 1] = gain
+    a.vgain[s, 2] = 1.0 / a.params[P_GAIN_RAMP]
+
+
+@njit(cache=True, inline="always")
+def _set_gain(a, voice, gain, ramp) -> None:
+    """Voice gain heads linearly to ``gain`` (float32) over ``ramp`` samples from the next sample."""
+    a.user_gain[voice] = gain
+    cur = np.float64(a.vgain[voice, 0])
+    a.vgain[voice, 1] = gain
+    a.vgain[voice, 2] = max(abs(np.float64(gain) - cur), 1e-12) / ramp
+
+
+@njit(cache=True, inline="always")
+def _swap_instrument(a, voice, row) -> None:
+    """Cross-fade: the voice's current sound moves to its tail slot and fades out (its tail rings with its
+    own instrument row) while the voice restarts on ``row`` and fades in to its gain. A tail still fading
+    from an earlier swap is cut (as it always was: one tail per voice)."""
+    tail = a.params[P_N_MAIN] + voice
+    fade = a.params[P_CROSSFADE]
+    a.vmeta[tail, :] = a.vmeta[voice, :]
+    a.state_re[tail, :] = a.state_re[voice, :]
+    a.state_im[tail, :] = a.state_im[voice, :]
+    a.exc[tail, :, :] = a.exc[voice, :, :]
+    a.ramp_prev[tail, :] = a.ramp_prev[voice, :]
+    a.ramp_target[tail, :] = a.ramp_target[voice, :]
+    a.vgain[tail, :] = a.vgain[voice, :]
+    cur = np.float64(a.vgain[tail, 0])
+    a.vgain[tail, 1] = 0.0
+    a.vgain[tail, 2] = max(cur, 1e-12) / fade
+    gain = np.float64(a.user_gain[voice])
+    _init_slot(a, voice, row, 0.0)
+    a.vgain[voice, 1] = gain
+    a.vgain[voice, 2] = max(gain, 1e-12) / fade
+
+
+@njit(cache=True, inline="always")
+def _apply_message(a, kind, voice, arg, value) -> None:
+    """A voice message (MSG_*), applied now: from the inbox at a block start, or from the audio thread."""
+    if kind == MSG_GAIN:
+        _set_gain(a, voice, value, arg)
+    elif kind == MSG_INSTRUMENT:
+        if 0 <= arg < a.bank_info[B_PUBLIC]:
+            _swap_instrument(a, voice, arg)
+        else:
+            a.counters[C_MISMATCH] += 1
+    elif kind == MSG_RESET:
+        _init_slot(a, voice, a.vmeta[voice, V_INST], a.user_gain[voice])
+        a.vmeta[a.params[P_N_MAIN] + voice, V_INST] = NO_INSTRUMENT
+    elif kind == MSG_ASSIGN:
+        a.user_gain[voice] = value
+        _init_slot(a, voice, arg, value)
+
+
+# ------------------------------------------------------------------------------------------- inbox
 @njit(cache=True, error_model="numpy")
-def _reset_slot(s, state_re, state_im, exc, vmeta, ramp_prev, ramp_target, rest):
-    state_re[s, :] = 0.0
-    state_im[s, :] = 0.0
-    exc[s, :, :] = 0.0
-    vmeta[s, V_LIVE] = 0
-    vmeta[s, V_EXC_UNTIL] = 0
-    vmeta[s, V_RAMP_START] = -(1 << 40)
-    e = ramp_prev.shape[1]
-    for i in range(e):
-        ramp_prev[s, i] = rest[s, i]
-        ramp_target[s, i] = rest[s, i]
+def inbox_push(state, slots, pool, kind, voice, arg, generation, payload) -> bool:
+    """Producer side of the inbox: write one message, then publish it. Returns False (counted in
+    state[IB_FULL]) when the slots or the payload ring have no room; never waits.
+
+    Runs with the GIL held (no ``nogil``): two Python threads pushing at once are serialised by it, so the
+    ring is never corrupted, though one producer thread is the intended use (their order is arbitrary)."""
+    write = state[IB_WRITE]
+    read = state[IB_READ]
+    _fence_acquire()  # the consumer was done with every slot below `read` before it published it
+    n_slots = slots.shape[0]
+    cap = pool.size
+    length = payload.size
+    pool_write = state[IB_POOL_WRITE]
+    pool_read = slots[read % n_slots, M_OFF] if read < write else pool_write
+    if write - read >= n_slots or pool_write + length - pool_read > cap:
+        state[IB_FULL] += 1
+        return False
+    for i in range(length):
+        pool[(pool_write + i) % cap] = payload[i]
+    m = slots[write % n_slots]
+    m[M_KIND] = kind
+    m[M_VOICE] = voice
+    m[M_ARG] = arg
+    m[M_LEN] = length
+    m[M_OFF] = pool_write
+    m[M_GEN] = generation
+    state[IB_POOL_WRITE] = pool_write + length
+    _fence_release()  # the slot and its payload are visible before the index that publishes them
+    state[IB_WRITE] = write + 1
+    return True
 
 
-@njit(cache=True, error_model="numpy")
-def process_block(
-    t0: int,
-    n: int,
-    out: np.ndarray,  # (B,) float32, written
-    limit: float,  # output clip; <= 0 disables clipping (NaN/inf are scrubbed regardless)
-    # instruments
-    imeta: np.ndarray,
-    pole_re: np.ndarray,
-    pole_im: np.ndarray,
-    coef_re: np.ndarray,
-    coef_im: np.ndarray,
-    router: np.ndarray,
-    attacks: np.ndarray,
-    mixd: np.ndarray,
-    mixw: np.ndarray,
-    gains: np.ndarray,
-    # voices
-    vmeta: np.ndarray,
-    state_re: np.ndarray,
-    state_im: np.ndarray,
-    exc: np.ndarray,
-    ramp_prev: np.ndarray,
-    ramp_target: np.ndarray,
-    rest: np.ndarray,  # (S, Emax) resting weights of each slot's instrument
-    vgain: np.ndarray,  # (S, 3): current, target, step per sample
-    # queue
-    qtime: np.ndarray,
-    qvoice: np.ndarray,
-    qkind: np.ndarray,
-    qlen: np.ndarray,
-    qseq: np.ndarray,
-    qdata: np.ndarray,
-    qused: np.ndarray,
-    qfree: np.ndarray,
-    qstate: np.ndarray,  # [free-stack top, next sequence number, earliest time, slot high-water mark]
-    # noise
-    noise: np.ndarray,  # (K, A) fixed noise, used when table is empty
-    table: np.ndarray,  # fresh-noise table (NOISE_TABLE + A,) or size 0
-    rng: np.ndarray,  # uint64 [seed, event counter]
-    n_main: int,  # slots >= n_main are cross-fade tails: released once faded out
-    # scratch
-    due: np.ndarray,
-    nbuf: np.ndarray,
-    excb: np.ndarray,
-    dry: np.ndarray,
-    dry_active: np.ndarray,
-    wet: np.ndarray,
-    w: np.ndarray,
-    y: np.ndarray,
-    vout: np.ndarray,
-    pow2: np.ndarray,
-    counters: np.ndarray,
-) -> None:
-    mask = exc.shape[2] - 1
-    n_slots = vmeta.shape[0]
-    t_end = t0 + n
-    for j in range(n):
-        out[j] = 0.0
+@njit(cache=True, inline="always")
+def _drain_inbox(a) -> None:
+    """Consumer side: apply messages and queue events in posting order. A message validated against a bank
+    newer than the installed one stops the drain until the audio thread installs that bank (next block)."""
+    state = a.inbox_state
+    write = state[IB_WRITE]
+    _fence_acquire()  # every slot below `write` is fully written
+    read = state[IB_READ]
+    if read == write:
+        return
+    slots = a.inbox_slots
+    n_slots = slots.shape[0]
+    pool = a.inbox_pool
+    generation = a.bank_info[B_GENERATION]
+    while read < write:
+        m = slots[read % n_slots]
+        if m[M_GEN] > generation:
+            break
+        kind = m[M_KIND]
+        if kind == EV_CONTROL or kind == EV_DEFORM or kind == EV_DEFORM_NOW:
+            _queue_push(a, m[M_ARG], m[M_VOICE], kind, pool, m[M_OFF], m[M_LEN])
+        else:
+            _apply_message(a, kind, m[M_VOICE], m[M_ARG], pool[m[M_OFF] % pool.size])
+        read += 1
+    _fence_release()  # done reading those slots before the producer may reuse them
+    state[IB_READ] = read
 
-    # 1. events due in this block: bursts go into the voices' excitation rings at their exact sample
-    n_due = collect_due(qtime, qseq, qused, t_end, due, qstate)
+
+# ------------------------------------------------------------------------------------ block stages
+@njit(cache=True, inline="always")
+def _reset_unsafe_slot(a, s) -> None:
+    _clear_slot(a, s)
+    a.counters[C_RESETS] += 1
+
+
+@njit(cache=True, inline="always")
+def _apply_bursts(a, t0, n_due) -> None:
+    """Due control events add their bursts into the voices' excitation rings at their exact sample; a late
+    one (before this block) plays at the block start and is counted."""
+    mask = a.exc.shape[2] - 1
+    imeta = a.imeta
     for d in range(n_due):
-        q = due[d]
-        if qtime[q] < t0:
-            counters[C_LATE] += 1
-            qtime[q] = t0
-        if qkind[q] != EV_CONTROL:
+        q = a.due[d]
+        if a.qtime[q] < t0:
+            a.counters[C_LATE] += 1
+            a.qtime[q] = t0
+        if a.qkind[q] != EV_CONTROL:
             continue
-        s = qvoice[q]
-        inst = vmeta[s, V_INST]
-        if inst < 0 or qlen[q] != imeta[inst, I_K]:
-            counters[C_MISMATCH] += 1
+        s = a.qvoice[q]
+        inst = a.vmeta[s, V_INST]
+        if inst == NO_INSTRUMENT or a.qlen[q] != imeta[inst, I_K]:
+            a.counters[C_MISMATCH] += 1  # the voice changed instrument after the event was scheduled
             continue
         a_len = imeta[inst, I_A]
         k_dims = imeta[inst, I_K]
-        t = qtime[q]
-        att = attacks[imeta[inst, I_ATT] : imeta[inst, I_ATT] + k_dims * a_len]
-        key = _hash32(rng[0] ^ _hash32(rng[1]))
-        rng[1] += np.uint64(1)
-        add_burst(exc[s], mask, t, qdata[q], att, k_dims, a_len, noise, table, key, nbuf)
-        if t + a_len > vmeta[s, V_EXC_UNTIL]:
-            vmeta[s, V_EXC_UNTIL] = t + a_len
-        counters[C_EVENTS] += 1
+        t = a.qtime[q]
+        att = a.attacks[imeta[inst, I_ATT] : imeta[inst, I_ATT] + k_dims * a_len]
+        key = _hash32(np.uint64(a.rng[R_SEED]) ^ _hash32(np.uint64(a.rng[R_COUNT])))
+        a.rng[R_COUNT] += 1
+        add_burst(a.exc[s], mask, t, a.qdata[q], att, k_dims, a_len, a.noise, a.table, key, a.nbuf)
+        if t + a_len > a.vmeta[s, V_EXC_UNTIL]:
+            a.vmeta[s, V_EXC_UNTIL] = t + a_len
+        a.counters[C_EVENTS] += 1
 
-    # 2. every voice slot
-    for s in range(n_slots):
-        inst = vmeta[s, V_INST]
-        if inst < 0:
-            continue
-        k_dims = imeta[inst, I_K]
-        n_res = imeta[inst, I_R]
-        e_dims = imeta[inst, I_E]
-        n_osc = imeta[inst, I_M]
-        frame = imeta[inst, I_F]
-        gm = n_res * e_dims * n_osc
-        # deformation weights, with ramps restarted at the exact sample of each deformation event
-        start = 0
-        for d in range(n_due):
-            q = due[d]
-            if qvoice[q] != s or qkind[q] == EV_CONTROL:
-                continue
-            if qlen[q] != e_dims:
-                counters[C_MISMATCH] += 1
-                continue
-            o = qtime[q] - t0
-            fill_weights(w, start, o, t0, ramp_prev[s], ramp_target[s], vmeta[s, V_RAMP_START], frame, e_dims)
-            i_now = qtime[q] - vmeta[s, V_RAMP_START]
-            for e in range(e_dims):
-                cur = _weight_at(ramp_prev[s], ramp_target[s], e, i_now, frame)
-                ramp_target[s, e] = qdata[q, e]
-                ramp_prev[s, e] = qdata[q, e] if qkind[q] == EV_DEFORM_NOW else cur
-            vmeta[s, V_RAMP_START] = qtime[q]
-            counters[C_EVENTS] += 1
-            start = o
-        fill_weights(w, start, n, t0, ramp_prev[s], ramp_target[s], vmeta[s, V_RAMP_START], frame, e_dims)
 
-        g_cur = vgain[s, 0]
-        g_target = vgain[s, 1]
-        if vmeta[s, V_LIVE] == 0 and t0 >= vmeta[s, V_EXC_UNTIL]:
-            # silent voice: nothing to compute, the gain still moves
-            if g_cur < g_target:
-                vgain[s, 0] = min(g_target, g_cur + vgain[s, 2] * n)
-            else:
-                vgain[s, 0] = max(g_target, g_cur - vgain[s, 2] * n)
-            continue
-
-        # excitation of this block out of the ring (zeroed behind us), routed to resonances
-        ring = exc[s]
-        pos = t0 & mask
-        first = min(n, mask + 1 - pos)
-        any_exc = False
-        for k in range(k_dims):
-            src = ring[k]
-            dst = excb[k]
-            nz = False
-            for j in range(first):
-                dst[j] = src[pos + j]
-                src[pos + j] = 0.0
-            for j in range(first, n):
-                dst[j] = src[j - first]
-                src[j - first] = 0.0
-            for j in range(n):
-                if dst[j] != 0.0:
-                    nz = True
-                    break
-            dry_active[k + n_res] = nz  # scratch: row k of excb active (stored after the R flags)
-            any_exc = any_exc or nz
-        ro = imeta[inst, I_ROUTER]
-        for r in range(n_res):
-            row = dry[r]
-            for j in range(n):
-                row[j] = 0.0
-            dry_active[r] = False
-        if any_exc:
-            for k in range(k_dims):
-                if not dry_active[k + n_res]:
-                    continue
-                src = excb[k]
-                for r in range(n_res):
-                    c = router[ro + k * n_res + r]
-                    if c == 0.0:
-                        continue
-                    row = dry[r]
-                    for j in range(n):
-                        row[j] += c * src[j]
-                    dry_active[r] = True
-
-        mo = imeta[inst, I_MODE]
-        status = resonate(
-            pole_re[mo : mo + gm],
-            pole_im[mo : mo + gm],
-            coef_re[mo : mo + gm],
-            coef_im[mo : mo + gm],
-            state_re[s],
-            state_im[s],
-            dry,
-            wet,
-            dry_active,
-            n_res * e_dims,
-            e_dims,
-            n_osc,
-            n,
-        )
-        _combine(dry, wet, w, mixd, mixw, gains, imeta[inst, I_RES], n_res, e_dims, n, y, vout, pow2)
-
-        # safety: a voice whose state or output is not finite, or whose state is huge, is reset
-        bad = status == 2
-        for j in range(n):
-            if not np.isfinite(vout[j]):
-                bad = True
-        if bad:
-            _reset_slot(s, state_re, state_im, exc, vmeta, ramp_prev, ramp_target, rest)
-            counters[C_RESETS] += 1
-            continue
-        vmeta[s, V_LIVE] = status
-
-        # click-free voice gain: a linear ramp toward the target
-        step = vgain[s, 2]
-        g = g_cur
-        for j in range(n):
-            if g < g_target:
-                g = min(g_target, g + step)
-            elif g > g_target:
-                g = max(g_target, g - step)
-            out[j] += g * vout[j]
-        vgain[s, 0] = g
-
-    for s in range(n_main, n_slots):
-        if vmeta[s, V_INST] >= 0 and vgain[s, 0] == 0.0 and vgain[s, 1] == 0.0:
-            _reset_slot(s, state_re, state_im, exc, vmeta, ramp_prev, ramp_target, rest)
-            vmeta[s, V_INST] = -1
-
-    # 3. free the queue slots of the applied events
+@njit(cache=True, inline="always")
+def _deformation_weights(a, s, inst, t0, n, n_due) -> None:
+    """a.w[:E, :n] = this block's variant weights of slot s, restarting the ramp at the exact sample of each
+    deformation event of the voice."""
+    e_dims = a.imeta[inst, I_E]
+    frame = a.imeta[inst, I_F]
+    prev = a.ramp_prev[s]
+    target = a.ramp_target[s]
+    vm = a.vmeta[s]
+    start = 0
     for d in range(n_due):
-        q = due[d]
-        qused[q] = False
-        qfree[qstate[0]] = q
-        qstate[0] += 1
+        q = a.due[d]
+        if a.qvoice[q] != s or a.qkind[q] == EV_CONTROL:
+            continue
+        if a.qlen[q] != e_dims:
+            a.counters[C_MISMATCH] += 1
+            continue
+        o = a.qtime[q] - t0
+        fill_weights(a.w, start, o, t0, prev, target, vm[V_RAMP_START], frame, e_dims)
+        i_now = a.qtime[q] - vm[V_RAMP_START]
+        for e in range(e_dims):
+            cur = _weight_at(prev, target, e, i_now, frame)
+            target[e] = a.qdata[q, e]
+            prev[e] = a.qdata[q, e] if a.qkind[q] == EV_DEFORM_NOW else cur
+        vm[V_RAMP_START] = a.qtime[q]
+        a.counters[C_EVENTS] += 1
+        start = o
+    fill_weights(a.w, start, n, t0, prev, target, vm[V_RAMP_START], frame, e_dims)
 
-    # 4. hard safety stage on the mix
+
+@njit(cache=True, inline="always")
+def _glide_gain(a, s, n) -> None:
+    """A silent voice computes nothing, but its gain ramp still moves by n steps."""
+    g_cur = a.vgain[s, 0]
+    g_target = a.vgain[s, 1]
+    if g_cur < g_target:
+        a.vgain[s, 0] = min(g_target, g_cur + a.vgain[s, 2] * n)
+    else:
+        a.vgain[s, 0] = max(g_target, g_cur - a.vgain[s, 2] * n)
+
+
+@njit(cache=True, inline="always")
+def _excitation_to_dry(a, s, inst, t0, n) -> None:
+    """Take this block's excitation out of slot s's ring (zeroing it behind us) into a.excb and route it to
+    resonances: a.dry[r] = Σ_k router[k, r]·excb[k]. a.dry_active flags the non-zero rows (R dry flags,
+    then K excitation flags), so silent rows cost nothing downstream."""
+    k_dims = a.imeta[inst, I_K]
+    n_res = a.imeta[inst, I_R]
+    ring = a.exc[s]
+    mask = ring.shape[1] - 1
+    pos = t0 & mask
+    first = min(n, mask + 1 - pos)
+    flags = a.dry_active
+    any_exc = False
+    for k in range(k_dims):
+        src = ring[k]
+        dst = a.excb[k]
+        nz = False
+        for j in range(first):
+            dst[j] = src[pos + j]
+            src[pos + j] = 0.0
+        for j in range(first, n):
+            dst[j] = src[j - first]
+            src[j - first] = 0.0
+        for j in range(n):
+            if dst[j] != 0.0:
+                nz = True
+                break
+        flags[n_res + k] = 1.0 if nz else 0.0
+        any_exc = any_exc or nz
+    for r in range(n_res):
+        row = a.dry[r]
+        for j in range(n):
+            row[j] = 0.0
+        flags[r] = 0.0
+    if any_exc:
+        ro = a.imeta[inst, I_ROUTER]
+        for k in range(k_dims):
+            if flags[n_res + k] == 0.0:
+                continue
+            src = a.excb[k]
+            for r in range(n_res):
+                c = a.router[ro + k * n_res + r]
+                if c == 0.0:
+                    continue
+                row = a.dry[r]
+                for j in range(n):
+                    row[j] += c * src[j]
+                flags[r] = 1.0
+
+
+@njit(cache=True, inline="always")
+def _voice_output(a, s, inst, n) -> np.int64:
+    """a.vout[:n] = slot s's output before its gain. Returns resonate()'s status (0 silent, 1 ringing,
+    2 state blown up), or 2 when the output itself is not finite: the slot must be reset."""
+    n_res = a.imeta[inst, I_R]
+    e_dims = a.imeta[inst, I_E]
+    n_osc = a.imeta[inst, I_M]
+    gm = n_res * e_dims * n_osc
+    mo = a.imeta[inst, I_MODE]
+    status = resonate(
+        a.pole_re[mo : mo + gm],
+        a.pole_im[mo : mo + gm],
+        a.coef_re[mo : mo + gm],
+        a.coef_im[mo : mo + gm],
+        a.state_re[s],
+        a.state_im[s],
+        a.dry,
+        a.wet,
+        a.dry_active,
+        n_res * e_dims,
+        e_dims,
+        n_osc,
+        n,
+    )
+    _combine(a.dry, a.wet, a.w, a.mixd, a.mixw, a.gains, a.imeta[inst, I_RES], n_res, e_dims, n, a.y, a.vout)
+    for j in range(n):
+        if not np.isfinite(a.vout[j]):
+            status = 2
+    return status
+
+
+@njit(cache=True, inline="always")
+def _mix_voice(a, s, n) -> None:
+    """a.out += gain·a.vout with the voice gain moving linearly toward its target (click-free)."""
+    step = a.vgain[s, 2]
+    g_target = a.vgain[s, 1]
+    g = a.vgain[s, 0]
+    out = a.out
+    vout = a.vout
+    for j in range(n):
+        if g < g_target:
+            g = min(g_target, g + step)
+        elif g > g_target:
+            g = max(g_target, g - step)
+        out[j] += g * vout[j]
+    a.vgain[s, 0] = g
+
+
+@njit(cache=True, inline="always")
+def _render_slot(a, s, t0, n, n_due) -> None:
+    inst = a.vmeta[s, V_INST]
+    if inst == NO_INSTRUMENT:
+        return
+    _deformation_weights(a, s, inst, t0, n, n_due)
+    if a.vmeta[s, V_LIVE] == 0 and t0 >= a.vmeta[s, V_EXC_UNTIL]:
+        _glide_gain(a, s, n)
+        return
+    _excitation_to_dry(a, s, inst, t0, n)
+    status = _voice_output(a, s, inst, n)
+    if status == 2:  # non-finite or huge: this voice starts over, the others never hear it
+        _reset_unsafe_slot(a, s)
+        return
+    a.vmeta[s, V_LIVE] = status
+    _mix_voice(a, s, n)
+
+
+@njit(cache=True, inline="always")
+def _release_faded_tails(a) -> None:
+    """A cross-fade tail whose gain reached 0 frees its slot."""
+    for s in range(a.params[P_N_MAIN], a.vmeta.shape[0]):
+        if a.vmeta[s, V_INST] != NO_INSTRUMENT and a.vgain[s, 0] == 0.0 and a.vgain[s, 1] == 0.0:
+            _clear_slot(a, s)
+            a.vmeta[s, V_INST] = NO_INSTRUMENT
+
+
+@njit(cache=True, inline="always")
+def _free_due(a, n_due) -> None:
+    """Give the queue slots of this block's events back to the free stack."""
+    qstate = a.qstate
+    for d in range(n_due):
+        q = a.due[d]
+        a.qused[q] = 0
+        a.qfree[qstate[Q_FREE_TOP]] = q
+        qstate[Q_FREE_TOP] += 1
+
+
+@njit(cache=True, inline="always")
+def _safety(a, n, limit) -> None:
+    """The last stage: a non-finite sample becomes 0 (counted), then the clip to ±limit (limit ≤ 0: none)."""
+    out = a.out
     for j in range(n):
         v = out[j]
         if not np.isfinite(v):
-            counters[C_SCRUBBED] += 1
+            a.counters[C_SCRUBBED] += 1
             v = np.float32(0.0)
         if limit > 0.0:
             if v > limit:
@@ -631,50 +1003,35 @@ def process_block(
         out[j] = v
 
 
-# ---------------------------------------------------------------------------------------------------
-# One-argument-per-dtype entry point. numba unboxes every array argument on every call (~70 ns each);
-# with 40-odd arrays that was 3 µs of a 64-sample block. The renderer keeps all its arrays as views into
-# five buffers (one per dtype) and passes those plus a layout table; the views are rebuilt here for free.
-
-PACKED_KINDS = (  # per process_block argument after (t0, n): (buffer, ndim); buffer "" = a scalar
-    ("f", 1), ("", 0), ("q", 2), ("f", 1), ("f", 1), ("f", 1), ("f", 1), ("f", 1), ("f", 1), ("f", 1),
-    ("f", 1), ("f", 1), ("q", 2), ("f", 2), ("f", 2), ("f", 3), ("f", 2), ("f", 2), ("f", 2), ("f", 2),
-    ("q", 1), ("h", 1), ("h", 1), ("h", 1), ("q", 1), ("f", 2), ("b", 1), ("q", 1), ("q", 1), ("f", 2),
-    ("f", 1), ("u", 1), ("", 0), ("q", 1), ("f", 1), ("f", 2), ("f", 2), ("b", 1), ("f", 2), ("f", 2),
-    ("f", 1), ("f", 1), ("f", 1), ("q", 1),
-)  # fmt: skip
-
-
-@njit(cache=True, inline="always")
-def _v1(buf, lay, i):
-    o = lay[i, 0]
-    return buf[o : o + lay[i, 1]]
-
-
-@njit(cache=True, inline="always")
-def _v2(buf, lay, i):
-    o = lay[i, 0]
-    return buf[o : o + lay[i, 1] * lay[i, 2]].reshape((lay[i, 1], lay[i, 2]))
-
-
-@njit(cache=True, inline="always")
-def _v3(buf, lay, i):
-    o = lay[i, 0]
-    return buf[o : o + lay[i, 1] * lay[i, 2] * lay[i, 3]].reshape((lay[i, 1], lay[i, 2], lay[i, 3]))
+# ------------------------------------------------------------------------------------------ entries
+@njit(cache=True, nogil=True, error_model="numpy")
+def render_block(t0, n, limit, bank_f, bank_q, fixed_f, fixed_q, sized_f) -> None:
+    """Render samples [t0, t0 + n) into the ``out`` field (n ≤ its size). ``limit`` ≤ 0 disables the clip
+    (NaN/inf are scrubbed regardless). Releases the GIL for the whole block."""
+    a = unpack(bank_f, bank_q, fixed_f, fixed_q, sized_f)
+    for j in range(n):
+        a.out[j] = 0.0
+    if a.params[P_DRAIN]:
+        _drain_inbox(a)
+    n_due = collect_due(a.qtime, a.qseq, a.qused, t0 + n, a.due, a.qstate)
+    _apply_bursts(a, t0, n_due)
+    for s in range(a.vmeta.shape[0]):
+        _render_slot(a, s, t0, n, n_due)
+    _release_faded_tails(a)
+    _free_due(a, n_due)
+    _safety(a, n, limit)
 
 
 @njit(cache=True, error_model="numpy")
-def process_packed(t0, n, limit, n_main, f, q, h, u, b, lay) -> None:
-    """process_block with its arrays rebuilt from the five dtype buffers (layout: PACKED_KINDS)."""
-    process_block(
-        t0, n, _v1(f, lay, 0), limit, _v2(q, lay, 2),
-        _v1(f, lay, 3), _v1(f, lay, 4), _v1(f, lay, 5), _v1(f, lay, 6), _v1(f, lay, 7), _v1(f, lay, 8),
-        _v1(f, lay, 9), _v1(f, lay, 10), _v1(f, lay, 11),
-        _v2(q, lay, 12), _v2(f, lay, 13), _v2(f, lay, 14), _v3(f, lay, 15), _v2(f, lay, 16), _v2(f, lay, 17),
-        _v2(f, lay, 18), _v2(f, lay, 19),
-        _v1(q, lay, 20), _v1(h, lay, 21), _v1(h, lay, 22), _v1(h, lay, 23), _v1(q, lay, 24), _v2(f, lay, 25),
-        _v1(b, lay, 26), _v1(q, lay, 27), _v1(q, lay, 28),
-        _v2(f, lay, 29), _v1(f, lay, 30), _v1(u, lay, 31), n_main,
-        _v1(q, lay, 33), _v1(f, lay, 34), _v2(f, lay, 35), _v2(f, lay, 36), _v1(b, lay, 37), _v2(f, lay, 38),
-        _v2(f, lay, 39), _v1(f, lay, 40), _v1(f, lay, 41), _v1(f, lay, 42), _v1(q, lay, 43),
-    )  # fmt: skip
+def queue_event(time, voice, kind, payload, bank_f, bank_q, fixed_f, fixed_q, sized_f) -> bool:
+    """Queue an event from the audio thread (Renderer.control/deform); False when the queue is full."""
+    a = unpack(bank_f, bank_q, fixed_f, fixed_q, sized_f)
+    return _queue_push(a, time, voice, kind, payload, 0, payload.size)
+
+
+@njit(cache=True, error_model="numpy")
+def apply_message(kind, voice, arg, value, bank_f, bank_q, fixed_f, fixed_q, sized_f) -> None:
+    """Apply a voice message (MSG_*) now, from the audio thread: the same code the inbox drain runs, so a
+    gain or instrument change behaves the same whichever way it came."""
+    a = unpack(bank_f, bank_q, fixed_f, fixed_q, sized_f)
+    _apply_message(a, kind, voice, arg, np.float32(value))

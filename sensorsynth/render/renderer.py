@@ -1,34 +1,115 @@
 """The streaming renderer: a pure core with no I/O, no clock, no logging.
 
     r = Renderer(instrument, sample_rate=44100, block_size=256, max_voices=8, seed=0)
-    r.control(time=1000, voice=0, vector=v)       # sample-accurate, absolute sample index since start
+    r.warmup()                                     # compile or load the kernel now, not in the first block
+    r.control(time=1000, voice=0, vector=v)        # sample-accurate, absolute sample index since start
     r.deform(time=1000, voice=0, logits=l)
     block = r.process()                            # the next block_size float32 mono samples
 
 Every array lives in preallocated buffers; :meth:`Renderer.process` makes one call into the compiled
-kernel (:mod:`sensorsynth.render.kernel`) and allocates nothing. The block it returns is the renderer's own
-buffer, overwritten by the next call: copy it if you keep it.
+kernel (:mod:`sensorsynth.render.kernel`), which releases the GIL, and allocates nothing. The block it
+returns is the renderer's own buffer, overwritten by the next call: copy it if you keep it.
 
-Threading: the core is single-threaded by design. A server that schedules from one thread and processes
-in another must hand events over itself (e.g. a lock-free ring) and call the scheduling methods from the
-audio thread.
+Threads. A live host runs :meth:`Renderer.process` on an audio thread and receives events elsewhere (an
+asyncio loop, a network thread). Two kinds of callers:
+
+- The audio thread: :meth:`~Renderer.process`, :meth:`~Renderer.warmup`, :meth:`~Renderer.control`,
+  :meth:`~Renderer.deform`, :meth:`~Renderer.set_gain`, :meth:`~Renderer.set_instrument`,
+  :meth:`~Renderer.reset`, :meth:`~Renderer.render`. (Before the audio thread starts, or in a program with
+  one thread, that is simply the thread that owns the renderer.)
+- One producer thread: :attr:`Renderer.inbox` (``control``, ``deform``, ``gain``, ``instrument``), and
+  :meth:`~Renderer.add_instrument` / :meth:`~Renderer.replace_instrument` (these two are also safe from
+  several threads: a lock that the audio thread never takes serialises them).
+
+The inbox is a lock-free single-producer/single-consumer ring that the kernel drains at the start of every
+block, in posting order; a full inbox refuses a message (``False``, counted as ``inbox_full``) instead of
+waiting. A hot reload builds the new instrument arrays on the producer thread and posts them; the audio
+thread swaps references at the next block boundary and cross-fades the voices that played the replaced
+instrument, exactly as :meth:`Renderer.set_instrument` does.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Sequence
+from types import SimpleNamespace
+from typing import NamedTuple
 
 import numpy as np
 
 from ..instrument.playback import Playback, deformation_targets, playback
 from ..instrument_file import Instrument
 from . import kernel as K
-from .checks import check_control, check_gain, check_time, check_vector, check_voice
+from .checks import check_control, check_gain, check_instrument, check_time, check_vector, check_voice
+from .layout import Allocation, allocate, buffer_args, layout_array
 
 
 def _next_pow2(n: int) -> int:
     return 1 << max(0, int(n - 1).bit_length())
+
+
+class _Entry:
+    """One instrument (one version of it) realised at the renderer's rate. Banks list entries as rows; the
+    same entry object stays the same row's identity across reloads."""
+
+    __slots__ = ("instrument", "playback", "k", "r", "e", "m", "attack", "frame", "rest")
+
+    def __init__(self, instrument: Instrument, rate: int) -> None:
+        if not isinstance(instrument, Instrument):
+            raise ValueError(f"expected an Instrument, got {type(instrument).__name__}")
+        p = playback(instrument, rate)  # ValueError when its frames do not fit this rate
+        s = p.spec
+        self.instrument = instrument
+        self.playback = p
+        self.k, self.r, self.e, self.m = s.control_plane_dim, s.n_resonances, s.expressivity, s.n_oscillators
+        self.attack, self.frame = s.attack_size, s.deformation_frame
+        self.rest = deformation_targets(np.zeros(self.e, np.float32))
+
+
+class _Capacity(NamedTuple):
+    """The largest sizes the capacity-sized arrays hold (see kernel.FIELDS, group "sized")."""
+
+    k: int
+    r: int
+    e: int
+    g: int
+    gm: int
+    a: int
+    p: int
+
+    @staticmethod
+    def of(entries: Sequence[_Entry]) -> _Capacity:
+        k = max(x.k for x in entries)
+        e = max(x.e for x in entries)
+        return _Capacity(
+            k=k,
+            r=max(x.r for x in entries),
+            e=e,
+            g=max(x.r * x.e for x in entries),
+            gm=max(x.r * x.e * x.m for x in entries),
+            a=max(x.attack for x in entries),
+            p=max(k, e),
+        )
+
+    def covers(self, other: _Capacity) -> bool:
+        return all(a >= b for a, b in zip(self, other))
+
+    def union(self, other: _Capacity) -> _Capacity:
+        return _Capacity(*(max(a, b) for a, b in zip(self, other)))
+
+
+class _Bank(NamedTuple):
+    """Everything one kernel call reads: instrument rows, the sized arrays they fit, the kernel arguments."""
+
+    generation: int
+    entries: tuple[_Entry, ...]  # rows: the public instruments first, then old versions tails still play
+    n_public: int
+    sized: Allocation
+    capacity: _Capacity
+    alloc: Allocation
+    args: tuple[np.ndarray, ...]  # the kernel's buffer arguments (bank, fixed, sized)
+    views: SimpleNamespace  # every field by name, for Python-side access
 
 
 class Renderer:
@@ -48,6 +129,7 @@ class Renderer:
     crossfade_ms: time an instrument swap on a voice takes (old tail fades out, new voice fades in).
     limit: the output is clipped to [-limit, limit]; ``None`` disables the clip only (offline analysis).
         NaN/inf never leave either way.
+    inbox_size: messages the inbox holds between two blocks (see :class:`Inbox`).
     """
 
     def __init__(
@@ -63,229 +145,233 @@ class Renderer:
         crossfade_ms: float = 20.0,
         limit: float | None = 1.0,
         voice_instruments: Sequence[int] | None = None,
+        inbox_size: int = 4096,
     ) -> None:
         if isinstance(instruments, Instrument):
             instruments = [instruments]
         instruments = list(instruments)
         if not instruments:
             raise ValueError("Renderer needs at least one instrument")
-        if int(block_size) < 1:
-            raise ValueError(f"block_size must be ≥ 1, got {block_size}")
-        if int(max_voices) < 1:
-            raise ValueError(f"max_voices must be ≥ 1, got {max_voices}")
-        if int(queue_size) < 1:
-            raise ValueError(f"queue_size must be ≥ 1, got {queue_size}")
+        for name, value in (("block_size", block_size), ("max_voices", max_voices), ("queue_size", queue_size),
+                            ("inbox_size", inbox_size)):  # fmt: skip
+            if int(value) < 1:
+                raise ValueError(f"{name} must be ≥ 1, got {value}")
         if limit is not None and not (math.isfinite(float(limit)) and float(limit) > 0):
             raise ValueError(f"limit must be a positive number or None, got {limit}")
         rate = int(sample_rate or instruments[0].spec.sample_rate)
         self.sample_rate = rate
         self.block_size = int(block_size)
         self.max_voices = int(max_voices)
-        self.instruments = instruments
-        self.playbacks: list[Playback] = [playback(inst, rate) for inst in instruments]
         self._limit = float(limit) if limit is not None else 0.0
         self._gain_ramp = max(1, round(gain_ramp_ms * 1e-3 * rate))
-        self._crossfade = max(1, round(crossfade_ms * 1e-3 * rate))
-
-        pbs = self.playbacks
-        dims = [
-            (p.spec.control_plane_dim, p.spec.n_resonances, p.spec.expressivity, p.spec.n_oscillators)
-            for p in pbs
-        ]
-        self._dims = dims
-        k_max = max(d[0] for d in dims)
-        r_max = max(d[1] for d in dims)
-        e_max = max(d[2] for d in dims)
-        g_max = max(d[1] * d[2] for d in dims)
-        gm_max = max(d[1] * d[2] * d[3] for d in dims)
-        a_max = max(p.spec.attack_size for p in pbs)
-        b = self.block_size
-
-        # instrument table
-        imeta = np.zeros((len(pbs), K.N_IMETA), np.int64)
-        poles, coefs, routers, attacks, mixd, mixw, gains, rests = [], [], [], [], [], [], [], []
-        mode_off = router_off = att_off = res_off = 0
-        for i, (p, (k, r, e, m)) in enumerate(zip(pbs, dims)):
-            imeta[i] = (k, r, e, m, p.spec.attack_size, p.spec.deformation_frame, mode_off, router_off, att_off, res_off)
-            poles.append(p.poles.reshape(-1))
-            coefs.append(p.coef.reshape(-1))
-            routers.append(p.router.reshape(-1))
-            attacks.append(p.attacks.reshape(-1))
-            mixd.append(p.mix[:, 0])
-            mixw.append(p.mix[:, 1])
-            gains.append(p.gains)
-            rests.append(deformation_targets(np.zeros(e, np.float32)))
-            mode_off += r * e * m
-            router_off += k * r
-            att_off += k * p.spec.attack_size
-            res_off += r
-        pole = np.concatenate(poles)
-        coef = np.concatenate(coefs)
-        self._rests = rests
-        f32 = lambda parts: np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)  # noqa: E731
-        self._imeta = imeta
-        inst_arrays = (
-            imeta,
-            np.ascontiguousarray(pole.real, np.float32),
-            np.ascontiguousarray(pole.imag, np.float32),
-            np.ascontiguousarray(coef.real, np.float32),
-            np.ascontiguousarray(coef.imag, np.float32),
-            f32(routers),
-            f32(attacks),
-            f32(mixd),
-            f32(mixw),
-            f32(gains),
-        )
-
-        # voice slots: [0, max_voices) are the voices, [max_voices, 2·max_voices) their cross-fade tails
-        n_slots = 2 * self.max_voices
-        ring = _next_pow2(a_max + b)
-        self._vmeta = np.zeros((n_slots, K.N_VMETA), np.int64)
-        self._state_re = np.zeros((n_slots, gm_max), np.float32)
-        self._state_im = np.zeros((n_slots, gm_max), np.float32)
-        self._exc = np.zeros((n_slots, k_max, ring), np.float32)
-        self._ramp_prev = np.zeros((n_slots, e_max), np.float32)
-        self._ramp_target = np.zeros((n_slots, e_max), np.float32)
-        self._rest = np.zeros((n_slots, e_max), np.float32)
-        self._vgain = np.zeros((n_slots, 3), np.float32)
-        self._user_gain = np.ones(self.max_voices, np.float64)
-        self._vmeta[:, K.V_INST] = -1
+        crossfade = max(1, round(crossfade_ms * 1e-3 * rate))
+        entries = [_Entry(inst, rate) for inst in instruments]
         assign = list(voice_instruments) if voice_instruments is not None else [0] * self.max_voices
-        if len(assign) != self.max_voices or any(not 0 <= int(i) < len(pbs) for i in assign):
-            raise ValueError(f"voice_instruments must give one instrument index in [0, {len(pbs)}) per voice")
-        for v, i in enumerate(assign):
-            self._init_slot(v, int(i), gain=1.0)
+        if len(assign) != self.max_voices or any(not 0 <= int(i) < len(entries) for i in assign):
+            raise ValueError(f"voice_instruments must give one instrument index in [0, {len(entries)}) per voice")
 
-        # queue
-        q = int(queue_size)
-        p_max = max(k_max, e_max)
-        self._qtime = np.zeros(q, np.int64)
-        self._qvoice = np.zeros(q, np.int32)
-        self._qkind = np.zeros(q, np.int32)
-        self._qlen = np.zeros(q, np.int32)
-        self._qseq = np.zeros(q, np.int64)
-        self._qdata = np.zeros((q, p_max), np.float32)
-        self._qused = np.zeros(q, np.bool_)
-        self._qfree = np.arange(q, dtype=np.int64)[::-1].copy()
-        self._qstate = np.array([q, 0, 1 << 62, 0], np.int64)
-
-        # noise
+        # noise: a fixed array for every event, or the seed of fresh noise drawn from a table
         if noise is not None:
             noise = np.ascontiguousarray(noise, dtype=np.float32)
-            if noise.ndim != 2 or noise.shape[0] < k_max or noise.shape[1] < a_max:
-                raise ValueError(
-                    f"fixed noise must be (K, attack_size) = ({k_max}, {a_max}) at {rate} Hz, got {noise.shape}"
-                )
+            if noise.ndim != 2:
+                raise ValueError(f"fixed noise must be a (K, attack_size) array, got shape {noise.shape}")
             if not np.all(np.isfinite(noise)):
                 raise ValueError("fixed noise holds NaN or inf")
-        else:
-            noise = np.zeros((0, 0), np.float32)
         self._noise = noise
         if seed is None:
             seed = int(np.random.SeedSequence().generate_state(1, np.uint64)[0])
-        self._rng = np.array([int(seed) & 0xFFFFFFFFFFFFFFFF, 0], np.uint64)
-        # fresh noise: every burst reads a randomly placed window of this table
-        self._table = (
-            np.random.default_rng(int(seed) & 0xFFFFFFFFFFFFFFFF)
-            .uniform(-1.0, 1.0, K.NOISE_TABLE + a_max)
-            .astype(np.float32)
-            if noise.size == 0
-            else np.zeros(0, np.float32)
-        )
+        self._seed = int(seed) & 0xFFFFFFFFFFFFFFFF
+        self._table = np.zeros(0, np.float32)
 
-        # scratch and output
-        self._out = np.zeros(b, np.float32)
-        self._counters = np.zeros(K.N_COUNTERS, np.int64)
-        scratch = (
-            np.zeros(q, np.int64),  # due
-            np.zeros(a_max, np.float32),  # noise scratch
-            np.zeros((k_max, b), np.float32),  # excb
-            np.zeros((r_max, b), np.float32),  # dry
-            np.zeros(r_max + k_max, np.bool_),  # dry_active (+ excitation row flags)
-            np.zeros((g_max, b), np.float32),  # wet
-            np.zeros((e_max, b), np.float32),  # weights
-            np.zeros(b, np.float32),  # y
-            np.zeros(b, np.float32),  # voice out
-            K.POW2_NEG,
-            self._counters,
-        )
-        self._args = (
-            self._out,
-            self._limit,
-            *inst_arrays,
-            self._vmeta,
-            self._state_re,
-            self._state_im,
-            self._exc,
-            self._ramp_prev,
-            self._ramp_target,
-            self._rest,
-            self._vgain,
-            self._qtime,
-            self._qvoice,
-            self._qkind,
-            self._qlen,
-            self._qseq,
-            self._qdata,
-            self._qused,
-            self._qfree,
-            self._qstate,
-            self._noise,
-            self._table,
-            self._rng,
-            self.max_voices,
-            *scratch,
-        )
-        self._pack()
+        # fixed arrays: voices (slots [0, V) and their cross-fade tails [V, 2V)), queue, counters, inbox
+        n_slots, q, b = 2 * self.max_voices, int(queue_size), self.block_size
+        cap = _Capacity.of(entries)
+        self._inbox_pool_size = int(inbox_size) * max(1, cap.p)
+        fixed = allocate("fixed", {
+            "params": (K.N_PARAMS,), "vmeta": (n_slots, K.N_VMETA), "qtime": (q,), "qvoice": (q,),
+            "qkind": (q,), "qlen": (q,), "qseq": (q,), "qused": (q,), "qfree": (q,), "qstate": (K.N_QSTATE,),
+            "due": (q,), "rng": (2,), "counters": (K.N_COUNTERS,), "inbox_state": (K.N_INBOX_STATE,),
+            "inbox_slots": (int(inbox_size), K.N_SLOT), "vgain": (n_slots, 3), "user_gain": (self.max_voices,),
+            "out": (b,), "y": (b,), "vout": (b,), "inbox_pool": (self._inbox_pool_size,),
+        })  # fmt: skip
+        fv = fixed.views
+        fv["params"][:] = (self.max_voices, crossfade, self._gain_ramp, 1)
+        fv["vmeta"][:, K.V_INST] = K.NO_INSTRUMENT
+        fv["qfree"][:] = np.arange(q)[::-1]
+        fv["qstate"][:] = (q, 0, K.NEVER, 0)
+        fv["rng"][:] = np.array([self._seed, 0], np.uint64).view(np.int64)
+        self._fixed = fixed
+        self._out = fv["out"]
+        self._reload_lock = threading.Lock()  # producers only: the audio thread never takes it
+
+        bank = self._build_bank(entries, None)
+        self._bank = bank  # installed: what the audio thread plays (audio thread writes)
+        self._posted = bank  # latest built: what the audio thread installs at the next block (producer writes)
+        self._args = bank.args
+        self._views = bank.views
         self._time = 0
+        for v, i in enumerate(assign):
+            K.apply_message(K.MSG_ASSIGN, v, int(i), 1.0, *self._args)
+        self.inbox = Inbox(self, [int(i) for i in assign], int(inbox_size))
 
-    _DTYPES = {"f": np.float32, "q": np.int64, "h": np.int32, "u": np.uint64, "b": np.bool_}
+    # ------------------------------------------------------------------ banks
+    def _fresh_table(self, attack: int) -> np.ndarray:
+        """Uniform noise the fresh bursts read windows of; its length follows the longest attack. The draw is
+        a prefix of any longer draw from the same seed, so growing it changes no burst."""
+        if self._noise is not None:
+            return np.zeros(0, np.float32)
+        n = K.NOISE_TABLE + attack
+        if self._table.size < n:
+            self._table = np.random.default_rng(self._seed).uniform(-1.0, 1.0, n).astype(np.float32)
+        return self._table[:n]
 
-    def _pack(self) -> None:
-        """Move every kernel array into one buffer per dtype (see kernel.PACKED_KINDS) and rebind the
-        renderer's attributes to the views, so one kernel call unboxes 5 arrays instead of 40."""
-        args = self._args
-        if len(args) != len(K.PACKED_KINDS):
-            raise AssertionError("renderer arguments and kernel.PACKED_KINDS disagree")
-        sizes = dict.fromkeys(self._DTYPES, 0)
-        for a, (kind, ndim) in zip(args, K.PACKED_KINDS):
-            if kind:
-                if a.dtype != self._DTYPES[kind] or a.ndim != ndim:
-                    raise AssertionError(f"kernel argument {a.dtype}/{a.ndim}d does not match {kind}/{ndim}d")
-                sizes[kind] += a.size
-        buffers = {k: np.zeros(max(1, n), dt) for (k, dt), n in zip(self._DTYPES.items(), sizes.values())}
-        layout = np.zeros((len(args), 4), np.int64)
-        offsets = dict.fromkeys(self._DTYPES, 0)
-        views: dict[int, np.ndarray] = {}
-        for i, (a, (kind, ndim)) in enumerate(zip(args, K.PACKED_KINDS)):
-            if not kind:
+    def _build_bank(self, public: list[_Entry], base: _Bank | None) -> _Bank:
+        """A bank with ``public`` as instruments 0..n-1, built off the audio thread.
+
+        Its rows also keep every old version a tail may still play: the instruments of ``base`` (the last
+        posted bank) that ``public`` replaces (their voices cross-fade at the install), and base's own old
+        versions, unless ``base`` is installed and no slot plays them any more (nothing can start playing an
+        old version again, so that test cannot go stale). Its sized arrays are base's when they are large
+        enough, else new ones the audio thread migrates the state into at the install."""
+        rows = list(public)
+        if base is not None:
+            installed = self._bank is base
+            playing = set(self._fixed.views["vmeta"][:, K.V_INST].tolist()) if installed else set()
+            for row, entry in enumerate(base.entries):
+                if any(entry is x for x in rows):
+                    continue
+                if installed and row >= base.n_public and row not in playing:
+                    continue
+                rows.append(entry)
+        need = _Capacity.of(rows)
+        if self._noise is not None and (self._noise.shape[0] < need.k or self._noise.shape[1] < need.a):
+            raise ValueError(f"fixed noise must be (K, attack_size) ≥ ({need.k}, {need.a}) at "
+                             f"{self.sample_rate} Hz, got {self._noise.shape}")  # fmt: skip
+        if base is not None and base.capacity.covers(need):
+            sized, capacity = base.sized, base.capacity
+        else:
+            capacity = need if base is None else base.capacity.union(need)
+            sized = self._allocate_sized(capacity)
+
+        p = [x.playback for x in rows]
+        noise = self._noise if self._noise is not None else np.zeros((0, 0), np.float32)
+        table = self._fresh_table(need.a)
+        flat = lambda parts: np.concatenate([np.asarray(x, np.float32).reshape(-1) for x in parts])  # noqa: E731
+        poles = np.concatenate([x.poles.reshape(-1) for x in p])
+        coefs = np.concatenate([x.coef.reshape(-1) for x in p])
+        arrays = {
+            "pole_re": poles.real, "pole_im": poles.imag, "coef_re": coefs.real, "coef_im": coefs.imag,
+            "router": flat(x.router for x in p), "attacks": flat(x.attacks for x in p),
+            "mixd": flat(x.mix[:, 0] for x in p), "mixw": flat(x.mix[:, 1] for x in p),
+            "gains": flat(x.gains for x in p), "noise": noise, "table": table,
+        }  # fmt: skip
+        shapes = {name: a.shape for name, a in arrays.items()}
+        shapes.update(layout=(K.N_FIELDS, 4), bank_info=(K.N_BANK_INFO,), imeta=(len(rows), K.N_IMETA),
+                      irest=(len(rows), need.e))  # fmt: skip
+        alloc = allocate("bank", shapes)
+        v = alloc.views
+        for name, a in arrays.items():
+            v[name][...] = a
+        offsets = np.zeros(4, np.int64)  # modes, router, attacks, resonances
+        for i, x in enumerate(rows):
+            v["imeta"][i] = (x.k, x.r, x.e, x.m, x.attack, x.frame, *offsets)
+            v["irest"][i, : x.e] = x.rest
+            offsets += (x.r * x.e * x.m, x.k * x.r, x.k * x.attack, x.r)
+        generation = 0 if base is None else base.generation + 1
+        v["bank_info"][:] = (generation, len(public), len(rows))
+        v["layout"][...] = layout_array(alloc, self._fixed, sized)
+        views = SimpleNamespace(**alloc.views, **self._fixed.views, **sized.views)
+        return _Bank(generation, tuple(rows), len(public), sized, capacity, alloc,
+                     buffer_args(alloc, self._fixed, sized), views)  # fmt: skip
+
+    def _allocate_sized(self, c: _Capacity) -> Allocation:
+        s, q, b = 2 * self.max_voices, self._fixed.views["qtime"].shape[0], self.block_size
+        ring = _next_pow2(c.a + b)  # a burst may start anywhere in the block and lasts one attack
+        return allocate("sized", {
+            "state_re": (s, c.gm), "state_im": (s, c.gm), "exc": (s, c.k, ring), "ramp_prev": (s, c.e),
+            "ramp_target": (s, c.e), "qdata": (q, c.p), "nbuf": (c.a,), "excb": (c.k, b), "dry": (c.r, b),
+            "dry_active": (c.r + c.k,), "wet": (c.g, b), "w": (c.e, b),
+        })  # fmt: skip
+
+    def _install(self) -> None:
+        """Audio thread, at a block boundary: play the latest posted bank. Slots keep their state (moved into
+        larger arrays if the bank needed more room) and are renumbered to the new rows; voices whose
+        instrument was replaced cross-fade to the new version, their tails ringing out the old one."""
+        new, old = self._posted, self._bank
+        if new.sized is not old.sized:
+            self._migrate(old.sized, new.sized)
+        row_of = {id(x): i for i, x in enumerate(new.entries)}
+        vmeta = self._fixed.views["vmeta"]
+        swaps = []
+        for s in range(vmeta.shape[0]):
+            row = int(vmeta[s, K.V_INST])
+            if row == K.NO_INSTRUMENT:
                 continue
-            o = offsets[kind]
-            view = buffers[kind][o : o + a.size].reshape(a.shape)
-            view[...] = a
-            layout[i, 0] = o
-            layout[i, 1 : 1 + ndim] = a.shape
-            offsets[kind] += a.size
-            views[id(a)] = view
-        for name, value in list(vars(self).items()):
-            if isinstance(value, np.ndarray) and id(value) in views:
-                setattr(self, name, views[id(value)])
-        self._args = tuple(views.get(id(a), a) for a in args)
-        self._packed = (self._limit, self.max_voices, *buffers.values(), layout)
+            entry = old.entries[row]
+            if s < self.max_voices and new.entries[row] is not entry:
+                swaps.append((s, row))
+            vmeta[s, K.V_INST] = row_of[id(entry)]  # kept by _build_bank: a KeyError here is a bug
+        self._args = new.args
+        self._views = new.views
+        for voice, row in swaps:
+            K.apply_message(K.MSG_INSTRUMENT, voice, row, 0.0, *self._args)
+        self._bank = new
+
+    def _migrate(self, old: Allocation, new: Allocation) -> None:
+        """Copy every slot's state into larger sized arrays. The excitation ring is re-indexed: it holds the
+        next L samples from the current time at position t mod L, and L may have grown."""
+        for name, src in old.views.items():
+            dst = new.views[name]
+            if name == "exc":
+                t = self._time + np.arange(src.shape[2])
+                dst[:, : src.shape[1], t & (dst.shape[2] - 1)] = src[:, :, t & (src.shape[2] - 1)]
+            else:
+                dst[tuple(slice(0, n) for n in src.shape)] = src
+
+    def _sync(self) -> None:
+        if self._posted is not self._bank:
+            self._install()
+
+    # ------------------------------------------------------------------ hot reload (producer thread)
+    def add_instrument(self, instrument: Instrument) -> int:
+        """Make ``instrument`` playable and return its index. Callable from the producer thread while the
+        audio thread runs: the arrays are built here, the audio thread picks them up at its next block.
+        Any sizes (K, R, E, M, attack) work; larger ones than the renderer holds make it allocate larger state
+        arrays here, which the audio thread fills once (a copy) at the install. The index is valid at once
+        for :attr:`inbox` messages; direct calls on the audio thread see it from their next call."""
+        with self._reload_lock:
+            entry = _Entry(instrument, self.sample_rate)
+            base = self._posted
+            public = list(base.entries[: base.n_public]) + [entry]
+            self._posted = self._build_bank(public, base)
+            return len(public) - 1
+
+    def replace_instrument(self, index: int, instrument: Instrument) -> None:
+        """Replace instrument ``index`` by a new version (e.g. a refit). Callable from the producer thread.
+        At the audio thread's next block, every voice playing it cross-fades to the new version exactly as
+        :meth:`set_instrument` would (old tail rings out over crossfade_ms, no click, no cut); voices on
+        other instruments are untouched. Events already queued for those voices with sizes the new version
+        does not have are skipped (counted as mismatched)."""
+        with self._reload_lock:
+            base = self._posted
+            index = check_instrument(index, base.n_public)
+            entry = _Entry(instrument, self.sample_rate)
+            public = list(base.entries[: base.n_public])
+            public[index] = entry
+            self._posted = self._build_bank(public, base)
+
+    @property
+    def instruments(self) -> list[Instrument]:
+        """The playable instruments by index, as last added or replaced (the producer's view)."""
+        bank = self._posted
+        return [x.instrument for x in bank.entries[: bank.n_public]]
+
+    @property
+    def playbacks(self) -> list[Playback]:
+        bank = self._posted
+        return [x.playback for x in bank.entries[: bank.n_public]]
 
     # ------------------------------------------------------------------ state
-    def _init_slot(self, s: int, inst: int, gain: float) -> None:
-        e = self._dims[inst][2]
-        self._state_re[s] = 0.0
-        self._state_im[s] = 0.0
-        self._exc[s] = 0.0
-        self._rest[s] = 0.0
-        self._rest[s, :e] = self._rests[inst]
-        self._ramp_prev[s] = self._rest[s]
-        self._ramp_target[s] = self._rest[s]
-        self._vmeta[s] = (inst, -(1 << 40), 0, 0)
-        self._vgain[s] = (gain, gain, 1.0 / self._gain_ramp)
-
     @property
     def time(self) -> int:
         """Absolute sample index of the first sample of the next block."""
@@ -294,9 +380,10 @@ class Renderer:
     @property
     def counters(self) -> dict[str, int]:
         """Events applied, dropped (queue full), late (applied at the next block start), mismatched (the
-        voice changed instrument after scheduling), voice resets (non-finite or huge state) and output
-        samples scrubbed (non-finite). A caller logs these; the renderer never does."""
-        c = self._counters
+        voice changed instrument after scheduling), voice resets (non-finite or huge state), output samples
+        scrubbed (non-finite) and inbox_full (inbox messages refused because the inbox was full). A caller
+        logs these; the renderer never does."""
+        c = self._fixed.views["counters"]
         return {
             "events": int(c[K.C_EVENTS]),
             "dropped": int(c[K.C_DROPPED]),
@@ -304,124 +391,125 @@ class Renderer:
             "mismatched": int(c[K.C_MISMATCH]),
             "resets": int(c[K.C_RESETS]),
             "scrubbed": int(c[K.C_SCRUBBED]),
+            "inbox_full": int(self._fixed.views["inbox_state"][K.IB_FULL]),
         }
 
     @property
     def pending(self) -> int:
-        """Events waiting in the queue."""
-        return int(self._qused.size - self._qstate[0])
+        """Events waiting in the queue (not counting the inbox)."""
+        v = self._fixed.views
+        return int(v["qtime"].shape[0] - v["qstate"][K.Q_FREE_TOP])
 
     def voice_instrument(self, voice: int) -> int:
-        return int(self._vmeta[check_voice(voice, self.max_voices), K.V_INST])
+        """The instrument index voice ``voice`` plays (audio thread)."""
+        self._sync()
+        return int(self._fixed.views["vmeta"][check_voice(voice, self.max_voices), K.V_INST])
 
-    def _push(self, time: int, voice: int, kind: int, data: np.ndarray) -> bool:
-        top = int(self._qstate[0])
-        if top == 0:
-            self._counters[K.C_DROPPED] += 1
-            return False
-        top -= 1
-        q = int(self._qfree[top])
-        self._qstate[0] = top
-        self._qtime[q] = time
-        self._qvoice[q] = voice
-        self._qkind[q] = kind
-        self._qlen[q] = data.shape[0]
-        self._qdata[q, : data.shape[0]] = data
-        self._qseq[q] = self._qstate[1]
-        self._qstate[1] += 1
-        self._qused[q] = True
-        if time < self._qstate[2]:
-            self._qstate[2] = time
-        if q >= self._qstate[3]:
-            self._qstate[3] = q + 1
-        return True
+    def _voice_entry(self, voice: int) -> _Entry:
+        return self._bank.entries[int(self._fixed.views["vmeta"][voice, K.V_INST])]
 
-    # ------------------------------------------------------------------ scheduling
+    # ------------------------------------------------------------------ scheduling (audio thread)
     def control(self, time: int, voice: int, vector) -> bool:
         """Fire an attack on every control dimension at absolute sample ``time``: burst_k = v_k·attack_k·noise.
 
         ``vector`` has the voice's control_plane_dim non-negative finite values. Returns False when the
         queue was full and the event was dropped (counted). A time already rendered plays at the next block
-        start (counted as late)."""
+        start (counted as late). Audio thread only; other threads use :attr:`inbox`."""
+        self._sync()
         time = check_time(time)
         voice = check_voice(voice, self.max_voices)
-        arr = check_control(vector, self._dims[self._vmeta[voice, K.V_INST]][0])
-        return self._push(time, voice, K.EV_CONTROL, arr)
+        arr = check_control(vector, self._voice_entry(voice).k)
+        return bool(K.queue_event(time, voice, K.EV_CONTROL, arr, *self._args))
 
     def deform(self, time: int, voice: int, logits, immediate: bool = False) -> bool:
         """New deformation logits (E,) at ``time``: the variant weights ramp linearly from their current value
-        to ``deformation_targets(logits)`` over one deformation frame (or jump there when ``immediate``)."""
+        to ``deformation_targets(logits)`` over one deformation frame (or jump there when ``immediate``).
+        Audio thread only; other threads use :attr:`inbox`."""
+        self._sync()
         time = check_time(time)
         voice = check_voice(voice, self.max_voices)
-        arr = check_vector(logits, self._dims[self._vmeta[voice, K.V_INST]][2], "deformation logits")
-        return self._push(time, voice, K.EV_DEFORM_NOW if immediate else K.EV_DEFORM, deformation_targets(arr))
+        arr = check_vector(logits, self._voice_entry(voice).e, "deformation logits")
+        kind = K.EV_DEFORM_NOW if immediate else K.EV_DEFORM
+        return bool(K.queue_event(time, voice, kind, deformation_targets(arr), *self._args))
 
     def set_gain(self, voice: int, gain: float, ramp_ms: float | None = None) -> None:
-        """Voice gain (linear), reached by a linear ramp of ``ramp_ms`` (default gain_ramp_ms) from the next block."""
+        """Voice gain (linear, float32), reached by a linear ramp of ``ramp_ms`` (default gain_ramp_ms) from
+        the next block. Audio thread only; other threads use ``inbox.gain``."""
+        self._sync()
         voice = check_voice(voice, self.max_voices)
         gain = check_gain(gain)
-        ramp = self._gain_ramp if ramp_ms is None else max(1, round(float(ramp_ms) * 1e-3 * self.sample_rate))
-        self._user_gain[voice] = gain
-        cur = float(self._vgain[voice, 0])
-        self._vgain[voice, 1] = gain
-        self._vgain[voice, 2] = max(abs(gain - cur), 1e-12) / ramp
+        K.apply_message(K.MSG_GAIN, voice, self._ramp_samples(ramp_ms), gain, *self._args)
+
+    def _ramp_samples(self, ramp_ms: float | None) -> int:
+        if ramp_ms is None:
+            return self._gain_ramp
+        ramp_ms = float(ramp_ms)
+        if not math.isfinite(ramp_ms) or ramp_ms < 0:
+            raise ValueError(f"ramp_ms must be finite and ≥ 0, got {ramp_ms}")
+        return max(1, round(ramp_ms * 1e-3 * self.sample_rate))
 
     def set_instrument(self, voice: int, instrument: int) -> None:
         """Swap a voice's instrument from the next block: the old sound fades out over crossfade_ms while the
         new voice (fresh state, resting deformation) fades in. Events already queued for the voice with the
-        old instrument's sizes are skipped (counted as mismatched)."""
+        old instrument's sizes are skipped (counted as mismatched). Audio thread only; other threads use
+        ``inbox.instrument``."""
+        self._sync()
         voice = check_voice(voice, self.max_voices)
-        if isinstance(instrument, bool) or not isinstance(instrument, (int, np.integer)):
-            raise ValueError(f"instrument must be an index, got {instrument!r}")
-        if not 0 <= int(instrument) < len(self.playbacks):
-            raise ValueError(f"unknown instrument {instrument}: this renderer holds 0..{len(self.playbacks) - 1}")
-        tail = self.max_voices + voice
-        for dst, src in (
-            (self._vmeta, voice),
-            (self._state_re, voice),
-            (self._state_im, voice),
-            (self._exc, voice),
-            (self._ramp_prev, voice),
-            (self._ramp_target, voice),
-            (self._rest, voice),
-            (self._vgain, voice),
-        ):
-            dst[tail] = dst[src]
-        cur = float(self._vgain[tail, 0])
-        self._vgain[tail, 1] = 0.0
-        self._vgain[tail, 2] = max(cur, 1e-12) / self._crossfade
-        gain = float(self._user_gain[voice])
-        self._init_slot(voice, int(instrument), gain=0.0)
-        self._vgain[voice, 1] = gain
-        self._vgain[voice, 2] = max(gain, 1e-12) / self._crossfade
+        instrument = check_instrument(instrument, self._bank.n_public)
+        K.apply_message(K.MSG_INSTRUMENT, voice, instrument, 0.0, *self._args)
+        self.inbox._voice_instrument[voice] = instrument  # what the inbox validates later events against
 
     def reset(self, voice: int | None = None) -> None:
-        """Silence a voice (or all): state, pending excitation and deformation back to rest."""
+        """Silence a voice (or all): state, pending excitation and deformation back to rest. Audio thread."""
+        self._sync()
         voices = range(self.max_voices) if voice is None else [check_voice(voice, self.max_voices)]
         for v in voices:
-            gain = float(self._user_gain[v])
-            self._init_slot(v, int(self._vmeta[v, K.V_INST]), gain=gain)
-            tail = self.max_voices + v
-            self._vmeta[tail, K.V_INST] = -1
+            K.apply_message(K.MSG_RESET, v, 0, 0.0, *self._args)
 
-    # ------------------------------------------------------------------ rendering
+    # ------------------------------------------------------------------ rendering (audio thread)
     def process(self) -> np.ndarray:
         """Render the next block_size samples (float32, mono) into the renderer's own buffer and return it.
 
-        The returned array is overwritten by the next call."""
-        self._kernel(self._time, self.block_size, *self._packed)
+        Drains the inbox first and installs a posted hot reload (a reference swap, plus a one-off state copy
+        when a reload needed larger arrays). The compiled block runs without the GIL. The returned array is
+        overwritten by the next call."""
+        if self._posted is not self._bank:
+            self._install()
+        self._kernel(self._time, self.block_size, self._limit, *self._args)
         self._time += self.block_size
         return self._out
 
     def _kernel(self, *args) -> None:
         """First call: compile or load the kernel, then bind its compiled entry point for these argument
         types, which skips numba's per-call type dispatch (about a microsecond, 3 % of a 64-sample block)."""
-        K.process_packed(*args)
+        K.render_block(*args)
         try:
-            sig = tuple(K.process_packed.typeof_pyval(a) for a in args)
-            self._kernel = K.process_packed.overloads[sig].entry_point  # type: ignore[method-assign]
+            sig = tuple(K.render_block.typeof_pyval(a) for a in args)
+            self._kernel = K.render_block.overloads[sig].entry_point  # type: ignore[method-assign]
         except (KeyError, AttributeError):  # another numba: keep the dispatcher
-            self._kernel = K.process_packed  # type: ignore[method-assign]
+            self._kernel = K.render_block  # type: ignore[method-assign]
+
+    def warmup(self) -> None:
+        """Compile (or load from numba's cache) every compiled function the audio thread and the inbox use,
+        and run one block on the real buffers, so the first real block pays for neither compilation nor
+        first touches. Afterwards the renderer is exactly as before: time, voices, queue, counters and the
+        noise generator are restored, and the inbox is left alone (its messages wait for the first block).
+        Call it on the audio thread, or before that thread starts."""
+        self._sync()
+        views = {**self._fixed.views, **self._bank.sized.views}
+        saved = {name: a.copy() for name, a in views.items() if not name.startswith("inbox_")}
+        try:
+            views["params"][K.P_DRAIN] = 0
+            self._kernel(self._time, self.block_size, self._limit, *self._args)
+            K.queue_event(self._time, 0, K.EV_CONTROL, np.zeros(self._voice_entry(0).k, np.float32), *self._args)
+            K.apply_message(K.MSG_NOP, 0, 0, 0.0, *self._args)
+        finally:
+            for name, a in saved.items():
+                views[name][...] = a
+        # the producer's push, on a throwaway ring of the same types
+        state = np.zeros(K.N_INBOX_STATE, np.int64)
+        K.inbox_push(state, np.zeros((1, K.N_SLOT), np.int64), np.zeros(1, np.float32), 0, 0, 0, 0,
+                     np.zeros(1, np.float32))  # fmt: skip
 
     def render(self, n_samples: int) -> np.ndarray:
         """Convenience: a fresh array of the next n_samples (whole blocks, cut to length)."""
@@ -429,3 +517,75 @@ class Renderer:
         for i in range(0, out.size, self.block_size):
             out[i : i + self.block_size] = self.process()
         return out[:n_samples]
+
+
+class Inbox:
+    """Events and voice messages from ONE producer thread to the audio thread, without locks or waiting.
+
+    Every method validates on the calling (producer) thread, raising ValueError for bad input exactly as
+    the renderer's own methods do, then writes the message into a preallocated single-producer/single-
+    consumer ring and returns True; or returns False, counted as ``inbox_full`` in
+    :attr:`Renderer.counters`, when the ring has no room (the audio thread empties it at every block, so a
+    full inbox means the producer outruns the audio thread by ``inbox_size`` messages, or the audio thread
+    is not running). The audio thread applies the messages at the start of its next block, in posting order:
+    events are queued for their sample (late ones play at that block's start, counted as ``late``), gain
+    and instrument changes happen at the block start.
+
+    Vectors are validated against the instrument the voice will play when the message is applied, as the
+    producer knows it (its own ``instrument`` messages, the last :meth:`Renderer.set_instrument`, and
+    instruments added or replaced so far). Payload space is shared: each message takes its vector's length.
+    """
+
+    def __init__(self, renderer: Renderer, voice_instruments: list[int], size: int) -> None:
+        self._renderer = renderer
+        v = renderer._fixed.views
+        self._state = v["inbox_state"]
+        self._slots = v["inbox_slots"]
+        self._pool = v["inbox_pool"]
+        self._voices = renderer.max_voices
+        self._voice_instrument = voice_instruments
+        self.size = size
+
+    def _push(self, kind: int, voice: int, arg: int, generation: int, payload: np.ndarray) -> bool:
+        return bool(K.inbox_push(self._state, self._slots, self._pool, kind, voice, arg, generation, payload))
+
+    def _target(self, voice) -> tuple[int, _Bank, _Entry]:
+        voice = check_voice(voice, self._voices)
+        bank = self._renderer._posted
+        return voice, bank, bank.entries[self._voice_instrument[voice]]
+
+    def control(self, time: int, voice: int, vector) -> bool:
+        """:meth:`Renderer.control` from the producer thread."""
+        time = check_time(time)
+        voice, bank, entry = self._target(voice)
+        arr = check_control(vector, entry.k)
+        return self._push(K.EV_CONTROL, voice, time, bank.generation, arr)
+
+    def deform(self, time: int, voice: int, logits, immediate: bool = False) -> bool:
+        """:meth:`Renderer.deform` from the producer thread."""
+        time = check_time(time)
+        voice, bank, entry = self._target(voice)
+        arr = deformation_targets(check_vector(logits, entry.e, "deformation logits"))
+        return self._push(K.EV_DEFORM_NOW if immediate else K.EV_DEFORM, voice, time, bank.generation, arr)
+
+    def gain(self, voice: int, gain: float, ramp_ms: float | None = None) -> bool:
+        """:meth:`Renderer.set_gain` from the producer thread (applied at the next block start)."""
+        voice, bank, _ = self._target(voice)
+        payload = np.array([check_gain(gain)], np.float32)
+        ramp = self._renderer._ramp_samples(ramp_ms)
+        return self._push(K.MSG_GAIN, voice, ramp, bank.generation, payload)
+
+    def instrument(self, voice: int, index: int) -> bool:
+        """:meth:`Renderer.set_instrument` from the producer thread; ``index`` may be one
+        :meth:`Renderer.add_instrument` has just returned."""
+        voice, bank, _ = self._target(voice)
+        index = check_instrument(index, bank.n_public)
+        ok = self._push(K.MSG_INSTRUMENT, voice, index, bank.generation, np.zeros(0, np.float32))
+        if ok:
+            self._voice_instrument[voice] = index
+        return ok
+
+    @property
+    def waiting(self) -> int:
+        """Messages posted and not yet taken by the audio thread (a snapshot)."""
+        return int(self._state[K.IB_WRITE] - self._state[K.IB_READ])

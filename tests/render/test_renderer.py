@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from sensorsynth.instrument_file import load
+from sensorsynth.render import kernel as K
 from sensorsynth.render.renderer import Renderer
 
 from .instruments import (
@@ -197,7 +198,7 @@ def test_instrument_swap_cross_fades():
     plain = steady(Renderer([a, b], block_size=64, seed=0), 120)
     assert r.voice_instrument(0) == 1
     assert np.abs(np.diff(out)).max() <= 1.5 * np.abs(np.diff(plain)).max()
-    assert r._vmeta[r.max_voices, 0] == -1  # the old voice's tail was released after the fade
+    assert r._fixed.views["vmeta"][r.max_voices, K.V_INST] == K.NO_INSTRUMENT  # the old tail was released
     assert np.abs(out[-2000:]).max() > 0  # the new instrument plays
 
 
