@@ -24,6 +24,7 @@ const live = {
   detail: null,         // /api/instruments/<name> of the one drawn
   lastMeter: null,
   lastHit: null,
+  peakSinceHit: 0,      // the loudest meter peak since the last hit: did the hit make a sound?
   counts: { meter: 0, events: 0, audioFrames: 0, errors: 0 },
   errors: [],
 };
@@ -121,6 +122,7 @@ const pad = new PlaySurface($("pad"), {
     const sent = conn.send({ type: "control", index, value: v });
     lanes.addInput(index, v);
     live.lastHit = { index, value: v, pointerType, sent, meterTime: live.lastMeter?.time ?? null, at: Date.now() };
+    live.peakSinceHit = 0;
   },
 });
 pad.setDims(16);
@@ -198,7 +200,7 @@ function handleMessage(msg) {
       live.sampleRate = msg.sample_rate;
       live.instrument = msg.instrument;
       setInstruments(msg.instruments);
-      $("voice").textContent = `voice ${msg.voice}`;
+      $("voice").textContent = msg.voice === null || msg.voice === undefined ? "no voice free" : `voice ${msg.voice}`;
       $("listen").disabled = listener.active;
       if (listener.active) conn.send({ type: "audio", enabled: true });
       if (msg.instrument) showInstrument(msg.instrument);
@@ -219,6 +221,7 @@ function handleMessage(msg) {
     case "meter":
       live.counts.meter++;
       live.lastMeter = msg;
+      live.peakSinceHit = Math.max(live.peakSinceHit, msg.peak ?? 0);
       updateMeter(msg.rms ?? 0, msg.peak ?? 0);
       lanes.addLevel(msg.rms ?? 0, msg.peak ?? 0);
       break;
@@ -242,6 +245,10 @@ function handleMessage(msg) {
       live.errors.push(msg);
       if (live.errors.length > 20) live.errors.shift();
       toast(`server: ${msg.message ?? msg.code}`);
+      // A refused switch: go back to drawing what the voice really plays.
+      if (msg.ref === "instrument" && live.instrument && live.detail?.name !== live.instrument) {
+        showInstrument(live.instrument);
+      }
       break;
     default:
       break;  // newer servers may send more: ignore what this page does not know
@@ -269,8 +276,15 @@ function showConnState(state, detail, c) {
   $("listen").disabled = state !== "connected" || listener.active;
 }
 
-// The server's counters (clients, underruns) now and then, while connected.
+// The server's counters (clients, underruns) now and then, while connected. The request also keeps this
+// client active: the server gives the voice of a client silent for a minute back to the pool.
 setInterval(() => conn.connected && conn.send({ type: "status" }), 5000);
+
+// A hidden tab's timers are throttled, so its voice may have been given back meanwhile: saying hello again
+// brings a fresh welcome with the voice this client has now.
+document.addEventListener("visibilitychange", () => {
+  if (document.visibilityState === "visible" && conn.connected) conn.send(conn.hello());
+});
 
 // --- listening ----------------------------------------------------------------------------------------------
 
