@@ -164,3 +164,26 @@ def test_page_reconnects_after_the_server_restarts(start_server, browser):
     # While the server was down the browser logs its failed connection attempts; nothing else may appear.
     assert all("WebSocket connection" in p for p in problems), problems
     assert second.stop() == 0
+
+
+def test_page_lists_a_hot_reloaded_instrument_and_switches_to_it(start_server, browser, tmp_path):
+    server = start_server(record=False)
+    problems: list[str] = []
+    page = open_page(browser, f"{server.url}/", problems, viewport={"width": 1280, "height": 900})
+    page.wait_for_selector("html[data-state='connected']", timeout=20_000)
+    page.wait_for_function("window.sensorsynthLive.detail && window.sensorsynthLive.detail.name === 'guitar'")
+
+    # A new file in the models folder: the server loads it and pushes "instruments"; the list grows.
+    staged = tmp_path / "staged.instrument"
+    staged.write_bytes((server.models / "guitar.instrument").read_bytes())
+    staged.rename(server.models / "nylon.instrument")
+    page.wait_for_selector("#instrument-list button[data-name='nylon']", timeout=20_000)
+
+    page.click("#instrument-list button[data-name='nylon']")
+    page.wait_for_function("window.sensorsynthLive.instrument === 'nylon'", timeout=10_000)  # instrument_changed
+    page.wait_for_function("window.sensorsynthLive.detail.name === 'nylon'")
+    assert page.locator("#instrument-list button[aria-selected='true']").get_attribute("data-name") == "nylon"
+    assert page.evaluate(COLOURED_PIXELS, "spectrum") > 500
+    page.context.close()
+    assert problems == []
+    assert server.stop() == 0
