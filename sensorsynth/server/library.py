@@ -188,7 +188,7 @@ def details(entry: Entry) -> dict:
     idx = inst.control_index.astype(np.int64)
     events = np.stack([idx // k, idx % k], axis=1).tolist() if idx.size else []
     values = np.round(inst.control_value.astype(np.float64), 5).tolist()
-    r4 = lambda a: np.round(a.astype(np.float64).reshape(-1), 4).tolist()  # noqa: E731
+    r4 = lambda a: [float(f"{x:.4g}") for x in a.astype(np.float64).reshape(-1)]  # noqa: E731 - 4 significant digits: quiet modes stay visible
     return {
         **summary(entry),
         "modes": {"freq_hz": r4(inst.freq_hz), "amplitude": r4(inst.amplitude), "decay_per_s": r4(inst.decay_per_s)},
