@@ -107,3 +107,56 @@ def test_collect_due_sorts_by_time_then_arrival():
     assert list(due[:n]) == [4, 2, 1, 0]
     assert qstate[2] == 70  # earliest event left
     assert K.collect_due(qtime, qseq, qused, 60, due, qstate) == 0  # nothing before 70: no scan
+
+
+def test_the_field_table_drives_packing_and_unpacking():
+    """Every field of kernel.FIELDS is unpacked by the generated code, packed by the renderer at the offset
+    and shape the layout table says, and appears exactly once."""
+    from sensorsynth.render.layout import allocate
+    from sensorsynth.render.renderer import Renderer
+
+    from .instruments import make_instrument
+
+    source = K._unpack_source()
+    for i, f in enumerate(K.FIELDS):
+        assert f"lay, {i}),  # {f.name}\n" in source
+    r = Renderer(make_instrument(0, n_samples=2**14), block_size=32, max_voices=3, seed=0)
+    bank = r._bank
+    lay = bank.views.layout
+    buffers = dict(zip(K.BUFFERS, bank.args))
+    for i, f in enumerate(K.FIELDS):
+        view = getattr(bank.views, f.name)
+        assert view.dtype == f.dtype and view.ndim == f.ndim, f.name
+        assert tuple(lay[i, 1 : 1 + f.ndim]) == view.shape, f.name
+        buf = buffers[f.group, f.dtype]
+        if view.size:
+            assert view.__array_interface__["data"][0] == buf.ctypes.data + lay[i, 0] * buf.itemsize, f.name
+    assert bank.views.vmeta.shape == (6, K.N_VMETA) and bank.views.out.shape == (32,)
+    with pytest.raises(AssertionError, match="do not match the table"):
+        allocate("fixed", {"params": (4,)})
+
+
+def test_inbox_ring_wraps_its_payloads_and_refuses_when_full():
+    n_slots, pool_size = 4, 10
+    state = np.zeros(K.N_INBOX_STATE, np.int64)
+    slots = np.zeros((n_slots, K.N_SLOT), np.int64)
+    pool = np.zeros(pool_size, np.float32)
+
+    def push(length, value):
+        return K.inbox_push(state, slots, pool, K.EV_CONTROL, 0, 0, 0, np.full(length, value, np.float32))
+
+    def consume(count):  # what the kernel's drain does with the indices
+        state[K.IB_READ] += count
+
+    assert push(4, 1.0) and push(4, 2.0)
+    assert not push(4, 3.0)  # 12 payload values > 10: refused although slots are free
+    assert push(2, 3.0) and push(0, 0.0)
+    assert not push(0, 0.0)  # all four slots taken
+    assert state[K.IB_FULL] == 2
+    consume(1)  # the first message's payload is free again
+    assert push(4, 5.0)  # wraps around the payload ring
+    m = slots[4 % n_slots]
+    assert m[K.M_OFF] == 10 and m[K.M_LEN] == 4
+    np.testing.assert_array_equal(pool[[0, 1, 2, 3]], [5.0, 5.0, 5.0, 5.0])
+    np.testing.assert_array_equal(pool[[4, 5, 6, 7, 8, 9]], [2.0, 2.0, 2.0, 2.0, 3.0, 3.0])
+    assert state[K.IB_WRITE] == 5 and state[K.IB_READ] == 1
