@@ -11,6 +11,21 @@ Arrays (K = control_plane_dim, R = n_resonances, E = expressivity, M = n_oscilla
     attack_envelopes (K, attack_frames)   router (K,R)   mix (R,2) logits   gains (R,)
     deformations (E, deformation_frames)  logits of the fitted performance
     control_index (nnz,) int32 = frame·K + k    control_value (nnz,)         the sparse control signal
+
+Files and bytes. :func:`save`/:func:`load` work on paths; :func:`dumps`/:func:`loads` produce and read the
+same bytes in memory (a trainer sending a fitted instrument over a wire). Both readers validate the same way
+and raise :class:`InstrumentFileError` naming the source (the path, or the name given to :func:`loads`).
+
+Format versions. ``FORMAT_VERSION`` is the version writers write. It is bumped by any change an older
+reader would misread or refuse: a new or renamed array, a new manifest field (the manifest forbids unknown
+fields), a changed meaning or unit. Readers accept every version from ``MIN_FORMAT_VERSION`` (1, the first)
+up to ``FORMAT_VERSION``: an older file is upgraded in memory, one version at a time, by ``UPGRADES[v]``
+(version v -> v + 1, a pure function of the raw manifest dict and the arrays) before validation, so the
+rest of sensorsynth only ever sees the current version. Upgrades never rewrite the file and are never
+removed, so every file ever written stays readable. The checksum is verified on the arrays as stored. A
+file from a newer sensorsynth is refused with "manifest version N, this sensorsynth reads up to M", never
+guessed at; so is a version that never existed (0, negative, not an integer). Version 1 is current, so the
+upgrade chain is empty today.
 """
 
 from __future__ import annotations
@@ -18,6 +33,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,7 +47,13 @@ from .instrument.spec import ModelSpec
 
 FORMAT = "sensorsynth-instrument"
 FORMAT_VERSION = 1
+MIN_FORMAT_VERSION = 1
 METADATA_KEY = "sensorsynth"
+
+RawManifest = dict[str, Any]
+Upgrade = Callable[[RawManifest, dict[str, np.ndarray]], tuple[RawManifest, dict[str, np.ndarray]]]
+# UPGRADES[v] turns a version-v manifest and its arrays into version v + 1 (see the module docstring)
+UPGRADES: dict[int, Upgrade] = {}
 
 
 class InstrumentFileError(Exception):
@@ -172,20 +195,32 @@ def sha256_of(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def _packed(instrument: Instrument) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """(arrays, safetensors metadata) to write. Validates first, and refreshes the manifest's array shapes
+    and checksum (derived data) on the instrument itself."""
+    instrument.validate()
+    arrays = {name: np.ascontiguousarray(a) for name, a in instrument.arrays().items()}
+    manifest = instrument.manifest.model_copy(
+        update={
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "arrays": {k: list(v.shape) for k, v in arrays.items()},
+            "arrays_sha256": arrays_digest(arrays),
+        }
+    )
+    instrument.manifest = manifest
+    return arrays, {METADATA_KEY: manifest.model_dump_json()}
+
+
 def save(instrument: Instrument, path: str | Path) -> Path:
     """Write atomically (temp file + rename): a crash never leaves half an instrument behind."""
     from safetensors.numpy import save_file
 
-    instrument.validate()
+    arrays, metadata = _packed(instrument)
     path = Path(path)
-    arrays = {name: np.ascontiguousarray(a) for name, a in instrument.arrays().items()}
-    manifest = instrument.manifest.model_copy(
-        update={"arrays": {k: list(v.shape) for k, v in arrays.items()}, "arrays_sha256": arrays_digest(arrays)}
-    )
-    instrument.manifest = manifest
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    save_file(arrays, str(tmp), metadata={METADATA_KEY: manifest.model_dump_json()})
+    save_file(arrays, str(tmp), metadata=metadata)
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # safetensors writes 0600; an instrument is meant to be shared
@@ -193,53 +228,128 @@ def save(instrument: Instrument, path: str | Path) -> Path:
     return path
 
 
-def _fail(path: Path, message: str) -> InstrumentFileError:
-    return InstrumentFileError(f"{path}: {message}")
+def dumps(instrument: Instrument) -> bytes:
+    """The instrument as the bytes of a ``.instrument`` file (what :func:`save` writes), for a wire."""
+    from safetensors.numpy import save
+
+    arrays, metadata = _packed(instrument)
+    return save(arrays, metadata=metadata)
+
+
+def _fail(source: str | Path, message: str) -> InstrumentFileError:
+    return InstrumentFileError(f"{source}: {message}")
 
 
 def load(path: str | Path) -> Instrument:
-    """Read and validate an instrument; any problem raises InstrumentFileError naming it."""
-    from safetensors import SafetensorError, safe_open
-
+    """Read and validate an instrument file; any problem raises InstrumentFileError naming it."""
     path = Path(path)
     if not path.exists():
         raise _fail(path, "no such file")
     if path.is_dir():
         raise _fail(path, "is a directory, not an instrument file")
     try:
-        with safe_open(str(path), framework="numpy") as handle:
-            metadata = handle.metadata() or {}
-            arrays = {name: handle.get_tensor(name) for name in handle.keys()}
-    except (SafetensorError, OSError, ValueError, TypeError, json.JSONDecodeError) as exc:
-        raise _fail(path, f"not a readable instrument file (truncated or corrupt?): {exc}") from None
+        data = path.read_bytes()
+    except OSError as exc:
+        raise _fail(path, f"cannot be read: {exc}") from None
+    return loads(data, str(path))
+
+
+def loads(data: bytes, name: str = "<bytes>") -> Instrument:
+    """Read and validate an instrument from the bytes of a ``.instrument`` file; any problem raises
+    InstrumentFileError naming ``name`` (a sender, a job id) and the problem, exactly as :func:`load`."""
+    metadata, arrays = _read(data, name)
+    return _parse(metadata, arrays, name)
+
+
+def _read(data: bytes, name: str) -> tuple[dict[str, str], dict[str, np.ndarray]]:
+    """(metadata, arrays) of safetensors bytes. The header (an 8-byte little-endian length and JSON) is read
+    here for its metadata; safetensors reads and checks the arrays."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load as load_arrays
+
+    try:
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"expected bytes, got {type(data).__name__}")
+        data = bytes(data)
+        if len(data) < 8:
+            raise ValueError(f"{len(data)} bytes is shorter than a safetensors header")
+        (n,) = struct.unpack("<Q", data[:8])
+        if n > len(data) - 8:
+            raise ValueError(f"header of {n} bytes does not fit in {len(data)} bytes")
+        header = json.loads(data[8 : 8 + n])
+        if not isinstance(header, dict):
+            raise ValueError("header is not a JSON object")
+        metadata = header.get("__metadata__") or {}
+        if not isinstance(metadata, dict):
+            raise ValueError("header metadata is not a JSON object")
+        arrays = load_arrays(data)
+    except (SafetensorError, OSError, ValueError, TypeError, UnicodeDecodeError) as exc:
+        raise _fail(name, f"not a readable instrument file (truncated or corrupt?): {exc}") from None
+    return metadata, arrays
+
+
+def _check_version(version: Any, source: str) -> int:
+    if isinstance(version, bool) or not isinstance(version, int) or version < MIN_FORMAT_VERSION:
+        raise _fail(source, f"manifest version {version!r} is not a format version "
+                            f"({MIN_FORMAT_VERSION} to {FORMAT_VERSION} exist)")  # fmt: skip
+    if version > FORMAT_VERSION:
+        raise _fail(source, f"manifest version {version}, this sensorsynth reads up to {FORMAT_VERSION} "
+                            "(written by a newer sensorsynth?)")  # fmt: skip
+    return version
+
+
+def upgrade(raw: RawManifest, arrays: dict[str, np.ndarray]) -> tuple[RawManifest, dict[str, np.ndarray]]:
+    """Bring an older manifest and its arrays to FORMAT_VERSION through UPGRADES, one version at a time.
+    ValueError when a step is missing (a bug: every version since MIN_FORMAT_VERSION must have one)."""
+    version = raw["format_version"]
+    while version < FORMAT_VERSION:
+        step = UPGRADES.get(version)
+        if step is None:
+            raise ValueError(f"no upgrade from manifest version {version} to {version + 1}")
+        raw, arrays = step(dict(raw), dict(arrays))
+        version += 1
+        raw["format_version"] = version
+    return raw, arrays
+
+
+def _parse(metadata: dict[str, str], arrays: dict[str, np.ndarray], source: str) -> Instrument:
     if METADATA_KEY not in metadata:
-        raise _fail(path, "has no sensorsynth manifest (is it an instrument file?)")
+        raise _fail(source, "has no sensorsynth manifest (is it an instrument file?)")
     try:
         raw = json.loads(metadata[METADATA_KEY])
-    except json.JSONDecodeError as exc:
-        raise _fail(path, f"manifest is not valid JSON: {exc}") from None
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise _fail(source, f"manifest is not valid JSON: {exc}") from None
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
-        raise _fail(path, f"manifest format is {raw.get('format') if isinstance(raw, dict) else raw!r}, not {FORMAT!r}")
-    version = raw.get("format_version")
-    if version != FORMAT_VERSION:
-        raise _fail(path, f"manifest version {version}, this sensorsynth reads {FORMAT_VERSION}")
+        found = raw.get("format") if isinstance(raw, dict) else raw
+        raise _fail(source, f"manifest format is {found!r}, not {FORMAT!r}")
+    stored_version = _check_version(raw.get("format_version"), source)
+    stored_digest = raw.get("arrays_sha256")
+    stored_arrays = arrays
+    if stored_version < FORMAT_VERSION:
+        try:
+            raw, arrays = upgrade(raw, arrays)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise _fail(source, f"cannot upgrade manifest version {stored_version}: {exc}") from None
+        # the stored shapes and checksum describe the stored arrays: describe the upgraded ones instead
+        shapes = {k: list(v.shape) for k, v in arrays.items()}
+        raw = {**raw, "arrays": shapes, "arrays_sha256": arrays_digest(arrays)}
     try:
         manifest = Manifest.model_validate(raw)
     except ValidationError as exc:
-        raise _fail(path, f"invalid manifest: {exc}") from None
+        raise _fail(source, f"invalid manifest: {exc}") from None
     missing = [name for name in Instrument.ARRAY_NAMES if name not in arrays]
     if missing:
-        raise _fail(path, f"missing arrays: {', '.join(missing)}")
+        raise _fail(source, f"missing arrays: {', '.join(missing)}")
     extra = sorted(set(arrays) - set(Instrument.ARRAY_NAMES))
     if extra:
-        raise _fail(path, f"unexpected arrays: {', '.join(extra)}")
+        raise _fail(source, f"unexpected arrays: {', '.join(extra)}")
     instrument = Instrument(manifest=manifest, **arrays)
     try:
         instrument.validate()
     except ValueError as exc:
-        raise _fail(path, str(exc)) from None
-    if manifest.arrays_sha256 is not None and arrays_digest(arrays) != manifest.arrays_sha256:
-        raise _fail(path, "array data does not match the manifest's checksum (corrupt file?)")
+        raise _fail(source, str(exc)) from None
+    if stored_digest is not None and arrays_digest(stored_arrays) != stored_digest:
+        raise _fail(source, "array data does not match the manifest's checksum (corrupt file?)")
     return instrument
 
 

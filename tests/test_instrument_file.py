@@ -14,13 +14,18 @@ from safetensors.numpy import save_file
 from sensorsynth.instrument.export import to_instrument
 from sensorsynth.instrument.model import ResonanceModel
 from sensorsynth.instrument.spec import ModelSpec
+from sensorsynth import instrument_file
 from sensorsynth.instrument_file import (
+    FORMAT_VERSION,
     METADATA_KEY,
     Instrument,
     InstrumentFileError,
     SourceInfo,
+    arrays_digest,
     describe,
+    dumps,
     load,
+    loads,
     save,
 )
 
@@ -231,6 +236,121 @@ def test_wrong_format_name(saved: Path) -> None:
 def test_wrong_format_version(saved: Path) -> None:
     manifest, arrays = _raw(saved)
     _fails(_write(saved, arrays, {**manifest, "format_version": 2}), "version 2")
+
+
+@pytest.mark.parametrize("version", [FORMAT_VERSION + 1, 99])
+def test_a_newer_version_is_refused_with_the_range_this_reads(saved: Path, version: int) -> None:
+    manifest, arrays = _raw(saved)
+    _fails(_write(saved, arrays, {**manifest, "format_version": version}),
+           f"manifest version {version}, this sensorsynth reads up to {FORMAT_VERSION}")  # fmt: skip
+
+
+@pytest.mark.parametrize("version", [0, -1, "1", 1.5, None, True])
+def test_a_version_that_never_existed_is_refused(saved: Path, version) -> None:
+    manifest, arrays = _raw(saved)
+    _fails(_write(saved, arrays, {**manifest, "format_version": version}), "is not a format version")
+
+
+def _version0(manifest: dict, arrays: dict[str, np.ndarray]) -> tuple[dict, dict[str, np.ndarray]]:
+    """A made-up version 0: the gains array was called "gain" and stored in decibels."""
+    arrays = dict(arrays)
+    arrays["gain"] = (20 * np.log10(np.abs(arrays.pop("gains")))).astype(np.float32)
+    manifest = {**manifest, "format_version": 0, "arrays_sha256": arrays_digest(arrays)}
+    return manifest, arrays
+
+
+def _upgrade_0_to_1(manifest: dict, arrays: dict[str, np.ndarray]) -> tuple[dict, dict[str, np.ndarray]]:
+    arrays["gains"] = (10 ** (arrays.pop("gain").astype(np.float64) / 20)).astype(np.float32)
+    return manifest, arrays
+
+
+def test_an_older_version_is_upgraded_in_memory(saved: Path, small: Instrument, monkeypatch) -> None:
+    """The upgrade chain: with a (made-up) version 0 and its upgrade registered, a version-0 file loads as a
+    current instrument, its checksum verified as stored; the file itself is not touched."""
+    path = _write(saved, *reversed(_version0(*_raw(saved))))
+    before = path.read_bytes()
+    _fails(path, "is not a format version")  # version 0 never existed in this sensorsynth
+    monkeypatch.setattr(instrument_file, "MIN_FORMAT_VERSION", 0)
+    _fails(path, "cannot upgrade manifest version 0", "no upgrade from manifest version 0 to 1")
+    monkeypatch.setitem(instrument_file.UPGRADES, 0, _upgrade_0_to_1)
+    loaded = load(path)
+    assert loaded.manifest.format_version == FORMAT_VERSION and path.read_bytes() == before
+    np.testing.assert_allclose(loaded.gains, np.abs(small.gains), rtol=1e-5)
+    assert loaded.manifest.arrays_sha256 == arrays_digest(loaded.arrays())
+    data = bytearray(before)
+    data[-4] ^= 0x01  # the stored arrays no longer match the stored checksum
+    path.write_bytes(bytes(data))
+    _fails(path, "checksum")
+
+
+def test_upgrades_chain_one_version_at_a_time(monkeypatch) -> None:
+    monkeypatch.setattr(instrument_file, "FORMAT_VERSION", 3)
+    steps = {1: lambda m, a: ({**m, "seen": [1]}, a), 2: lambda m, a: ({**m, "seen": m["seen"] + [2]}, a)}
+    monkeypatch.setattr(instrument_file, "UPGRADES", steps)
+    raw, _ = instrument_file.upgrade({"format_version": 1}, {})
+    assert raw == {"format_version": 3, "seen": [1, 2]}
+
+
+# -------------------------------------------------------------------------------------------- bytes
+
+
+def test_bytes_round_trip_is_exact(small: Instrument, saved: Path) -> None:
+    data = dumps(small)
+    assert isinstance(data, bytes) and data == saved.read_bytes()  # the same bytes as the file
+    loaded = loads(data)
+    assert loaded.manifest == small.manifest
+    for name, array in small.arrays().items():
+        got = getattr(loaded, name)
+        assert got.dtype == array.dtype and got.shape == array.shape, name
+        np.testing.assert_array_equal(got, array, err_msg=name)
+    assert loads(memoryview(data), "job 7").manifest == small.manifest
+
+
+def _bytes_fail(data, *fragments: str) -> None:
+    with pytest.raises(InstrumentFileError) as info:
+        loads(data, "trainer job 42")
+    message = str(info.value)
+    assert message.startswith("trainer job 42: "), message
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+@pytest.mark.parametrize("cut", [0, 4, 20, 0.5, 0.99])
+def test_truncated_bytes(small: Instrument, cut) -> None:
+    data = dumps(small)
+    _bytes_fail(data[: cut if isinstance(cut, int) else int(len(data) * cut)], "truncated or corrupt")
+
+
+def test_corrupt_bytes(small: Instrument) -> None:
+    data = bytearray(dumps(small))
+    header = bytearray(data)
+    header[:8] = struct.pack("<Q", 2**40)
+    _bytes_fail(bytes(header), "truncated or corrupt")
+    header = bytearray(data)
+    header[8:40] = b"\xff" * 32
+    _bytes_fail(bytes(header), "truncated or corrupt")
+    flipped = bytearray(data)
+    flipped[-4] ^= 0x01
+    _bytes_fail(bytes(flipped), "checksum")
+    _bytes_fail(b"hello, this is text\n" * 50, "truncated or corrupt")
+    _bytes_fail("not bytes", "truncated or corrupt", "expected bytes")
+
+
+def test_bytes_get_every_check_a_file_gets(saved: Path) -> None:
+    manifest, arrays = _raw(saved)
+    from safetensors.numpy import save as to_bytes
+
+    def data(m, a):
+        return to_bytes(a, metadata=None if m is None else {METADATA_KEY: json.dumps(m)})
+
+    _bytes_fail(data(None, arrays), "no sensorsynth manifest")
+    _bytes_fail(data({**manifest, "format_version": FORMAT_VERSION + 1}, arrays), "reads up to")
+    bad = dict(arrays)
+    bad["router"] = np.zeros((5, 5), np.float32)
+    _bytes_fail(data(manifest, bad), "router", "shape")
+    bad = dict(arrays)
+    del bad["gains"]
+    _bytes_fail(data(manifest, bad), "missing arrays", "gains")
 
 
 def test_invalid_manifest_field(saved: Path) -> None:
