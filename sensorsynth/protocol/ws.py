@@ -16,8 +16,8 @@ Client → server:
     status      {"type": "status"}                                     → status
     audio       {"type": "audio", "enabled": true}                     start/stop the PCM stream to this client
     monitor     {"type": "monitor", "enabled": true}                   start/stop meter and event pushes
-    sensor      {"type": "sensor", "source": "phone", "values": [floats], "t": 12.5}
-                raw sensor frames: accepted and counted now; the mappings turn them into events
+    sensor      {"type": "sensor", "source": "phone", "kind": "motion", "values": [9 floats], "t": 12.5}
+                raw sensor frames (kinds motion, hand, raw: see SensorMsg); the mappings turn them into events
 
 Server → client:
 
@@ -112,9 +112,22 @@ class MonitorMsg(_Msg):
 
 
 class SensorMsg(_Msg):
+    """A raw sensor frame. ``kind`` says how to read ``values``:
+
+    - ``motion`` (a phone): 9 values, acceleration x, y, z (m/s², without gravity when the device gives it),
+      rotation rate alpha, beta, gamma (deg/s), orientation alpha, beta, gamma (deg);
+    - ``hand`` (MediaPipe HandLandmarker): 84 values, the 21 world landmarks x, y, z (metres, wrist-centred)
+      then the 21 image-space z values (relative depth); ``hand`` is "Left" or "Right";
+    - ``raw``: any N values (an OSC app, a custom sensor).
+
+    ``source`` names the stream (one mapping state per client and source); ``t`` is the sender's clock in
+    seconds (used for rates and smoothing, never for scheduling)."""
+
     type: Literal["sensor"]
     source: str = Field(min_length=1, max_length=64)
+    kind: Literal["motion", "hand", "raw"] = "raw"
     values: list[FiniteFloat] = Field(max_length=4096)
+    hand: Literal["Left", "Right"] | None = None
     t: FiniteFloat | None = None
 
 
