@@ -31,7 +31,8 @@ horizontal sums for the wet outputs. One sample per pass was bound by loads/stor
 see NaN and inf) and no approximate functions. The tanh is our own branch-free, vectorisable form (libm's
 tanhf is a scalar call, ~30 ns here, more than all oscillators). The orchestration helpers below are inlined
 into the entries (``inline="always"``): they take the whole :data:`Arrays` and would otherwise pass hundreds
-of scalars per call.
+of scalars per call; its arrays are non-owning views (see :func:`_view1`), or every inlined call would pay
+an atomic reference-count update per array.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ EXACT = {"contract"}
 I_K, I_R, I_E, I_M, I_A, I_F, I_MODE, I_ROUTER, I_ATT, I_RES = range(10)
 N_IMETA = 10
 # vmeta columns: instrument row, sample where the deformation ramp started, resonate() status of the last
-# block (0 silent, 1 ringing), sample until which the excitation ring may hold bursts
+# block (SILENT or RINGING), sample until which the excitation ring may hold bursts
 V_INST, V_RAMP_START, V_LIVE, V_EXC_UNTIL = range(4)
 N_VMETA = 4
 # params: first tail slot (slots ≥ it are cross-fade tails), cross-fade and gain-ramp lengths in samples,
@@ -84,6 +85,9 @@ MSG_NOP = 7  # nothing (warm-up compiles the message path with it)
 C_RESETS, C_DROPPED, C_LATE, C_SCRUBBED, C_MISMATCH, C_EVENTS = range(6)
 N_COUNTERS = 6
 
+# what resonate() found: every state flushed to 0, some state left, some state not finite or huge
+SILENT, RINGING, BLOWN_UP = 0, 1, 2
+
 # sentinels
 NO_INSTRUMENT = -1  # vmeta[s, V_INST] of a free slot
 RAMP_NEVER = -(1 << 40)  # ramp start of a voice at rest: long ago, so its weights sit at their target
@@ -91,6 +95,7 @@ NEVER = 1 << 62  # qstate[Q_EARLIEST] of an empty queue: later than any block
 
 FLUSH = 1e-18  # oscillator state below this (|re|+|im|) is set to 0: no denormals, idle voices cost nothing
 STATE_LIMIT = 1e8  # a voice whose oscillator state exceeds this (or is not finite) is reset
+MIN_STEP = 1e-12  # smallest gain step per sample: a ramp to the value it already has still ends
 
 # tanh: odd Taylor series below 0.55, exp-based above: exp(z) = poly(f)·2^k, 2^k built from the bits of -k
 _T1, _T3, _T5, _T7 = 1.0, -1.0 / 3.0, 2.0 / 15.0, -17.0 / 315.0
@@ -111,6 +116,7 @@ class Field(NamedTuple):
     dtype: np.dtype
     ndim: int
     doc: str
+
 
 # S = voice slots (2·voices: each voice and its cross-fade tail), V = voices, Q = queue slots, B = block,
 # I = instrument rows of the bank, N = inbox slots, K/R/E/G/GM/A/P = the largest control, resonance,
@@ -400,8 +406,8 @@ def resonate(
     n_osc: int,
     n: int,
 ) -> int:
-    """Run every oscillator over n samples. Returns 0 when every state is flushed to 0 (silent), 1 when
-    some state is left, 2 when some state is not finite or above STATE_LIMIT (the voice must be reset)."""
+    """Run every oscillator over n samples. Returns SILENT when every state is flushed to 0, RINGING when
+    some state is left, BLOWN_UP when some state is not finite or above STATE_LIMIT (reset the voice)."""
     live = False
     bad = False
     for g in range(n_groups):
@@ -486,8 +492,8 @@ def resonate(
             else:  # huge, inf or NaN
                 bad = True
     if bad:
-        return 2
-    return 1 if live else 0
+        return BLOWN_UP
+    return RINGING if live else SILENT
 
 
 @njit(cache=True, fastmath=EXACT, error_model="numpy")
@@ -644,7 +650,7 @@ def _clear_slot(a, s) -> None:
     a.state_im[s, :] = 0.0
     a.exc[s, :, :] = 0.0
     vm = a.vmeta[s]
-    vm[V_LIVE] = 0
+    vm[V_LIVE] = SILENT
     vm[V_EXC_UNTIL] = 0
     vm[V_RAMP_START] = RAMP_NEVER
     _rest_weights(a, s, vm[V_INST])
@@ -666,7 +672,7 @@ def _set_gain(a, voice, gain, ramp) -> None:
     a.user_gain[voice] = gain
     cur = np.float64(a.vgain[voice, 0])
     a.vgain[voice, 1] = gain
-    a.vgain[voice, 2] = max(abs(np.float64(gain) - cur), 1e-12) / ramp
+    a.vgain[voice, 2] = max(abs(np.float64(gain) - cur), MIN_STEP) / ramp
 
 
 @njit(cache=True, inline="always")
@@ -685,11 +691,11 @@ def _swap_instrument(a, voice, row) -> None:
     a.vgain[tail, :] = a.vgain[voice, :]
     cur = np.float64(a.vgain[tail, 0])
     a.vgain[tail, 1] = 0.0
-    a.vgain[tail, 2] = max(cur, 1e-12) / fade
+    a.vgain[tail, 2] = max(cur, MIN_STEP) / fade
     gain = np.float64(a.user_gain[voice])
     _init_slot(a, voice, row, 0.0)
     a.vgain[voice, 1] = gain
-    a.vgain[voice, 2] = max(gain, 1e-12) / fade
+    a.vgain[voice, 2] = max(gain, MIN_STEP) / fade
 
 
 @njit(cache=True, inline="always")
@@ -902,8 +908,8 @@ def _excitation_to_dry(a, s, inst, t0, n) -> None:
 
 @njit(cache=True, inline="always")
 def _voice_output(a, s, inst, n) -> np.int64:
-    """a.vout[:n] = slot s's output before its gain. Returns resonate()'s status (0 silent, 1 ringing,
-    2 state blown up), or 2 when the output itself is not finite: the slot must be reset."""
+    """a.vout[:n] = slot s's output before its gain. Returns resonate()'s status, or BLOWN_UP when the output
+    itself is not finite: then the slot must be reset."""
     n_res = a.imeta[inst, I_R]
     e_dims = a.imeta[inst, I_E]
     n_osc = a.imeta[inst, I_M]
@@ -927,7 +933,7 @@ def _voice_output(a, s, inst, n) -> np.int64:
     _combine(a.dry, a.wet, a.w, a.mixd, a.mixw, a.gains, a.imeta[inst, I_RES], n_res, e_dims, n, a.y, a.vout)
     for j in range(n):
         if not np.isfinite(a.vout[j]):
-            status = 2
+            status = BLOWN_UP
     return status
 
 
@@ -954,12 +960,12 @@ def _render_slot(a, s, t0, n, n_due) -> None:
     if inst == NO_INSTRUMENT:
         return
     _deformation_weights(a, s, inst, t0, n, n_due)
-    if a.vmeta[s, V_LIVE] == 0 and t0 >= a.vmeta[s, V_EXC_UNTIL]:
+    if a.vmeta[s, V_LIVE] == SILENT and t0 >= a.vmeta[s, V_EXC_UNTIL]:
         _glide_gain(a, s, n)
         return
     _excitation_to_dry(a, s, inst, t0, n)
     status = _voice_output(a, s, inst, n)
-    if status == 2:  # non-finite or huge: this voice starts over, the others never hear it
+    if status == BLOWN_UP:  # non-finite or huge: this voice starts over, the others never hear it
         _reset_unsafe_slot(a, s)
         return
     a.vmeta[s, V_LIVE] = status

@@ -401,8 +401,8 @@ class Renderer:
         return int(v["qtime"].shape[0] - v["qstate"][K.Q_FREE_TOP])
 
     def voice_instrument(self, voice: int) -> int:
-        """The instrument index voice ``voice`` plays (audio thread)."""
-        self._sync()
+        """The instrument index voice ``voice`` plays now (a snapshot: messages and reloads still waiting
+        for the next block are not counted)."""
         return int(self._fixed.views["vmeta"][check_voice(voice, self.max_voices), K.V_INST])
 
     def _voice_entry(self, voice: int) -> _Entry:
