@@ -4,6 +4,7 @@ SIGINT/SIGTERM, then close everything in order (the recording last, so it holds 
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -20,6 +21,8 @@ from .osc import OscServer
 from .playout import NullOutput, Output, SoundDeviceError, SoundDeviceOutput
 from .recorder import Recorder, RecorderError
 from .rejections import Rejections
+from .tls import TlsError
+from .tls import setup as tls_setup
 from .web import WebLimits, WebServer
 
 log = logging.getLogger("sensorsynth.serve")
@@ -91,6 +94,10 @@ async def serve(config: ServeConfig, say: Callable[[str], None] = print) -> int:
 
         if not torch.cuda.is_available():
             raise ServeError(f"--device {config.device}: torch sees no CUDA GPU here; use --device cpu")
+    try:  # before anything starts: a bad certificate is a start-up error naming the file
+        tls = tls_setup(config.tls, config.tls_cert, config.tls_key, config.tls_dir)
+    except TlsError as exc:
+        raise ServeError(str(exc)) from None
     native = library.entries[default].instrument.spec.sample_rate
     output, note = open_output(config, native)
     rate = output.sample_rate
@@ -105,7 +112,7 @@ async def serve(config: ServeConfig, say: Callable[[str], None] = print) -> int:
         EngineSettings(
             sample_rate=rate, block_size=config.block_size, max_voices=config.max_voices,
             prefill_blocks=config.prefill_blocks, latency=config.latency, fixed_delay_ms=config.fixed_delay_ms,
-            seed=config.seed, instrument=default,
+            seed=config.seed, instrument=default, realtime_priority=config.realtime_priority,
             device="cpu" if config.device == "cpu" else config.device.removeprefix("torch:"),
         ),
         output,
@@ -138,7 +145,7 @@ async def serve(config: ServeConfig, say: Callable[[str], None] = print) -> int:
         except OSError as exc:
             raise ServeError(f"cannot listen for OSC on {config.host}:{config.osc_port}: {exc.strerror or exc}") from None
         try:
-            _, ws_port = await web.start(config.host, config.ws_port)
+            _, ws_port = await web.start(config.host, config.ws_port, ssl=tls.context if tls else None)
         except OSError as exc:
             raise ServeError(f"cannot listen on {config.host}:{config.ws_port}: {exc.strerror or exc}") from None
     except ServeError:
@@ -146,6 +153,7 @@ async def serve(config: ServeConfig, say: Callable[[str], None] = print) -> int:
         engine.stop()
         raise
     web.extra_status["osc"] = osc.stats
+    web.extra_status["ws"] = web.stats  # connections, messages, sensor_frames, audio_frames_dropped
 
     shown = _lan_address() if config.host in ("0.0.0.0", "::", "") else config.host
     first = library.entries[default].instrument.spec
@@ -163,7 +171,10 @@ async def serve(config: ServeConfig, say: Callable[[str], None] = print) -> int:
         lines.append("  recording: none (add --record FILE.wav to keep what plays)")
     lines += [
         f"  OSC: udp {osc_host}:{osc_port}, e.g. /sensorsynth/control with {first.control_plane_dim} floats",
-        f"  page: http://{shown}:{ws_port}/  (WebSocket ws://{shown}:{ws_port}/ws)",
+        f"  page: {'https' if tls else 'http'}://{shown}:{ws_port}/  (WebSocket {'wss' if tls else 'ws'}://{shown}:{ws_port}/ws)",
+        f"  phone: {'https' if tls else 'http'}://{shown}:{ws_port}/phone  (type this on the phone"
+        + ("" if tls else "; its motion sensors need https: add --tls self-signed") + ")",
+        *(tls.lines if tls else []),
         "  Ctrl-C stops.",
     ]
     say("\n".join(lines))
@@ -172,6 +183,10 @@ async def serve(config: ServeConfig, say: Callable[[str], None] = print) -> int:
         tmp.write_text(json.dumps({"osc_port": osc_port, "ws_port": ws_port, "pid": os.getpid(), "sample_rate": rate}))
         tmp.replace(config.ready_file)
 
+    # Everything loaded so far lives for the whole run: move it out of the collector's sight, so a full
+    # collection under an OSC flood walks only what arrived since (shorter GIL holds for the render thread).
+    gc.collect()
+    gc.freeze()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     reason: list[str] = []

@@ -37,6 +37,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--max-voices", type=int, metavar="N", help=_HELP["max_voices"] + " (default 8)")
     p.add_argument("--prefill-blocks", type=int, metavar="N", help=_HELP["prefill_blocks"] + " (default 3)")
     p.add_argument("--record", metavar="FILE.wav", help=_HELP["record"])
+    p.add_argument("--realtime-priority", type=int, metavar="N", help=_HELP["realtime_priority"] + " (default 10)")
     p.add_argument("--latency", choices=["asap", "fixed"], help=_HELP["latency"] + " (default asap)")
     p.add_argument("--fixed-delay-ms", type=float, metavar="MS", help=_HELP["fixed_delay_ms"] + " (default 10)")
     p.add_argument("--timetag-window-s", type=float, metavar="S", help=_HELP["timetag_window_s"] + " (default 1)")
@@ -44,14 +45,19 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                    help=_HELP["osc_allowed_senders"] + " (repeatable; default: any)")
     p.add_argument("--seed", type=int, help=_HELP["seed"])
     p.add_argument("--ready-file", metavar="FILE.json", help=_HELP["ready_file"])
+    p.add_argument("--tls", choices=["off", "self-signed"], help=_HELP["tls"] + " (default off)")
+    p.add_argument("--tls-cert", metavar="FILE.pem", help=_HELP["tls_cert"])
+    p.add_argument("--tls-key", metavar="FILE.pem", help=_HELP["tls_key"])
+    p.add_argument("--tls-dir", metavar="DIR", help=_HELP["tls_dir"])
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="default info")
     p.set_defaults(handler=run)
 
 
 OPTION_KEYS = (
     "models", "instrument", "host", "osc_port", "ws_port", "output", "device", "sound_device", "hostapi", "sample_rate",
-    "block_size", "max_voices", "prefill_blocks", "record", "latency", "fixed_delay_ms", "timetag_window_s",
+    "block_size", "max_voices", "prefill_blocks", "realtime_priority", "record", "latency", "fixed_delay_ms", "timetag_window_s",
     "osc_allowed_senders", "seed", "ready_file", "log_level",
+    "tls", "tls_cert", "tls_key", "tls_dir",
 )
 
 

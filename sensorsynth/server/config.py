@@ -33,6 +33,7 @@ class ServeConfig(BaseModel):
     sample_rate: int | None = Field(None, ge=8000, le=192000, description="default: the instrument's own rate")
     block_size: int = Field(64, ge=16, le=4096, description="samples per rendered block")
     max_voices: int = Field(8, ge=1, le=256, description="voices (OSC plays voice 0, each browser its own)")
+    realtime_priority: int = Field(10, ge=0, le=99, description="SCHED_FIFO priority of the render thread (0 = normal)")
     prefill_blocks: int = Field(3, ge=1, le=64, description="blocks rendered ahead of the sound card")
     record: Path | None = Field(None, description="write what plays to this WAV file")
     latency: Literal["asap", "fixed"] = Field("asap", description="asap: next block; fixed: a constant delay")
@@ -47,6 +48,13 @@ class ServeConfig(BaseModel):
     stall_exit_s: float = Field(5.0, gt=0, le=3600, description="exit (for a restart) when audio stalls this long")
     seed: int | None = Field(None, description="seed of the attack noise (reproducible renders)")
     ready_file: Path | None = Field(None, description="write the bound ports here as JSON once listening")
+    tls: Literal["off", "self-signed"] = Field(
+        "off", description="self-signed: serve https/wss with a certificate made (once) for this machine's "
+        "LAN addresses and hostname (phones give motion sensors to https pages only)")
+    tls_cert: Path | None = Field(None, description="serve https/wss with this PEM certificate (chain)")
+    tls_key: Path | None = Field(None, description="its PEM private key (default: inside the certificate file)")
+    tls_dir: Path | None = Field(None, description="where --tls self-signed keeps its certificate "
+                                 "(default ~/.local/share/sensorsynth/tls)")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 
@@ -72,7 +80,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         if "serve" in data and isinstance(data["serve"], dict):
             data = {**{k: v for k, v in data.items() if k != "serve"}, **data["serve"]}
         if path.parent != Path("."):
-            for key in ("models", "record", "ready_file"):  # relative paths are relative to the file
+            for key in ("models", "record", "ready_file", "tls_cert", "tls_key", "tls_dir"):  # relative to the file
                 if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
                     data[key] = str(path.parent / data[key])
     for key, value in (overrides or {}).items():

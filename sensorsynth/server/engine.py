@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import sys
 import threading
 import time
@@ -50,6 +51,7 @@ class EngineSettings:
     seed: int | None = None
     instrument: str | None = None  # the default instrument; None = the first in the library
     switch_interval_s: float | None = 0.0005
+    realtime_priority: int = 10  # SCHED_FIFO priority of the render thread when allowed; 0 = leave it normal
     device: str = "cpu"  # "cpu": the numba renderer; a torch device ("cuda", "cuda:1"): the batched renderer
 
 
@@ -141,6 +143,7 @@ class Engine:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.error: str | None = None
+        self.priority = "normal"
         self.last_block_ns = time.monotonic_ns()
 
     # ------------------------------------------------------------------ lifecycle
@@ -165,7 +168,20 @@ class Engine:
         return self._thread is not None and self._thread.is_alive()
 
     # ------------------------------------------------------------------ render thread
+    def _raise_priority(self) -> None:
+        """Ask the kernel to run this thread before ordinary work (SCHED_FIFO), as audio threads do: when the
+        two cores are busy with OSC parsing and browsers, the render thread still wakes on time. Needs root
+        or CAP_SYS_NICE (systemd's AmbientCapabilities, or rtprio in limits.conf); without it the thread keeps
+        normal priority and the play-out prefill has to absorb scheduling delays."""
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(self.settings.realtime_priority))
+            self.priority = f"SCHED_FIFO {self.settings.realtime_priority}"
+        except (OSError, AttributeError, ValueError) as exc:
+            self.priority = f"normal ({getattr(exc, 'strerror', None) or exc})"
+
     def _run(self) -> None:
+        if self.settings.realtime_priority:
+            self._raise_priority()
         r, out, ring = self.renderer, self.output, self.output.ring
         b = self.block
         target = max(1, self.settings.prefill_blocks) * b
@@ -369,6 +385,7 @@ class Engine:
             "latency_ms": {"p50": lat50, "p99": lat99, "max": round(self.latency_ms.max, 3),
                            "mode": self.settings.latency, "count": self.latency_ms.count},
             "to_card_ms": {"p50": e2e50, "p99": e2e99, "device_ms": round(1000 * getattr(self.output, "latency_s", 0.0), 2)},
+            "render_priority": self.priority,
             "block_us": {"p50": blk50, "p99": blk99, "max": round(self.block_us.max, 1)},
             "cpu_load": round(self.cpu_load(), 3),
             "recording": None if self.recorder is None else {

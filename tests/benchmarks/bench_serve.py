@@ -193,15 +193,16 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=10000.0)
     ap.add_argument("--voices", type=int, default=8)
     ap.add_argument("--phases", default="cpu,latency,load")
+    ap.add_argument("--server-args", default="", help="more options for the server, e.g. '--prefill-blocks 2'")
     args = ap.parse_args()
-    args.server_args = ["--block-size", str(args.block_size), "--output", args.output]
+    args.server_args = ["--block-size", str(args.block_size), "--output", args.output, *args.server_args.split()]
     if args.output == "sound":
         args.server_args += ["--hostapi", args.hostapi]
     phases = args.phases.split(",")
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         print(f"sensorsynth serve, block {args.block_size} at 22050 Hz ({1000 * args.block_size / 22050:.2f} ms), "
-              f"output {args.output}, {os.cpu_count()} cores")
+              f"output {args.output}, {os.cpu_count()} cores {' '.join(args.server_args)}")
         if "cpu" in phases:
             idle = phase_cpu(tmp, args, playing=False)
             one = phase_cpu(tmp, args, playing=True)
