@@ -20,7 +20,9 @@ from .library import Library, LibraryError
 from .osc import OscServer
 from .playout import NullOutput, Output, SoundDeviceError, SoundDeviceOutput
 from .recorder import Recorder, RecorderError
+from .access import AccessPolicy
 from .rejections import Rejections
+from .sdnotify import Notifier
 from .tls import TlsError
 from .tls import setup as tls_setup
 from .web import WebLimits, WebServer
@@ -128,10 +130,11 @@ async def serve(config: ServeConfig, say: Callable[[str], None] = print) -> int:
         engine.output = output = NullOutput(rate, config.block_size)
         engine.start()
     rejections = Rejections()
+    access = AccessPolicy.for_host(config.host, config.ws_token, config.allowed_origins)
     web = WebServer(engine, rejections, WebLimits(
         max_message_bytes=config.ws_max_message_bytes, messages_per_s=config.ws_messages_per_s,
         burst=2 * config.ws_messages_per_s, max_clients=config.max_clients, idle_release_s=config.idle_release_s,
-    ))
+    ), access)
     osc = OscServer(
         lambda cmd, arrival: engine.submit(cmd, arrival),
         web.status,
@@ -156,6 +159,8 @@ async def serve(config: ServeConfig, say: Callable[[str], None] = print) -> int:
     web.extra_status["ws"] = web.stats  # connections, messages, sensor_frames, audio_frames_dropped
 
     shown = _lan_address() if config.host in ("0.0.0.0", "::", "") else config.host
+    q = f"?token={access.token}" if access.token else ""  # the pages pass it on to the WebSocket
+    web_scheme, ws_scheme = ("https", "wss") if tls else ("http", "ws")
     first = library.entries[default].instrument.spec
     lines = [
         "sensorsynth serve: playing",
@@ -171,8 +176,8 @@ async def serve(config: ServeConfig, say: Callable[[str], None] = print) -> int:
         lines.append("  recording: none (add --record FILE.wav to keep what plays)")
     lines += [
         f"  OSC: udp {osc_host}:{osc_port}, e.g. /sensorsynth/control with {first.control_plane_dim} floats",
-        f"  page: {'https' if tls else 'http'}://{shown}:{ws_port}/  (WebSocket {'wss' if tls else 'ws'}://{shown}:{ws_port}/ws)",
-        f"  phone: {'https' if tls else 'http'}://{shown}:{ws_port}/phone  (type this on the phone"
+        f"  page: {web_scheme}://{shown}:{ws_port}/{q}  (WebSocket {ws_scheme}://{shown}:{ws_port}/ws{q})",
+        f"  phone: {web_scheme}://{shown}:{ws_port}/phone{q}  (type this on the phone"
         + ("" if tls else "; its motion sensors need https: add --tls self-signed") + ")",
         *(tls.lines if tls else []),
         "  Ctrl-C stops.",
@@ -215,10 +220,21 @@ async def serve(config: ServeConfig, say: Callable[[str], None] = print) -> int:
     exit_code = EXIT_OK
 
     async def watchdog() -> None:
+        """Exit (code 3) when the audio stops advancing, and ping systemd's watchdog only while it does."""
         nonlocal exit_code
+        last_ping = last_status = 0.0
         while True:
             await asyncio.sleep(0.25)
             stalled = (time.monotonic_ns() - engine.last_block_ns) / 1e9
+            now = time.monotonic()
+            if notifier.watchdog_interval and stalled < 1.0 and now - last_ping >= notifier.watchdog_interval:
+                notifier.watchdog()
+                last_ping = now
+            if notifier.enabled and now - last_status >= 10.0:
+                st = web.status()
+                notifier.status(f"playing {st['instrument']}; {st['clients']} clients; under-runs {st['underruns']}; "
+                                f"rejected {sum(st['rejected'].values())}")
+                last_status = now
             if not engine.running or stalled > config.stall_exit_s:
                 log.error("audio stalled for %.1f s (%s): exiting so the supervisor restarts the service",
                           stalled, engine.error or "render thread not advancing")
@@ -226,10 +242,14 @@ async def serve(config: ServeConfig, say: Callable[[str], None] = print) -> int:
                 stop.set()
                 return
 
+    notifier = Notifier()
+    if notifier.enabled:
+        notifier.ready(f"playing {default}; OSC {osc_port}, web {ws_port}")
     tasks = [asyncio.create_task(reload_loop(), name="reload"), asyncio.create_task(watchdog(), name="watchdog")]
     try:
         await stop.wait()
     finally:
+        notifier.stopping()
         for t in tasks:
             t.cancel()
         await osc.stop()

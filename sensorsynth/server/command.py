@@ -43,6 +43,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--timetag-window-s", type=float, metavar="S", help=_HELP["timetag_window_s"] + " (default 1)")
     p.add_argument("--osc-allow", action="append", metavar="IP", dest="osc_allowed_senders",
                    help=_HELP["osc_allowed_senders"] + " (repeatable; default: any)")
+    p.add_argument("--ws-token", metavar="TOKEN", help=_HELP["ws_token"])
+    p.add_argument("--allow-origin", action="append", metavar="URL", dest="allowed_origins",
+                   help=_HELP["allowed_origins"] + " (repeatable)")
     p.add_argument("--seed", type=int, help=_HELP["seed"])
     p.add_argument("--ready-file", metavar="FILE.json", help=_HELP["ready_file"])
     p.add_argument("--tls", choices=["off", "self-signed"], help=_HELP["tls"] + " (default off)")
@@ -56,7 +59,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 OPTION_KEYS = (
     "models", "instrument", "host", "osc_port", "ws_port", "output", "device", "sound_device", "hostapi", "sample_rate",
     "block_size", "max_voices", "prefill_blocks", "realtime_priority", "record", "latency", "fixed_delay_ms", "timetag_window_s",
-    "osc_allowed_senders", "seed", "ready_file", "log_level",
+    "osc_allowed_senders", "ws_token", "allowed_origins", "seed", "ready_file", "log_level",
     "tls", "tls_cert", "tls_key", "tls_dir",
 )
 

@@ -40,6 +40,9 @@ class ServeConfig(BaseModel):
     fixed_delay_ms: float = Field(10.0, ge=0, le=1000, description="the delay of fixed latency and time tags")
     timetag_window_s: float = Field(1.0, ge=0, le=3600, description="OSC time tags further than this are 'now'")
     osc_allowed_senders: list[str] | None = Field(None, description="IP addresses OSC is accepted from")
+    ws_token: str | None = Field(None, min_length=8, max_length=256,
+                                 description="token the WebSocket requires (default: generated when not on localhost)")
+    allowed_origins: list[str] | None = Field(None, description="other web origins allowed to open the WebSocket")
     reload_interval_s: float = Field(0.5, gt=0, le=60, description="how often the models folder is checked")
     ws_max_message_bytes: int = Field(64 * 1024, ge=256, le=1 << 20)
     ws_messages_per_s: float = Field(240.0, gt=0, le=100000)

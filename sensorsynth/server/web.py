@@ -30,6 +30,7 @@ from websockets.http11 import Request, Response
 
 from ..protocol import ws as wire
 from ..protocol.commands import Command, Control, ControlChannel, Deform, Gain, Rejected, SelectInstrument
+from .access import AccessPolicy
 from .engine import Engine
 from .library import LibraryError, check_name, details, summary
 from .rejections import Rejections
@@ -79,7 +80,9 @@ def _error(status: HTTPStatus, message: str) -> Response:
 
 
 class WebServer:
-    def __init__(self, engine: Engine, rejections: Rejections, limits: WebLimits | None = None) -> None:
+    def __init__(self, engine: Engine, rejections: Rejections, limits: WebLimits | None = None,
+                 access: AccessPolicy | None = None) -> None:
+        self.access = access or AccessPolicy()
         self.engine = engine
         self.library = engine.library
         self.rejections = rejections
@@ -117,6 +120,11 @@ class WebServer:
     def _http(self, connection: ServerConnection, request: Request) -> Response | None:
         path = request.path.split("?", 1)[0]
         if path == "/ws":
+            peer = connection.remote_address[0] if connection.remote_address else ""
+            refused = self.access.refuse_ws(request.path, request.headers, peer)
+            if refused is not None:
+                self.rejections.count("ws", "forbidden", refused)
+                return _error(HTTPStatus.FORBIDDEN, refused)
             if len(self.clients) >= self.limits.max_clients:
                 return _error(HTTPStatus.SERVICE_UNAVAILABLE, "too many clients")
             return None  # the WebSocket handshake goes on
@@ -129,6 +137,8 @@ class WebServer:
     def _route(self, path: str) -> Response:
         if path in ("/", "/index.html"):
             return self._static("index.html")
+        if path in ("/phone", "/phone/"):  # the phone page: streams its motion sensors (see phone.js)
+            return self._static("phone.html")
         if path.startswith("/static/"):
             return self._static(path[len("/static/") :])
         if path == "/health":

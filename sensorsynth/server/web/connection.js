@@ -11,7 +11,9 @@ const MAX_RETRY_MS = 10000;
 export function socketUrl(loc = window.location) {
   // Follow the page: a page served over https must use wss, or the browser blocks the socket.
   const scheme = loc.protocol === "https:" ? "wss:" : "ws:";
-  return `${scheme}//${loc.host}/ws`;
+  // A server reachable from the network wants its token: the page address printed at start carries it.
+  const token = new URLSearchParams(loc.search || "").get("token");
+  return `${scheme}//${loc.host}/ws` + (token ? `?token=${encodeURIComponent(token)}` : "");
 }
 
 export class Connection {
