@@ -55,6 +55,24 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="default info")
     p.set_defaults(handler=run)
 
+    d = commands.add_parser(
+        "doctor",
+        help="check sound devices, ports, models, GPU and config, and say how to mend what is wrong",
+        description="Check what `sensorsynth serve` needs with the same options (a config file and/or the "
+        "command line): the config, the models folder (every file loaded and validated), the sound card, "
+        "the ports, the GPU when a CUDA device is configured, realtime priority and the kernel cache. "
+        "Exit code 0 when nothing failed, 1 otherwise.",
+    )
+    d.add_argument("models", nargs="?", metavar="MODELS", help="models folder (default: models)")
+    d.add_argument("--config", metavar="FILE.toml", help="the server's TOML config")
+    for opt in ("--host", "--output", "--sound-device", "--hostapi", "--device"):
+        d.add_argument(opt)
+    d.add_argument("--osc-port", type=int)
+    d.add_argument("--ws-port", type=int)
+    d.add_argument("--sample-rate", type=int)
+    d.add_argument("--json", action="store_true", help="machine-readable output")
+    d.set_defaults(handler=run_doctor)
+
 
 OPTION_KEYS = (
     "models", "instrument", "host", "osc_port", "ws_port", "output", "device", "sound_device", "hostapi", "sample_rate",
@@ -81,3 +99,17 @@ def run(args: argparse.Namespace) -> int:
         return asyncio.run(serve(config, say=lambda text: print(text, flush=True)))
     except ServeError as exc:
         raise CliError(str(exc), exc.code) from None
+
+
+def run_doctor(args: argparse.Namespace) -> int:
+    from ..cli import CliError
+    from .doctor import FAIL, report, run_checks
+
+    keys = ("models", "host", "output", "sound_device", "hostapi", "device", "osc_port", "ws_port", "sample_rate")
+    try:
+        config = load_config(args.config, {k: getattr(args, k, None) for k in keys})
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+    checks = run_checks(config)
+    print(report(checks, args.json))
+    return 1 if any(c.status == FAIL for c in checks) else 0

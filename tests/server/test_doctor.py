@@ -1,0 +1,55 @@
+"""``sensorsynth doctor``: what it says about good and broken set-ups (real files, real ports, a real server)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+
+from .conftest import BUNDLED, REPO
+
+
+def doctor(*args: str, stdout_only: bool = False) -> tuple[int, str]:
+    r = subprocess.run([sys.executable, "-m", "sensorsynth", "doctor", *args], capture_output=True, text=True,
+                       cwd=REPO, timeout=120)
+    return r.returncode, r.stdout if stdout_only else r.stdout + r.stderr
+
+
+def test_a_good_setup_passes(tmp_path):
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copy(BUNDLED, models / "guitar.instrument")
+    code, out = doctor(str(models), "--host", "127.0.0.1", "--osc-port", "0", "--ws-port", "0", "--output", "null")
+    assert code == 0, out
+    assert "1 instrument(s): guitar" in out and "FAIL" not in out
+
+
+def test_broken_models_and_busy_port_are_named_with_a_fix(tmp_path):
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "broken.instrument").write_bytes(b"\x00" * 100)
+    busy = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    busy.bind(("127.0.0.1", 0))
+    port = busy.getsockname()[1]
+    try:
+        code, out = doctor(str(models), "--host", "127.0.0.1", "--osc-port", str(port), "--ws-port", "0",
+                           "--output", "null", "--json", stdout_only=True)
+    finally:
+        busy.close()
+    assert code == 1
+    checks = json.loads(out)
+    fails = [c for c in checks if c["status"] == "FAIL"]
+    assert any(c["area"] == "models" and "broken.instrument" in c["message"] for c in fails), fails
+    assert any(c["area"] == "models" and "no usable instruments" in c["message"] and c["fix"] for c in fails)
+    assert any(c["area"] == "ports" and str(port) in c["message"] and "in use" in c["message"] for c in fails)
+
+
+def test_a_running_server_is_recognised(start_server):
+    server = start_server(record=False)
+    code, out = doctor(str(server.models), "--host", "127.0.0.1", "--osc-port", "0", "--ws-port",
+                       str(server.ws_port), "--output", "null")
+    assert code == 0, out
+    assert "already runs" in out
+    assert server.stop() == 0
