@@ -17,7 +17,13 @@ export function socketUrl(loc = window.location) {
 }
 
 export class Connection {
-  constructor({ url = socketUrl(), hello, onMessage, onBinary, onState }) {
+  // staleMs (optional, 0 = off): a connection that brings nothing for this long is taken for dead and
+  // replaced. A phone whose Wi-Fi dropped or changed often keeps a half-open socket that never closes by
+  // itself; a page that asks for pushes (monitor: meter at 20/s) hears from a live server all the time.
+  constructor({ url = socketUrl(), hello, onMessage, onBinary, onState, staleMs = 0 }) {
+    this.staleMs = staleMs;
+    this.lastMessageAt = 0;
+    if (staleMs > 0) setInterval(() => this.checkStale(), Math.max(250, staleMs / 4));
     this.url = url;
     this.hello = hello;          // () => the hello message, built fresh so it carries current wishes
     this.onMessage = onMessage;
@@ -53,6 +59,7 @@ export class Connection {
     this.ws = ws;
     ws.onopen = () => this.send(this.hello());
     ws.onmessage = (ev) => {
+      this.lastMessageAt = performance.now();
       if (typeof ev.data !== "string") {
         this.onBinary?.(ev.data);
         return;
@@ -90,6 +97,23 @@ export class Connection {
     this.retryAt = performance.now() + delay;
     this.setState("reconnecting", why);
     this.retryTimer = setTimeout(() => this.open(), delay);
+  }
+
+  checkStale() {
+    if (this.state !== "connected" || !this.ws || this.closedByUs) return;
+    if (performance.now() - this.lastMessageAt > this.staleMs) this.drop("no data from the server");
+  }
+
+  // Give up on the current socket now (its close may never come) and reconnect with the usual backoff.
+  drop(why) {
+    const ws = this.ws;
+    this.ws = null;  // its late close event is ignored: onclose only acts for the current socket
+    try {
+      ws?.close(4000, "stale");
+    } catch {
+      // closing a broken socket may throw; it is dropped either way
+    }
+    this.scheduleRetry(why);
   }
 
   retryNow() {
