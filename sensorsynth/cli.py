@@ -101,24 +101,33 @@ def _prepare_output_dir(path: Path) -> None:
 
 
 def _progress_callback(quiet: bool) -> tuple[Callable[[Any], None], Callable[[], None]]:
-    """A tqdm bar on stderr fed by fit's Progress events: step/total, ETA and current loss.
+    """A tqdm bar on stderr fed by plain Progress records: step/steps, the fit's own ETA (it knows a step
+    that trains the oscillators costs more than a frozen one), the current loss, and the stage as label.
 
-    The stage (e.g. "frozen", "full") becomes the bar's label; a new bar starts only if the total changes.
+    A new bar starts only if the number of steps changes. ``sensorsynth submit --wait`` shows the same bar.
     """
     from tqdm import tqdm
 
     state: dict[str, Any] = {"bar": None}
+    layout = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
 
     def on_progress(progress: Any) -> None:
         if quiet:
             return
         bar = state["bar"]
-        if bar is None or bar.total != progress.total:
+        if bar is None or bar.total != progress.steps:
             if bar is not None:
                 bar.close()
-            bar = state["bar"] = tqdm(total=progress.total, unit="step", file=sys.stderr, dynamic_ncols=True)
-        bar.set_description(str(getattr(progress, "stage", "fit")), refresh=False)
-        bar.set_postfix(loss=f"{progress.loss:.5g}", refresh=False)
+            bar = state["bar"] = tqdm(
+                total=progress.steps, unit="step", file=sys.stderr, dynamic_ncols=True, bar_format=layout
+            )
+        bar.set_description(str(progress.stage), refresh=False)
+        postfix: dict[str, str] = {}
+        if progress.eta_s is not None:
+            postfix["eta"] = f"{progress.eta_s:.0f}s"
+        if progress.loss is not None:
+            postfix["loss"] = f"{progress.loss:.5g}"
+        bar.set_postfix(postfix, refresh=False)
         bar.update(progress.step - bar.n)
 
     def close() -> None:
@@ -143,32 +152,42 @@ def _parse_assignment(text: str) -> tuple[str, Any]:
 
 def _fit_settings(args: argparse.Namespace) -> Any:
     """Only the options the user gave are passed; FitSettings' own defaults rule the rest."""
-    from pydantic import ValidationError
-
-    from .instrument.fit import FitSettings
+    from .instrument.pipeline import FitSettings, make_settings
 
     given: dict[str, Any] = dict(args.set or [])
     given.update(
         (key, getattr(args, key))
         for key in ("steps", "loss", "seed", "device", "threads")
-        if getattr(args, key) is not None
+        if getattr(args, key, None) is not None
     )
     try:
-        settings = FitSettings(**given)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
-        known = ", ".join(FitSettings.model_fields)
-        raise CliError(f"bad fit settings: {problems} (settings: {known})") from None
+        settings = make_settings(given)
+    except ValueError as exc:
+        raise CliError(f"bad fit settings: {str(exc).removeprefix('bad settings: ')}") from None
+    _check_device(settings.device)
+    return settings
+
+
+def _check_device(device: str) -> None:
+    """A device torch does not know, or CUDA on a machine without it, fails before any work is done."""
     import torch
 
-    device = str(getattr(settings, "device", "cpu"))
     try:
         kind = torch.device(device).type
     except (RuntimeError, ValueError):
         raise CliError(f"--device {device}: not a torch device (try cpu or cuda)") from None
     if kind == "cuda" and not torch.cuda.is_available():
         raise CliError(f"--device {device}: CUDA is not available on this machine")
-    return settings
+
+
+def _model_spec(args: argparse.Namespace) -> Any:
+    """ModelSpec from ``--spec KEY=VALUE`` over the default, within the fit's size limits."""
+    from .instrument.pipeline import make_spec
+
+    try:
+        return make_spec(dict(getattr(args, "spec", None) or []))
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
 
 
 def _save_atomically(instrument: Any, out: Path, force: bool) -> None:
@@ -189,22 +208,23 @@ def _save_atomically(instrument: Any, out: Path, force: bool) -> None:
 
 
 class _DeferredInterrupt:
-    """Ctrl-C during a fit stops it between two steps rather than inside torch's autograd engine (an
-    interrupt raised inside a backward pass can leave the process hanging). A second Ctrl-C stops at once."""
+    """Ctrl-C during a fit cancels it through its token: the fit stops within a second at a safe point
+    (between two steps, or between two chunks of the analysis) rather than inside torch's autograd engine
+    (an interrupt raised inside a backward pass can leave the process hanging). A second Ctrl-C stops at once."""
 
-    def __init__(self) -> None:
-        self.pending = False
+    def __init__(self, token: Any) -> None:
+        self.token = token
         self._installed = False
         self._previous: Any = None
+
+    @property
+    def pending(self) -> bool:
+        return bool(self.token.cancelled)
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.pending:
             raise KeyboardInterrupt
-        self.pending = True
-
-    def check(self) -> None:
-        if self.pending:
-            raise KeyboardInterrupt
+        self.token.cancel("interrupted")
 
     def __enter__(self) -> "_DeferredInterrupt":
         if threading.current_thread() is threading.main_thread():
@@ -216,55 +236,51 @@ class _DeferredInterrupt:
         if self._installed:
             # a handler installed outside Python reads back as None: fall back to the default one
             signal.signal(signal.SIGINT, self._previous if self._previous is not None else signal.default_int_handler)
-        self.check()
+        if self.pending:
+            raise KeyboardInterrupt
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
     out = Path(args.output) if args.output else Path("models") / f"{Path(args.clip).stem}.instrument"
     _refuse_output(out, args.force)
     from .audio import read_clip
-    from .instrument.spec import ModelSpec
 
+    spec = _model_spec(args)
     settings = _fit_settings(args)
-    spec = ModelSpec()
     clip = read_clip(args.clip, sample_rate=spec.sample_rate, n_samples=spec.n_samples)
     _prepare_output_dir(out)
     if not args.quiet:
         for message in clip.messages:
             print(f"note: {args.clip}: {message}", file=sys.stderr)
 
-    from .instrument.export import to_instrument
-    from .instrument.fit import fit
+    from .instrument.pipeline import CancelToken, Cancelled, InvalidResult, fit_clip
 
     if not args.quiet:
         print(f"fitting {args.clip}: {settings.steps} steps on {settings.device}", file=sys.stderr)
     show_progress, close_bar = _progress_callback(args.quiet)
-    interrupted = _DeferredInterrupt()
-
-    def on_progress(progress: Any) -> None:
-        interrupted.check()
-        show_progress(progress)
-
-    start = time.perf_counter()
+    token = CancelToken()
+    name = args.name or out.stem
     try:
-        with interrupted:
-            result = fit(clip.samples, spec, settings, on_progress)
+        with _DeferredInterrupt(token):
+            instrument = fit_clip(clip, settings, spec, name=name, cancel=token, on_progress=show_progress)
+    except Cancelled:
+        raise KeyboardInterrupt from None
+    except InvalidResult as exc:  # the fit diverged (NaN) or produced impossible values
+        raise CliError(f"{exc}; nothing was written", EXIT_FAILURE) from None
     except ValueError as exc:  # the fitter rejecting a combination of settings or the audio
         raise CliError(f"cannot fit {args.clip}: {exc}") from None
     finally:
         close_bar()
-    wall = time.perf_counter() - start
-    training = {**settings.model_dump(mode="json"), "wall_time_s": round(wall, 3)}
-    name = args.name or out.stem
-    instrument = to_instrument(result.model, name, training=training, final_loss=result.final_loss, source=clip.source)
     try:
         _save_atomically(instrument, out, args.force)
-    except ValueError as exc:  # Instrument.validate: the fit diverged (NaN) or produced impossible values
+    except ValueError as exc:  # Instrument.validate, should the fit have produced impossible values
         raise CliError(f"the fit produced an invalid instrument ({exc}); nothing was written", EXIT_FAILURE) from None
     except OSError as exc:
         raise CliError(f"{out}: cannot write ({exc.strerror or exc})") from None
     size_kb = out.stat().st_size / 1000
-    print(f"saved {out} ({size_kb:.1f} kB), final loss {result.final_loss:.6g}, {wall:.1f} s")
+    wall = float(instrument.manifest.training.get("wall_time_s", 0.0))
+    loss = instrument.manifest.final_loss
+    print(f"saved {out} ({size_kb:.1f} kB), final loss {loss if loss is None else f'{loss:.6g}'}, {wall:.1f} s")
     return 0
 
 
@@ -396,6 +412,14 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--seed", type=int, help="random seed (default: the fitter's)")
     fit.add_argument("--device", metavar="DEVICE", help="torch device: cpu, cuda, cuda:1 ... (default: cpu)")
     fit.add_argument("--threads", type=_positive_int, help="CPU threads for torch (default: all cores)")
+    fit.add_argument(
+        "--spec",
+        metavar="KEY=VALUE",
+        action="append",
+        type=_parse_assignment,
+        help="model size or rate, e.g. --spec n_resonances=8 --spec n_oscillators=32 --spec n_samples=65536 "
+        "(repeatable; ModelSpec fields, within the fit's size limits; default: the seed's sizes)",
+    )
     fit.add_argument(
         "--set",
         metavar="KEY=VALUE",

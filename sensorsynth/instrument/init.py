@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 from scipy.signal import find_peaks, stft
@@ -35,17 +36,48 @@ def _spectrogram(x: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
     return np.abs(z).astype(np.float64)
 
 
-def _templates(spec: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """k spectral templates (F, k) of a magnitude spectrogram by KL-NMF."""
-    from sklearn.decomposition import NMF
+def _no_check() -> None:
+    pass
 
+
+NMF_ITERATIONS = 150
+NMF_TOLERANCE = 1e-4
+NMF_CHUNK = 10  # iterations between two cancellation checks (and scikit-learn's own convergence checks)
+
+
+def _templates(spec: np.ndarray, k: int, seed: int, check: Callable[[], None] = _no_check) -> np.ndarray:
+    """k spectral templates (F, k) of a magnitude spectrogram by KL-NMF.
+
+    This is scikit-learn's ``NMF(init=..., beta_loss="kullback-leibler", solver="mu", max_iter=150)``
+    run ten iterations at a time, with its own convergence test between chunks, so a fit can be cancelled
+    in the middle of it (the whole NMF takes seconds on a busy machine). The chunks give the same result as
+    one call (tests/instrument/test_fit.py checks); scikit-learn's private helpers are used for that, with
+    the one-call path as a fallback should they move.
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         # nndsvda needs at least k frames and bins; short clips or small specs fall back to random
         init = "nndsvda" if k <= min(spec.shape) else "random"
-        nmf = NMF(n_components=k, init=init, beta_loss="kullback-leibler", solver="mu",
-                  max_iter=150, random_state=seed)
-        return nmf.fit_transform(spec + 1e-9)
+        x = spec + 1e-9
+        try:
+            from sklearn.decomposition._nmf import _beta_divergence, _fit_multiplicative_update, _initialize_nmf
+        except ImportError:  # pragma: no cover - a scikit-learn that reorganised its internals
+            from sklearn.decomposition import NMF
+
+            check()
+            nmf = NMF(n_components=k, init=init, beta_loss="kullback-leibler", solver="mu",
+                      max_iter=NMF_ITERATIONS, random_state=seed)
+            return nmf.fit_transform(x)
+        w, h = _initialize_nmf(x, k, init=init, random_state=seed)
+        error_at_init = previous = _beta_divergence(x, w, h, 1, square_root=True)
+        for _ in range(NMF_ITERATIONS // NMF_CHUNK):
+            check()
+            w, h = _fit_multiplicative_update(x, w, h, "kullback-leibler", NMF_CHUNK, 0.0)[:2]
+            error = _beta_divergence(x, w, h, 1, square_root=True)
+            if (previous - error) / error_at_init < NMF_TOLERANCE:
+                break
+            previous = error
+        return w
 
 
 def _peaks(template: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
@@ -76,7 +108,9 @@ def _decay_rates(spec: np.ndarray, bins: np.ndarray, hop_s: float) -> np.ndarray
     return np.clip(rates, 0.3, 300.0)
 
 
-def _control_from_templates(audio: np.ndarray, w: np.ndarray, n_fft: int, spec: ModelSpec) -> np.ndarray:
+def _control_from_templates(
+    audio: np.ndarray, w: np.ndarray, n_fft: int, spec: ModelSpec, check: Callable[[], None] = _no_check
+) -> np.ndarray:
     """Each template's activation at control-frame resolution (templates held fixed, KL updates), then
     its rises: a control event wherever a resonance gains energy."""
     hop = spec.control_hop
@@ -92,7 +126,9 @@ def _control_from_templates(audio: np.ndarray, w: np.ndarray, n_fft: int, spec: 
     wf = wf / (wf.sum(axis=0, keepdims=True) + 1e-12) + 1e-12  # (F', R)
     h = np.full((w.shape[1], v.shape[1]), v.mean())
     col = wf.sum(axis=0)[:, None]
-    for _ in range(40):
+    for i in range(40):
+        if i % 10 == 0:
+            check()
         h *= (wf.T @ (v / (wf @ h))) / col
     k_count = spec.control_plane_dim
     control = np.zeros((k_count, spec.n_frames))
@@ -105,16 +141,20 @@ def _control_from_templates(audio: np.ndarray, w: np.ndarray, n_fft: int, spec: 
     return control
 
 
-def analyse(audio: np.ndarray, spec: ModelSpec, seed: int = 0) -> Analysis:
-    """Modes, control signal and router estimated from ``audio`` (n_samples,)."""
+def analyse(audio: np.ndarray, spec: ModelSpec, seed: int = 0, check: Callable[[], None] = _no_check) -> Analysis:
+    """Modes, control signal and router estimated from ``audio`` (n_samples,).
+
+    ``check`` is called between units of work of well under a second (it raises to stop the analysis:
+    a fit's cancel token passes its ``check``)."""
     rng = np.random.default_rng(seed)
     r_count, e_count, m_count = spec.n_resonances, spec.expressivity, spec.n_oscillators
     k_count = spec.control_plane_dim
     rate = spec.sample_rate
     n_fft = 4096 if spec.n_samples >= 4 * 4096 else max(64, 1 << int(math.log2(spec.n_samples // 4)))
     hop = spec.control_hop * max(1, n_fft // (8 * spec.control_hop))
+    check()
     magnitude = _spectrogram(audio, n_fft, hop)
-    w = _templates(magnitude, r_count, seed)
+    w = _templates(magnitude, r_count, seed, check)
 
     omega = np.empty((r_count, e_count, m_count))
     alpha = np.empty_like(omega)
@@ -123,6 +163,7 @@ def analyse(audio: np.ndarray, spec: ModelSpec, seed: int = 0) -> Analysis:
     all_bins, _ = _peaks(global_template, 4 * m_count)
     hop_s = hop / rate
     for r in range(r_count):
+        check()
         bins, heights = _peaks(w[:, r], m_count)
         if bins.size < m_count:  # fill free slots with weak copies of the clip's other peaks
             extra = m_count - bins.size
@@ -145,7 +186,7 @@ def analyse(audio: np.ndarray, spec: ModelSpec, seed: int = 0) -> Analysis:
             alpha[r, e] = al
             amp[r, e] = a
 
-    control = _control_from_templates(audio, w, n_fft, spec)
+    control = _control_from_templates(audio, w, n_fft, spec, check)
     router = np.zeros((k_count, r_count))
     for k in range(k_count):
         router[k, k % r_count] = 1.0

@@ -140,11 +140,13 @@ def main() -> None:
         if p.stage in step_times:
             step_times[p.stage].append(p.elapsed_s - last[0])
         last[0] = p.elapsed_s
-        if p.model is not None and p.step % args.every == 0:
-            evaluate(p.model, p.step, p.elapsed_s)
+
+    def on_checkpoint(step: int, elapsed: float, model) -> None:
+        if step % args.every == 0:
+            evaluate(model, step, elapsed)
 
     t0 = time.perf_counter()
-    result = fit(clip.samples, spec, settings, on_progress)
+    result = fit(clip.samples, spec, settings, on_progress, on_checkpoint=on_checkpoint)
     total = time.perf_counter() - t0 - eval_time
     final_step = result.history[-1][0]
     if curve and curve[-1]["step"] == final_step:

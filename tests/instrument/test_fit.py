@@ -80,3 +80,36 @@ def test_analysis_copes_with_small_or_unusual_specs(spec):
     assert a.omega.shape == (spec.n_resonances, spec.expressivity, spec.n_oscillators)
     assert np.all(np.isfinite(a.omega)) and np.all(a.alpha > 0)
     assert a.control.shape == (spec.control_plane_dim, spec.n_frames) and a.control.any()
+
+
+def test_analysis_nmf_in_chunks_equals_one_scikit_learn_call():
+    """The analysis runs scikit-learn's NMF ten iterations at a time (so a fit can be cancelled inside it);
+    the chunks must give exactly what one call gives, whichever init it picks."""
+    import warnings
+
+    from sklearn.decomposition import NMF
+
+    from sensorsynth.instrument.init import _spectrogram, _templates
+
+    audio = clip("marimba", 2**14)
+    for n_fft, hop, k in [(1024, 256, 16), (256, 128, 64), (2048, 1024, 20)]:
+        magnitude = _spectrogram(audio, n_fft, hop)
+        chunked = _templates(magnitude, k, seed=3)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            init = "nndsvda" if k <= min(magnitude.shape) else "random"
+            whole = NMF(n_components=k, init=init, beta_loss="kullback-leibler", solver="mu", max_iter=150,
+                        random_state=3).fit_transform(magnitude + 1e-9)
+        np.testing.assert_allclose(chunked, whole, rtol=1e-12, atol=1e-15)
+
+
+def test_analysis_honours_its_check():
+    calls = []
+
+    def check():
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("stop")
+
+    with pytest.raises(RuntimeError, match="stop"):
+        analyse(clip("guitar", SPEC.n_samples), SPEC, check=check)

@@ -1,0 +1,272 @@
+"""Clip in, instrument out: the one fitting pipeline that ``sensorsynth fit`` and the trainer's workers call.
+
+A service needs more from a fit than a script does: it must be able to stop it (a cancel token that every
+stage honours within a second, the analysis included), to show it (plain :class:`Progress` records that go
+onto a wire as JSON) and to trust it (a fit is a pure function of the clip, the :class:`ModelSpec` and the
+:class:`FitSettings`, seed included: it touches no process-wide state that it does not put back).
+
+This module imports no torch at import time, so a queue can validate settings and specs and a client can
+read progress records without paying for torch; :func:`fit_clip` imports the fitter when it runs.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .spec import ModelSpec
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..audio import Clip
+    from ..instrument_file import Instrument
+
+LossName = Literal["seed", "multires"]  # the names loss.py accepts (kept here so this module needs no torch)
+Stage = Literal["reading", "analysis", "frozen", "full", "export"]
+
+
+class FitSettings(BaseModel):
+    """How to fit. Defaults are the fast recipe with the seed's loss. The seed's own recipe is
+    ``init="random", parameterization="seed", frozen_steps=0, mode_every=1, lr=1e-3, schedule="constant",
+    steps=10000``."""
+
+    model_config = ConfigDict(extra="forbid")
+    steps: int = Field(900, ge=1, le=1_000_000, description="total optimiser steps, frozen stage included")
+    frozen_steps: int = Field(150, ge=0, description="first steps with the oscillators frozen")
+    loss: LossName = "seed"
+    sparsity: float = Field(0.5, ge=0, allow_inf_nan=False)
+    lr: float = Field(1e-2, gt=0, allow_inf_nan=False, description="control plane, attacks, router, mix, gains, deformations")
+    lr_frequency: float = Field(1e-4, ge=0, allow_inf_nan=False, description="log-frequency (1e-4 is 0.17 cent)")
+    lr_decay: float = Field(1e-2, ge=0, allow_inf_nan=False, description="log-decay")
+    lr_amplitude: float = Field(5e-3, ge=0, allow_inf_nan=False)
+    mode_every: int = Field(2, ge=1, description="after the frozen stage, update the oscillators every Nth step")
+    schedule: Literal["cosine", "constant"] = "cosine"
+    init: Literal["analysis", "random"] = "analysis"
+    parameterization: Literal["physical", "seed"] = "physical"
+    time_budget_s: float | None = Field(None, gt=0, allow_inf_nan=False, description="stop early when this much time has passed")
+    seed: int = Field(0, ge=0, lt=2**63)
+    device: str = "cpu"
+    threads: int | None = Field(None, ge=1, le=1024)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "FitSettings":
+        if self.init == "analysis" and self.parameterization == "seed":
+            raise ValueError("init='analysis' needs parameterization='physical' (the seed's has no frequency)")
+        return self
+
+
+class Progress(BaseModel):
+    """Where a fit is: plain numbers only, so it can be printed, logged or sent as JSON.
+
+    ``step`` counts optimiser steps done out of ``steps``; the stages before the first step report step 0.
+    ``loss`` is ``None`` until a step has run (or when the loss is not finite). ``eta_s`` is the estimated
+    time left, ``None`` until it can be estimated.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    stage: Stage
+    step: int = Field(0, ge=0)
+    steps: int = Field(..., ge=1)
+    loss: float | None = None
+    elapsed_s: float = Field(0.0, ge=0)
+    eta_s: float | None = Field(None, ge=0)
+
+
+class Cancelled(Exception):
+    """Raised inside a fit whose :class:`CancelToken` was cancelled."""
+
+
+class InvalidResult(RuntimeError):
+    """The fit ran but produced an instrument that does not validate (it diverged): not the user's input."""
+
+
+class CancelToken:
+    """Asks a running fit to stop. Thread-safe; every stage checks it at least once a second.
+
+    ``poll`` (optional) is asked, at most every ``poll_interval_s``, whether the fit should stop: a way to
+    cancel from another process (a Ray task asks its coordinator) without a thread to watch for it.
+    """
+
+    def __init__(self, poll: Callable[[], bool] | None = None, poll_interval_s: float = 0.25) -> None:
+        self._event = threading.Event()
+        self._poll = poll
+        self._interval = poll_interval_s
+        self._next_poll = 0.0
+        self.reason = "cancelled"
+
+    def cancel(self, reason: str = "cancelled") -> None:
+        self.reason = reason
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        if self._event.is_set():
+            return True
+        if self._poll is not None and time.monotonic() >= self._next_poll:
+            self._next_poll = time.monotonic() + self._interval
+            if self._poll():
+                self.cancel()
+        return self._event.is_set()
+
+    def check(self) -> None:
+        """Raise :class:`Cancelled` if the fit should stop; stages call this between units of work."""
+        if self.cancelled:
+            raise Cancelled(self.reason)
+
+
+# ------------------------------------------------------------------------------------------ bounds
+
+
+class FitLimits(BaseModel):
+    """What a fit may ask for, beyond ModelSpec's own sanity bounds (which let a *file* describe large
+    models). These keep one fit within a few GB of memory: the seed's size uses an eighth of each budget."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    max_n_samples: int = 2**20  # 47 s at 22050 Hz
+    max_modes: int = 2**15  # oscillators in all: R·E·M (the seed has 2048)
+    max_resonance_samples: int = 2**25  # R·E·n_samples: every resonance's impulse response (the seed: 2**22)
+    max_control_elements: int = 2**21  # K·frames of the control plane (the seed: 2**14)
+    max_attack_samples: int = 2**21  # K·attack_size (the seed: 2**15)
+
+
+FIT_LIMITS = FitLimits()
+
+
+def check_spec(spec: ModelSpec, limits: FitLimits = FIT_LIMITS) -> ModelSpec:
+    """``spec`` if a fit of that size fits the limits; else ValueError naming the size and the limit."""
+    sizes = {
+        "n_samples": (spec.n_samples, limits.max_n_samples),
+        "n_resonances·expressivity·n_oscillators": (spec.n_modes, limits.max_modes),
+        "n_resonances·expressivity·n_samples": (
+            spec.n_resonances * spec.expressivity * spec.n_samples,
+            limits.max_resonance_samples,
+        ),
+        "control_plane_dim·frames": (spec.control_plane_dim * spec.n_frames, limits.max_control_elements),
+        "control_plane_dim·attack_size": (spec.control_plane_dim * spec.attack_size, limits.max_attack_samples),
+    }
+    for what, (value, limit) in sizes.items():
+        if value > limit:
+            raise ValueError(f"the model is too large to fit: {what} is {value}, at most {limit}")
+    return spec
+
+
+def make_spec(overrides: dict[str, Any] | None = None, limits: FitLimits = FIT_LIMITS) -> ModelSpec:
+    """A ModelSpec from the default with ``overrides`` applied, checked against ModelSpec and the fit limits.
+
+    Raises ValueError with one line per problem, each naming the field (``spec.n_resonances: ...``)."""
+    try:
+        spec = ModelSpec(**(overrides or {}))
+    except ValidationError as exc:
+        raise ValueError(describe_validation(exc, "spec", ModelSpec.model_fields)) from None
+    return check_spec(spec, limits)
+
+
+def make_settings(values: dict[str, Any] | None = None) -> FitSettings:
+    """FitSettings from plain values; ValueError naming each wrong field and listing the known ones."""
+    try:
+        return FitSettings(**(values or {}))
+    except ValidationError as exc:
+        raise ValueError(describe_validation(exc, "settings", FitSettings.model_fields)) from None
+
+
+def describe_validation(exc: ValidationError, what: str, fields: dict[str, Any]) -> str:
+    """One line for a pydantic error: ``bad spec: n_resonances: Input should be ... (spec fields: ...)``."""
+    problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or what}: {e['msg']}" for e in exc.errors())
+    return f"bad {what}: {problems} ({what} fields: {', '.join(fields)})"
+
+
+# --------------------------------------------------------------------------------------- the pipeline
+
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def read_clip_bytes(data: bytes, clip_name: str, spec: ModelSpec) -> "Clip":
+    """:func:`sensorsynth.audio.read_clip` for bytes (from a wire): the same checks and conversions, with
+    errors and provenance naming ``clip_name`` rather than a temporary file."""
+    from ..audio import AudioInputError, read_clip
+
+    base = _SAFE_NAME.sub("_", Path(clip_name or "clip").name).lstrip(".") or "clip"
+    with tempfile.TemporaryDirectory(prefix="sensorsynth-clip-") as folder:
+        path = Path(folder) / base
+        path.write_bytes(data)
+        try:
+            clip = read_clip(path, sample_rate=spec.sample_rate, n_samples=spec.n_samples)
+        except AudioInputError as exc:
+            raise AudioInputError(str(exc).replace(str(path), clip_name or base)) from None
+    clip.source = clip.source.model_copy(update={"name": clip_name or base})
+    return clip
+
+
+def fit_clip(
+    clip: "str | os.PathLike[str] | bytes | Clip",
+    settings: FitSettings | None = None,
+    spec: ModelSpec | None = None,
+    *,
+    name: str = "instrument",
+    clip_name: str | None = None,
+    cancel: CancelToken | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    on_note: Callable[[str], None] | None = None,
+) -> "Instrument":
+    """Read ``clip`` (a path, the bytes of an audio file, or a :class:`~sensorsynth.audio.Clip` already
+    read), fit it and return the :class:`~sensorsynth.instrument_file.Instrument` named ``name``.
+
+    Raises :class:`~sensorsynth.audio.AudioInputError` for unusable audio, ValueError for settings or a spec
+    the fitter refuses, :class:`Cancelled` when ``cancel`` was cancelled and :class:`InvalidResult` when the
+    fit diverged. ``on_note`` gets each conversion made to the clip (resampled, mixed down, cut, ...).
+    The stages are ``reading``, ``analysis`` (skipped with ``init="random"``), ``frozen``, ``full`` and
+    ``export``; ``on_progress`` gets a record at each stage change and after every optimiser step.
+    """
+    from ..audio import Clip, read_clip
+
+    settings = settings if settings is not None else FitSettings()
+    spec = check_spec(spec if spec is not None else ModelSpec())
+    token = cancel or CancelToken()
+    report = on_progress or (lambda progress: None)
+    report(Progress(stage="reading", steps=settings.steps))
+    token.check()
+    if isinstance(clip, Clip):
+        if clip.sample_rate != spec.sample_rate or clip.samples.shape != (spec.n_samples,):
+            raise ValueError(
+                f"the clip was read at {clip.sample_rate} Hz, {clip.samples.shape[0]} samples; the spec needs "
+                f"{spec.sample_rate} Hz, {spec.n_samples} samples"
+            )
+    elif isinstance(clip, (bytes, bytearray, memoryview)):
+        clip = read_clip_bytes(bytes(clip), clip_name or "clip", spec)
+    else:
+        clip = read_clip(clip, sample_rate=spec.sample_rate, n_samples=spec.n_samples)
+    for message in clip.messages:
+        if on_note:
+            on_note(message)
+    token.check()
+
+    # looked up at call time: tests (and tools) may replace the fitter
+    from . import fit as fit_module
+    from .export import to_instrument
+
+    start = time.perf_counter()
+    result = fit_module.fit(clip.samples, spec, settings, report, cancel=token)
+    wall = time.perf_counter() - start
+    token.check()
+    report(Progress(stage="export", step=len(result.history), steps=settings.steps,
+                    loss=_finite(result.final_loss), elapsed_s=round(wall, 3), eta_s=0.0))
+    training = {**settings.model_dump(mode="json"), "wall_time_s": round(wall, 3)}
+    instrument = to_instrument(
+        result.model, name, training=training, final_loss=_finite(result.final_loss), source=clip.source
+    )
+    try:
+        instrument.validate()
+    except ValueError as exc:
+        raise InvalidResult(f"the fit produced an invalid instrument ({exc})") from None
+    return instrument
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
