@@ -109,7 +109,7 @@ def _progress_callback(quiet: bool) -> tuple[Callable[[Any], None], Callable[[],
     from tqdm import tqdm
 
     state: dict[str, Any] = {"bar": None}
-    layout = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
+    layout = "{desc}{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
 
     def on_progress(progress: Any) -> None:
         if quiet:
@@ -468,6 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .server.command import add_parser as add_serve_parser
 
     add_serve_parser(commands)
+    __import__("sensorsynth.trainer.command", fromlist=["add_parsers"]).add_parsers(commands)  # trainer, worker, submit, jobs, cancel
     return parser
 
 

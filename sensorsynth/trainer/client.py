@@ -1,0 +1,186 @@
+"""Talking to the queue from a program or the CLI: submit, watch, list, cancel, fetch.
+
+Requests follow the ZeroMQ Guide's Lazy Pirate: send, wait ``timeout_s`` for the answer that echoes this
+request's ``req``, and on silence close the socket, open a new one and send again, ``retries`` times. That
+is safe for every request: a submit carries the job id the client chose, so a resent one returns the job
+the first one made. Watching re-sends ``watch`` every second (the queue answers with the job each time, and
+pushes every change in between), so a watcher rides out a restart of the queue.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Callable
+
+import zmq
+
+from ..protocol import trainer as wire
+
+DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
+
+
+class TrainerUnavailable(ConnectionError):
+    """Nothing answered at the endpoint."""
+
+
+class RequestRefused(Exception):
+    """The queue answered with an ``error`` message."""
+
+    def __init__(self, error: wire.ErrorMsg) -> None:
+        super().__init__(error.message)
+        self.code = error.code
+        self.error = error
+
+
+class TrainerClient:
+    def __init__(self, endpoint: str = DEFAULT_ENDPOINT, *, timeout_s: float = 10.0, retries: int = 3,
+                 context: zmq.Context | None = None) -> None:
+        self.endpoint = endpoint
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.ctx = context or zmq.Context.instance()
+        self.sock: zmq.Socket | None = None
+
+    def __enter__(self) -> "TrainerClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close(0)
+            self.sock = None
+
+    def _socket(self) -> zmq.Socket:
+        if self.sock is None:
+            sock = self.ctx.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.IMMEDIATE, 1)  # queue nothing for a queue that is not there
+            sock.setsockopt(zmq.SNDTIMEO, int(self.timeout_s * 1000))
+            sock.setsockopt(zmq.RECONNECT_IVL, 100)
+            sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+            sock.connect(self.endpoint)
+            self.sock = sock
+        return self.sock
+
+    def _send(self, message: Any, *files: bytes) -> bool:
+        try:
+            self._socket().send_multipart(wire.encode(message, *files))
+            return True
+        except zmq.Again:
+            return False
+
+    def _receive(self, timeout_s: float) -> tuple[Any, list[bytes]] | None:
+        sock = self._socket()
+        if not sock.poll(int(max(0.0, timeout_s) * 1000)):
+            return None
+        frames = sock.recv_multipart()
+        try:
+            return wire.decode(frames, wire.TO_CLIENT)
+        except wire.WireError:
+            return None
+
+    def request(self, message: Any, *files: bytes) -> tuple[Any, list[bytes]]:
+        """Send ``message`` and return the answer to it (Lazy Pirate: resend on silence)."""
+        message = message.model_copy(update={"req": uuid.uuid4().hex[:12]})
+        for _ in range(self.retries):
+            deadline = time.monotonic() + self.timeout_s
+            if self._send(message, *files):
+                while (left := deadline - time.monotonic()) > 0:
+                    got = self._receive(left)
+                    if got is None:
+                        break
+                    reply, reply_files = got
+                    if getattr(reply, "req", None) != message.req:
+                        continue  # a push, or the answer to an earlier try
+                    if reply.type == "error":
+                        raise RequestRefused(reply)
+                    return reply, reply_files
+            self.close()  # a fresh socket: the old one may hold a half-dead connection
+        raise TrainerUnavailable(f"no answer from the trainer at {self.endpoint} (tried {self.retries} times, "
+                                 f"{self.timeout_s:g} s each); is `sensorsynth trainer` running?")
+
+    # --------------------------------------------------------------------------------------- requests
+
+    def hello(self) -> wire.Welcome:
+        return self.request(wire.Hello())[0]
+
+    def submit(self, audio: bytes, name: str, *, clip_name: str = "clip", settings: dict[str, Any] | None = None,
+               spec: dict[str, Any] | None = None, replace: bool = False, job_id: str | None = None) -> wire.JobInfo:
+        message = wire.Submit(job_id=job_id or uuid.uuid4().hex, name=name, clip_name=clip_name,
+                              settings=settings or {}, spec=spec or {}, replace=replace)
+        return self.request(message, audio)[0].job
+
+    def job(self, ref: str) -> wire.JobInfo:
+        return self.request(wire.Watch(job_id=ref))[0].job
+
+    def list(self, limit: int = 50, states: list[str] | None = None) -> wire.JobsMsg:
+        return self.request(wire.ListJobs(limit=limit, states=states))[0]  # type: ignore[arg-type]
+
+    def cancel(self, ref: str) -> wire.JobInfo:
+        return self.request(wire.CancelRequest(job_id=ref))[0].job
+
+    def fetch(self, ref: str) -> tuple[wire.ResultMsg, bytes]:
+        reply, files = self.request(wire.Fetch(job_id=ref))
+        return reply, files[0]
+
+    def watch(self, job_id: str, on_update: Callable[[wire.JobInfo], None] | None = None, *,
+              timeout_s: float | None = None, every_s: float = 1.0,
+              on_silence: Callable[[float], None] | None = None) -> wire.JobInfo:
+        """Follow a job until it ends and return its last state; ``on_update`` gets every change (progress
+        included). ``on_silence(seconds)`` is told when the queue has not answered for a while (it keeps
+        trying until ``timeout_s``, if given, has passed: then TimeoutError)."""
+        start = last_heard = time.monotonic()
+        next_watch = 0.0
+        silent_after = max(3 * every_s, self.timeout_s)
+        told_silent = False
+        while True:
+            now = time.monotonic()
+            if timeout_s is not None and now - start > timeout_s:
+                raise TimeoutError(f"job {job_id[:8]} did not finish within {timeout_s:g} s")
+            if now >= next_watch:
+                next_watch = now + every_s
+                self._send(wire.Watch(job_id=job_id, req="watch"))
+            if now - last_heard > silent_after:
+                if on_silence is not None and not told_silent:
+                    on_silence(now - last_heard)
+                told_silent = True
+                self.close()
+                last_heard = now  # give the fresh socket its own chance
+            got = self._receive(min(0.25, max(0.0, next_watch - time.monotonic())))
+            if got is None:
+                continue
+            reply, _ = got
+            if reply.type == "error" and reply.code in ("unknown_job", "ambiguous_job"):
+                raise RequestRefused(reply)
+            if reply.type != "job" or reply.job.id != job_id and not reply.job.id.startswith(job_id):
+                continue
+            last_heard = time.monotonic()
+            told_silent = False
+            if on_update is not None:
+                on_update(reply.job)
+            if reply.job.state in wire.TERMINAL:
+                return reply.job
+
+
+def subscribe(endpoint: str, topics: tuple[str, ...] = ("job", "instrument"),
+              context: zmq.Context | None = None) -> zmq.Socket:
+    """A SUB socket on the queue's announcements; read with :func:`read_event`."""
+    sock = (context or zmq.Context.instance()).socket(zmq.SUB)
+    sock.setsockopt(zmq.LINGER, 0)
+    for topic in topics:
+        sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
+    sock.connect(endpoint)
+    return sock
+
+
+def read_event(sock: zmq.Socket, timeout_s: float) -> Any | None:
+    if not sock.poll(int(timeout_s * 1000)):
+        return None
+    topic, *frames = sock.recv_multipart()
+    try:
+        return wire.decode(frames, wire.EVENT)[0]
+    except wire.WireError:
+        return None

@@ -1,0 +1,479 @@
+"""The trainer's subcommands: ``trainer``, ``worker``, ``submit``, ``jobs``, ``cancel``. Argparse wiring and
+thin handlers over :mod:`.broker`, :mod:`.worker` and :mod:`.client`; pyzmq and the rest are imported only
+when a command runs, so ``sensorsynth --help`` stays fast."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+DEFAULT_CONNECT = "tcp://127.0.0.1:5555"
+DEFAULT_BIND = "tcp://127.0.0.1:5555"
+DEFAULT_DB = ".sensorsynth/trainer.db"
+_ENDPOINT = re.compile(r"^(tcp|ipc|inproc)://\S+$")
+
+
+def _endpoint(text: str) -> str:
+    if not _ENDPOINT.match(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a ZeroMQ endpoint (e.g. tcp://host:5555)")
+    return text
+
+
+def _positive(kind: type) -> Any:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        return value
+
+    return parse
+
+
+def add_parsers(commands: argparse._SubParsersAction) -> None:
+    from ..cli import _parse_assignment
+
+    # -------------------------------------------------------------------------------------- trainer
+    p = commands.add_parser(
+        "trainer",
+        help="run the fitting queue (and local workers) that submit sends jobs to",
+        description="Run the durable job queue on a ZeroMQ ROUTER socket, with --workers local worker processes "
+        "(default one, using all cores). Results are written atomically to MODELS, where a running `sensorsynth "
+        "serve` loads them. The queue lives in an SQLite database (--db) and survives restarts of any process. "
+        "SIGINT/SIGTERM stop it; running jobs are handed back to the queue.",
+    )
+    p.add_argument("--bind", type=_endpoint, default=DEFAULT_BIND,
+                   help=f"where clients and workers connect (default {DEFAULT_BIND}; tcp://*:5555 for the network)")
+    p.add_argument("--pub", default=None,
+                   help="PUB socket for announcements (default: the --bind port + 1; 'none' for none)")
+    p.add_argument("--db", default=DEFAULT_DB, help=f"the queue's SQLite database (default {DEFAULT_DB})")
+    p.add_argument("--models", default="models", help="folder the instruments are written to (default models)")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="local worker processes (default 1; 0 = queue only, workers join with `sensorsynth worker`)")
+    p.add_argument("--threads", type=_positive(int), metavar="N",
+                   help="torch threads per local worker (default: the cores divided among the workers)")
+    p.add_argument("--device", default="cpu", help="torch device of the local workers: cpu, cuda, cuda:1 ...")
+    p.add_argument("--ray", metavar="ADDRESS",
+                   help="also run fits as Ray tasks on this cluster ('auto', ray://head:10001, or 'local' for a "
+                   "Ray instance started here)")
+    p.add_argument("--ray-tasks", type=_positive(int), metavar="N",
+                   help="fits in flight on Ray at once (default: the cluster's CPUs / --threads)")
+    p.add_argument("--heartbeat-s", type=_positive(float), default=1.0, help="heartbeat interval (default 1 s)")
+    p.add_argument("--liveness", type=_positive(int), default=5,
+                   help="heartbeats missed before a worker is dead and its job requeued (default 5)")
+    p.add_argument("--max-losses", type=_positive(int), default=3,
+                   help="a job whose worker dies this many times fails (default 3)")
+    p.add_argument("--max-audio-mb", type=_positive(float), default=64.0, help="largest clip accepted (default 64 MiB)")
+    p.add_argument("--ready-file", metavar="FILE.json",
+                   help="once listening, write {endpoint, pub, pid, workers} here as JSON")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
+    p.set_defaults(handler=cmd_trainer)
+
+    # --------------------------------------------------------------------------------------- worker
+    p = commands.add_parser(
+        "worker",
+        help="fit jobs from a trainer's queue",
+        description="Connect to a trainer's queue and fit its jobs, one at a time, with --threads torch threads on "
+        "--device. Heartbeats both ways: a queue that goes silent is reconnected to, a worker that goes silent "
+        "has its job requeued. SIGINT/SIGTERM hand the running job back and stop.",
+    )
+    p.add_argument("--connect", type=_endpoint, default=DEFAULT_CONNECT, help=f"the queue (default {DEFAULT_CONNECT})")
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1 ... (default cpu)")
+    p.add_argument("--threads", type=_positive(int), metavar="N", help="torch threads (default: all cores)")
+    p.add_argument("--machine", help="machine name for core accounting (default: the hostname)")
+    p.add_argument("--heartbeat-s", type=_positive(float), default=1.0, help="heartbeat interval (default 1 s)")
+    p.add_argument("--liveness", type=_positive(int), default=5,
+                   help="heartbeats missed before the queue is presumed gone and reconnected to (default 5)")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
+    p.set_defaults(handler=cmd_worker)
+
+    # --------------------------------------------------------------------------------------- submit
+    p = commands.add_parser(
+        "submit",
+        help="send a clip to the trainer as a fitting job",
+        description="Send CLIP to the trainer as a job. Without --wait, print the job id and return. With --wait, "
+        "show the fit's progress (stage, step, ETA, loss) until the instrument lands in the trainer's models "
+        "folder; -o also saves it here. Ctrl-C stops waiting, not the job (`sensorsynth cancel JOB` does).",
+    )
+    p.add_argument("clip", metavar="CLIP", help="audio file (wav, flac, ogg, ...), sent as it is")
+    p.add_argument("--name", help="instrument name: models/NAME.instrument (default: the clip's name)")
+    p.add_argument("--connect", type=_endpoint, default=DEFAULT_CONNECT, help=f"the trainer (default {DEFAULT_CONNECT})")
+    p.add_argument("--wait", action="store_true", help="follow the job until it ends")
+    p.add_argument("-o", "--output", metavar="PATH", help="also save the instrument here (implies --wait)")
+    p.add_argument("--force", action="store_true", help="overwrite -o if it exists")
+    p.add_argument("--replace", action="store_true", help="let the result replace models/NAME.instrument")
+    p.add_argument("--steps", type=_positive(int), help="optimisation steps (default: the fitter's)")
+    p.add_argument("--loss", metavar="NAME", help="spectral loss: seed or multires")
+    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--set", metavar="KEY=VALUE", action="append", type=_parse_assignment,
+                   help="any other fit setting (repeatable); device and threads are the worker's")
+    p.add_argument("--spec", metavar="KEY=VALUE", action="append", type=_parse_assignment,
+                   help="model size or rate, e.g. --spec n_resonances=8 (repeatable)")
+    p.add_argument("--timeout", type=_positive(float), metavar="S", help="give up waiting after S seconds")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=cmd_submit)
+
+    # ----------------------------------------------------------------------------------------- jobs
+    p = commands.add_parser("jobs", help="list the trainer's jobs and workers",
+                            description="List the newest jobs (queued, running, done, failed, cancelled) and the "
+                            "workers connected to the trainer.")
+    p.add_argument("--connect", type=_endpoint, default=DEFAULT_CONNECT, help=f"the trainer (default {DEFAULT_CONNECT})")
+    p.add_argument("--limit", type=_positive(int), default=30, help="how many jobs (default 30)")
+    p.add_argument("--state", action="append", choices=["queued", "running", "done", "failed", "cancelled"],
+                   help="only jobs in this state (repeatable)")
+    p.add_argument("--json", action="store_true", help="machine-readable JSON")
+    p.set_defaults(handler=cmd_jobs)
+
+    # --------------------------------------------------------------------------------------- cancel
+    p = commands.add_parser("cancel", help="cancel a queued or running job",
+                            description="Cancel JOB (its id, or a unique prefix of it). A running fit stops within a "
+                            "second; its worker takes the next job.")
+    p.add_argument("job", metavar="JOB", help="job id or unique prefix")
+    p.add_argument("--connect", type=_endpoint, default=DEFAULT_CONNECT, help=f"the trainer (default {DEFAULT_CONNECT})")
+    p.set_defaults(handler=cmd_cancel)
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+class _Stop:
+    """SIGINT/SIGTERM set a flag the loops check (they wake at least ten times a second)."""
+
+    def __init__(self) -> None:
+        self.flag = threading.Event()
+
+    def __enter__(self) -> "_Stop":
+        self.previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.flag.set()
+
+    def __exit__(self, *exc: object) -> None:
+        for s, handler in self.previous.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+
+    def __call__(self) -> bool:
+        return self.flag.is_set()
+
+
+def _pub_endpoint(bind: str, pub: str | None) -> str | None:
+    if pub is not None:
+        return None if pub.lower() == "none" else pub
+    match = re.match(r"^(tcp://.+):(\d+)$", bind)
+    return f"{match.group(1)}:{int(match.group(2)) + 1}" if match and int(match.group(2)) > 0 else None
+
+
+def _write_json(path: str, data: dict[str, Any]) -> None:
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, target)
+
+
+def _client(args: argparse.Namespace, **options: Any) -> Any:
+    from .client import TrainerClient
+
+    return TrainerClient(args.connect, **options)
+
+
+def _refused(exc: Exception) -> Any:
+    from ..cli import CliError
+
+    return CliError(str(exc))
+
+
+# ------------------------------------------------------------------------------------------------ trainer
+
+
+def cmd_trainer(args: argparse.Namespace) -> int:
+    from ..cli import EXIT_FAILURE, CliError
+
+    if args.workers < 0:
+        raise CliError("--workers must be 0 or more")
+    _logging(args.log_level)
+    import zmq
+
+    from .broker import MiB, Broker, BrokerConfig
+    from .local import LocalWorkers, default_threads, local_endpoint
+    from .store import Store, StoreError
+    from .worker import machine_cores
+
+    config = BrokerConfig(
+        bind=args.bind, pub=_pub_endpoint(args.bind, args.pub), models=Path(args.models),
+        heartbeat_s=args.heartbeat_s, liveness=args.liveness, max_losses=args.max_losses,
+        max_audio_bytes=int(args.max_audio_mb * MiB),
+    )
+    if config.models.exists() and not config.models.is_dir():
+        raise CliError(f"{config.models}: is not a folder")
+    try:
+        store = Store(args.db)
+    except StoreError as exc:
+        raise CliError(str(exc)) from None
+    backend = None
+    threads = args.threads or default_threads(max(1, args.workers), machine_cores())
+    if args.ray:
+        from .ray_backend import RayBackend, RayUnavailable
+
+        try:
+            backend = RayBackend(args.ray, threads=args.threads or 1, device=args.device, max_tasks=args.ray_tasks)
+        except RayUnavailable as exc:
+            store.close()
+            raise CliError(str(exc)) from None
+    broker = Broker(config, store, backend=backend)
+    try:
+        endpoint = broker.bind()
+    except zmq.ZMQError as exc:
+        broker.close()
+        store.close()
+        raise CliError(f"cannot listen on {args.bind} or {config.pub}: {exc}") from None
+    workers = LocalWorkers(args.workers, local_endpoint(endpoint), threads, args.device, args.heartbeat_s,
+                           args.liveness, args.log_level)
+    print(f"trainer: queue {endpoint} ({store.path}), announcements {broker.pub_endpoint or 'off'}, "
+          f"models {config.models}/, {args.workers} local worker(s) x {threads} thread(s) on {args.device}"
+          + (f", Ray {args.ray}" if args.ray else ""), flush=True)
+    try:
+        with _Stop() as stop:
+            workers.start()
+            if args.ready_file:
+                _write_json(args.ready_file, {"endpoint": endpoint, "pub": broker.pub_endpoint, "pid": os.getpid(),
+                                              "workers": workers.pids()})
+            broker.run(stop, on_tick=workers.poll)
+    except Exception as exc:  # noqa: BLE001 - the queue must say why it stopped
+        logging.getLogger("sensorsynth.trainer").exception("the queue stopped")
+        raise CliError(f"the queue stopped: {type(exc).__name__}: {exc}", EXIT_FAILURE) from None
+    finally:
+        workers.stop()
+        broker.close()
+        store.close()
+    print("trainer: stopped", flush=True)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------- worker
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from ..cli import _check_device
+
+    _logging(args.log_level)
+    _check_device(args.device)
+    import torch
+
+    from .worker import Worker, WorkerOptions, machine_cores
+
+    threads = args.threads or machine_cores()
+    torch.set_num_threads(threads)  # this process fits with these threads; each fit sets them again anyway
+    import sensorsynth.instrument.fit  # noqa: F401  (import the fitter now, not inside the first job)
+
+    worker = Worker(WorkerOptions(connect=args.connect, threads=threads, device=args.device, machine=args.machine,
+                                  heartbeat_s=args.heartbeat_s, liveness=args.liveness))
+    with _Stop() as stop:
+        return worker.run(stop)
+
+
+# ------------------------------------------------------------------------------------------------- submit
+
+
+def _clip_name(path: Path) -> str:
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", path.stem).strip(".-_") or "clip"
+    return stem if stem[0].isalnum() else f"clip-{stem}"
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from ..cli import EXIT_FAILURE, CliError, _refuse_output
+    from ..instrument.pipeline import make_settings, make_spec
+    from ..protocol.trainer import valid_name
+
+    clip = Path(args.clip)
+    if not clip.is_file():
+        raise CliError(f"{clip}: no such file" if not clip.exists() else f"{clip}: is not a file")
+    name = args.name or _clip_name(clip)
+    if not valid_name(name):
+        raise CliError(f"--name {name!r}: use letters, digits, '.', '_' and '-', starting with a letter or digit")
+    settings: dict[str, Any] = dict(args.set or [])
+    settings.update((k, getattr(args, k)) for k in ("steps", "loss", "seed") if getattr(args, k) is not None)
+    spec = dict(args.spec or [])
+    try:  # the queue checks again; this fails a typo before anything is sent
+        make_settings(settings)
+        make_spec(spec)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    out = Path(args.output) if args.output else None
+    if out is not None:
+        _refuse_output(out, args.force)
+    try:
+        data = clip.read_bytes()
+    except OSError as exc:
+        raise CliError(f"{clip}: cannot read ({exc.strerror or exc})") from None
+
+    from .client import RequestRefused, TrainerUnavailable
+
+    with _client(args) as client:
+        try:
+            welcome = client.hello()
+            if len(data) > welcome.limits.max_message_bytes:  # the queue would drop the connection unread
+                raise CliError(f"{clip}: {len(data) / 2**20:.1f} MiB; the trainer accepts at most "
+                               f"{welcome.limits.max_audio_bytes / 2**20:.1f} MiB")
+            job = client.submit(data, name, clip_name=clip.name, settings=settings, spec=spec, replace=args.replace)
+        except (TrainerUnavailable, RequestRefused) as exc:
+            raise _refused(exc) from None
+        if job.state == "failed":
+            raise CliError(f"job {job.id[:8]} ({name}) failed: {job.reason}")
+        if not (args.wait or out):
+            print(f"{job.id} {job.state} {job.name}")
+            return 0
+        if not args.quiet:
+            print(f"job {job.id[:8]} {job.state}: {clip.name} -> {name}", file=sys.stderr)
+        final = _follow(client, job.id, args)
+        if final.state == "done" and out is not None:
+            try:
+                _, blob = client.fetch(final.id)
+            except (TrainerUnavailable, RequestRefused) as exc:
+                raise _refused(exc) from None
+            _save_bytes(blob, out, args.force)
+    if final.state == "done":
+        where = final.result_path or "the trainer's queue"
+        loss = f"{final.final_loss:.6g}" if final.final_loss is not None else "unknown"
+        took = (final.finished or 0) - (final.created or 0)
+        print(f"done: {name} -> {where}" + (f", saved {out}" if out else "") + f" (job {final.id[:8]}, final loss "
+              f"{loss}, {took:.1f} s from submission)")
+        return 0
+    if final.state == "cancelled":
+        raise CliError(f"job {final.id[:8]} ({name}) was cancelled", EXIT_FAILURE)
+    code = 2 if final.failure == "bad_input" else EXIT_FAILURE
+    raise CliError(f"job {final.id[:8]} ({name}) failed: {final.reason}", code)
+
+
+def _follow(client: Any, job_id: str, args: argparse.Namespace) -> Any:
+    """Watch the job with a progress bar; Ctrl-C stops watching, not the job."""
+    from ..cli import CliError, _progress_callback
+    from .client import RequestRefused
+
+    show, close = _progress_callback(args.quiet)
+    state = {"last": None}
+
+    def on_update(info: Any) -> None:
+        label = (info.state, info.worker, info.attempt)
+        if label != state["last"] and not args.quiet and info.state in ("queued", "running"):
+            close()
+            where = f" on {info.worker}" if info.worker else ""
+            note = f" (attempt {info.attempt})" if info.attempt > 1 else ""
+            print(f"job {info.id[:8]} {info.state}{where}{note}", file=sys.stderr)
+        state["last"] = label
+        if info.progress is not None:
+            show(info.progress)
+
+    def on_silence(seconds: float) -> None:
+        close()
+        if not args.quiet:
+            print(f"note: the trainer has not answered for {seconds:.0f} s; still waiting", file=sys.stderr)
+
+    try:
+        return client.watch(job_id, on_update, timeout_s=args.timeout, on_silence=on_silence)
+    except KeyboardInterrupt:
+        close()
+        print(f"\nstopped waiting; job {job_id[:8]} goes on (sensorsynth cancel {job_id[:8]} stops it)", file=sys.stderr)
+        raise
+    except TimeoutError as exc:
+        raise CliError(str(exc), 1) from None
+    except RequestRefused as exc:
+        raise CliError(str(exc)) from None
+    finally:
+        close()
+
+
+def _save_bytes(blob: bytes, out: Path, force: bool) -> None:
+    from ..cli import CliError
+    from ..instrument_file import InstrumentFileError, loads
+
+    try:
+        loads(blob, "the trainer's result")  # never write what we could not load
+    except InstrumentFileError as exc:
+        raise CliError(str(exc), 1) from None
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.exists() and not force:
+            raise CliError(f"{out}: appeared while fitting; use --force to overwrite it")
+        tmp = out.with_name(f".{out.name}.{os.getpid()}.partial")
+        tmp.write_bytes(blob)
+        os.replace(tmp, out)
+    except OSError as exc:
+        raise CliError(f"{out}: cannot write ({exc.strerror or exc})") from None
+
+
+# --------------------------------------------------------------------------------------------- jobs, cancel
+
+
+def _age(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f}s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    from .client import RequestRefused, TrainerUnavailable
+
+    with _client(args) as client:
+        try:
+            listing = client.list(args.limit, args.state)
+        except (TrainerUnavailable, RequestRefused) as exc:
+            raise _refused(exc) from None
+    if args.json:
+        print(listing.model_dump_json(indent=2, exclude={"v", "type", "req"}))
+        return 0
+    now = time.time()
+    rows = [("JOB", "NAME", "STATE", "PROGRESS", "LOSS", "WORKER", "AGE", "NOTE")]
+    for job in listing.jobs:
+        p = job.progress
+        progress = f"{p.stage} {p.step}/{p.steps}" if p else ""
+        loss = p.loss if p and p.loss is not None else job.final_loss
+        note = job.result_path if job.state == "done" else (job.reason or "")
+        if job.attempt > 1:
+            note = f"attempt {job.attempt}; {note}".rstrip("; ")
+        rows.append((job.id[:8], job.name, job.state, progress, f"{loss:.5g}" if loss is not None else "",
+                     job.worker or "", _age(now - job.created), note or ""))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[-1])
+    if not listing.jobs:
+        print("(no jobs)")
+    print(f"\nworkers: {len(listing.workers)}")
+    for w in listing.workers:
+        doing = f"fitting {w.job.job_id[:8]}" if w.job else "idle"
+        print(f"  {w.id}  {w.host} pid {w.pid}  {w.device}, {w.threads} of {w.cores} cores  {doing}")
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from ..cli import CliError
+    from .client import RequestRefused, TrainerUnavailable
+
+    if not re.match(r"^[0-9a-f]{1,32}$", args.job):
+        raise CliError(f"{args.job!r} is not a job id (hex digits, as `sensorsynth jobs` shows them)")
+    with _client(args) as client:
+        try:
+            job = client.cancel(args.job)
+        except (TrainerUnavailable, RequestRefused) as exc:
+            raise _refused(exc) from None
+    print(f"cancelled {job.id[:8]} ({job.name})")
+    return 0
