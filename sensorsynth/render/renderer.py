@@ -210,6 +210,7 @@ class Renderer:
         self._args = bank.args
         self._views = bank.views
         self._time = 0
+        self._clock: np.ndarray | None = None  # set by a compiled audio path (render/callback.py) while it plays
         for v, i in enumerate(assign):
             K.apply_message(K.MSG_ASSIGN, v, int(i), 1.0, *self._args)
         self.inbox = Inbox(self, [int(i) for i in assign], int(inbox_size))
@@ -374,8 +375,10 @@ class Renderer:
     # ------------------------------------------------------------------ state
     @property
     def time(self) -> int:
-        """Absolute sample index of the first sample of the next block."""
-        return self._time
+        """Absolute sample index of the first sample of the next block (while a compiled audio path plays the
+        renderer, its clock: readable from any thread)."""
+        clock = self._clock
+        return self._time if clock is None else int(clock[0])
 
     @property
     def counters(self) -> dict[str, int]:

@@ -36,6 +36,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--block-size", type=int, metavar="N", help=_HELP["block_size"] + " (default 64)")
     p.add_argument("--max-voices", type=int, metavar="N", help=_HELP["max_voices"] + " (default 8)")
     p.add_argument("--prefill-blocks", type=int, metavar="N", help=_HELP["prefill_blocks"] + " (default 3)")
+    p.add_argument("--audio-path", choices=["compiled", "python"], help=_HELP["audio_path"] + " (default compiled)")
     p.add_argument("--record", metavar="FILE.wav", help=_HELP["record"])
     p.add_argument("--realtime-priority", type=int, metavar="N", help=_HELP["realtime_priority"] + " (default 10)")
     p.add_argument("--latency", choices=["asap", "fixed"], help=_HELP["latency"] + " (default asap)")
@@ -76,7 +77,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 OPTION_KEYS = (
     "models", "instrument", "host", "osc_port", "ws_port", "output", "device", "sound_device", "hostapi", "sample_rate",
-    "block_size", "max_voices", "prefill_blocks", "realtime_priority", "record", "latency", "fixed_delay_ms", "timetag_window_s",
+    "block_size", "max_voices", "prefill_blocks", "audio_path", "realtime_priority", "record", "latency", "fixed_delay_ms", "timetag_window_s",
     "osc_allowed_senders", "ws_token", "allowed_origins", "seed", "ready_file", "log_level",
     "tls", "tls_cert", "tls_key", "tls_dir",
 )

@@ -35,6 +35,9 @@ class ServeConfig(BaseModel):
     max_voices: int = Field(8, ge=1, le=256, description="voices (OSC plays voice 0, each browser its own)")
     realtime_priority: int = Field(10, ge=0, le=99, description="SCHED_FIFO priority of the render thread (0 = normal)")
     prefill_blocks: int = Field(3, ge=1, le=64, description="blocks rendered ahead of the sound card")
+    audio_path: Literal["compiled", "python"] = Field(
+        "compiled", description="compiled: the card's callback renders each block itself, never waiting on the "
+        "GIL; python: a Python render thread fills a ring the callback copies from (cuda/torch:cpu always use it)")
     record: Path | None = Field(None, description="write what plays to this WAV file")
     latency: Literal["asap", "fixed"] = Field("asap", description="asap: next block; fixed: a constant delay")
     fixed_delay_ms: float = Field(10.0, ge=0, le=1000, description="the delay of fixed latency and time tags")

@@ -1,14 +1,21 @@
-"""The audio engine: owns the Renderer and the render thread, turns commands into sample-timed events.
+"""The audio engine: owns the Renderer and the audio path, turns commands into sample-timed events.
 
 Threads, and why:
 - the **event loop thread** (asyncio: OSC, WebSocket, reloads) calls :meth:`Engine.submit`, which validates a
   command against the voice's instrument and hands it to the renderer's inbox (a lock-free ring with one
   producer). It never waits on the audio.
-- the **render thread** renders a block whenever the play-out ring holds less than ``prefill`` blocks, then
-  hands copies to the recorder and the browser stream. The renderer's compiled kernel releases the GIL, and
-  the thread's Python part is a few microseconds per block.
-- the **sound card** reads the play-out ring from a compiled callback that never takes the GIL
-  (:mod:`.playout`); without a card, the null output consumes it by the clock.
+- **the compiled audio path** (``audio_path="compiled"``, the default on the CPU renderer): the sound card's
+  PortAudio callback renders every block itself, without the GIL (:mod:`sensorsynth.render.callback`); without
+  a card, a compiled loop paced by the clock does the same on its own thread. The engine's Python thread is
+  the **tap reader**: every few milliseconds it takes the blocks that played from the path's tap ring (samples,
+  first sample index, the monotonic time each block left the renderer) and hands them to the recorder, the
+  browser stream, the meter and the latency figures; it also installs posted hot reloads (the path's
+  supervisor). It is never between the renderer and the card: a stalled interpreter delays the recording, not
+  the sound.
+- **the Python path** (``audio_path="python"``, and the torch renderers): the **render thread** renders a block
+  whenever the play-out ring holds less than ``prefill`` blocks and hands copies on; the card reads the ring
+  from a compiled callback (:mod:`.playout`), the null output consumes it by the clock. The render thread has
+  to win the GIL for every block.
 
 Timing: every command carries its arrival time (monotonic ns). In ``asap`` mode an event plays at the next
 block the renderer starts (lowest latency: at most one block plus scheduling). In ``fixed`` mode it plays a
@@ -30,6 +37,8 @@ from typing import Any, Literal
 import numpy as np
 
 from ..protocol.commands import Command, Control, ControlChannel, Deform, Gain, Rejected, SelectInstrument
+from ..render import kernel as K
+from ..render.callback import TAP_RENDERED, TM_AHEAD, TM_FIRST, TM_INBOX, TM_KIND, TM_LEN, TM_NS, AudioPath
 from ..render.renderer import Renderer
 from .library import Change, Library
 from .playout import Output
@@ -53,6 +62,7 @@ class EngineSettings:
     switch_interval_s: float | None = 0.0005
     realtime_priority: int = 10  # SCHED_FIFO priority of the render thread when allowed; 0 = leave it normal
     device: str = "cpu"  # "cpu": the numba renderer; a torch device ("cuda", "cuda:1"): the batched renderer
+    audio_path: Literal["compiled", "python"] = "compiled"  # compiled: rendered in the card's callback (cpu only)
 
 
 class Stats:
@@ -81,6 +91,24 @@ class Stats:
             i = int(np.searchsorted(cum, cum[-1] * q / 100.0))
             out.append(round((i + 1) * self.bin_width, 4))  # upper edge of the bin: never flatters
         return out
+
+
+class CallbackStats(Stats):
+    """The compiled callback's own histogram of its durations (1 µs bins, written by the audio side), read as
+    a :class:`Stats`."""
+
+    def __init__(self, path: AudioPath) -> None:  # noqa: D107 - no Stats.__init__: the counts are the path's
+        self.bin_width = 1.0
+        self.counts = path.hist
+        self._path = path
+
+    @property
+    def count(self) -> int:  # type: ignore[override]
+        return int(self.counts.sum())
+
+    @property
+    def max(self) -> float:  # type: ignore[override]
+        return self._path.counters()["callback_max_us"]
 
 
 @dataclass
@@ -127,7 +155,8 @@ class Engine:
         self.block_us = Stats(1.0)  # µs, 1 µs bins up to 20 ms
         self.latency_ms = Stats(0.01)  # arrival → the block holding the event's first sample leaves the renderer
         self.e2e_ms = Stats(0.01)  # the same plus the play-out ring ahead of it: arrival → the card's callback
-        self._pending: collections.deque[tuple[int, int]] = collections.deque()  # (sample, arrival ns)
+        # (sample, arrival ns, inbox messages posted up to and including it)
+        self._pending: collections.deque[tuple[int, int, int]] = collections.deque()
         self._offset_ns = None  # monotonic ns of sample 0, best estimate (see _track_clock)
         self._offset_window = float("inf")
         self._offset_blocks = 0
@@ -144,22 +173,49 @@ class Engine:
         self._thread: threading.Thread | None = None
         self.error: str | None = None
         self.priority = "normal"
-        self.last_block_ns = time.monotonic_ns()
+        self._last_block_ns = time.monotonic_ns()
+        self.audio_path = "compiled" if settings.audio_path == "compiled" and settings.device == "cpu" else "python"
+        self.path: AudioPath | None = None
+        if self.audio_path == "compiled":
+            self.path = AudioPath(self.renderer, prefill_blocks=settings.prefill_blocks,
+                                  realtime_priority=settings.realtime_priority)  # fmt: skip
+            self.block_us = CallbackStats(self.path)
+
+    @property
+    def last_block_ns(self) -> int:
+        """Monotonic ns when the last block left the renderer (the watchdog's heartbeat)."""
+        if self.path is not None and self.path.last_block_ns:
+            return self.path.last_block_ns
+        return self._last_block_ns
+
+    @last_block_ns.setter
+    def last_block_ns(self, value: int) -> None:
+        self._last_block_ns = value
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
         if self.settings.switch_interval_s:
             # the render thread's few microseconds of Python get the GIL within this, not 5 ms
             sys.setswitchinterval(self.settings.switch_interval_s)
-        self.output.start()
-        self._thread = threading.Thread(target=self._run, name="render", daemon=True)
+        if self.path is not None:
+            self.output.start_render(self.path)
+            self._thread = threading.Thread(target=self._read_taps, name="audio-tap", daemon=True)
+        else:
+            self.output.start()
+            self._thread = threading.Thread(target=self._run, name="render", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self.output.stop()
+        if self.path is not None:
+            self.output.stop()  # the sound stops first; the tap reader then takes the last blocks that played
+            self._stop.set()
+            if self._thread is not None:
+                self._thread.join(timeout=5)
+        else:
+            self._stop.set()
+            if self._thread is not None:
+                self._thread.join(timeout=5)
+            self.output.stop()
         if self.recorder is not None:
             self.recorder.close()
 
@@ -217,6 +273,61 @@ class Engine:
             self.error = f"render thread stopped: {exc!r}"
             log.exception("render thread stopped")
 
+    # ------------------------------------------------------------------ tap reader (compiled audio path)
+    def _read_taps(self) -> None:
+        """Every few ms: install a posted reload (the audio path's supervisor), then hand the blocks that played
+        to the recorder, the browser stream, the meter and the latency figures. Nothing here can hold up the
+        sound: the tap ring holds seconds, and a full one only drops taps (counted)."""
+        path = self.path
+        assert path is not None
+        rows = path.tap_samples.shape[0]
+        sync_failed = False
+        try:
+            while True:
+                stopping = self._stop.is_set()
+                try:
+                    path.sync()
+                    sync_failed = False
+                except RuntimeError as exc:  # the audio side kept the renderer: try again next time
+                    if not sync_failed:
+                        log.error("hot reload not installed yet: %s", exc)
+                    sync_failed = True
+                while True:
+                    n = path.read()
+                    if n:
+                        self._take_blocks(path.tap_samples[:n], path.tap_meta[:n])
+                    if n < rows:
+                        break
+                if stopping:
+                    break
+                self._stop.wait(0.004)
+        except Exception as exc:  # noqa: BLE001 - reported by health; the watchdog restarts the process
+            self.error = f"tap reader stopped: {exc!r}"
+            log.exception("tap reader stopped")
+
+    def _take_blocks(self, samples: np.ndarray, meta: np.ndarray) -> None:
+        lengths = meta[:, TM_LEN]
+        played = samples.reshape(-1) if np.all(lengths == self.block) else np.concatenate(
+            [samples[i, : lengths[i]] for i in range(samples.shape[0])])  # fmt: skip
+        if self.recorder is not None:
+            self.recorder.push(played)
+        self._measure(played)
+        pending = self._pending
+        ms_per_sample = 1000.0 / self.rate
+        for i in range(samples.shape[0]):
+            if meta[i, TM_KIND] != TAP_RENDERED:
+                continue
+            start, n, t_ns = int(meta[i, TM_FIRST]), int(lengths[i]), int(meta[i, TM_NS])
+            self._track_clock(start, t_ns)
+            end, taken = start + n, int(meta[i, TM_INBOX])
+            # an event left the renderer in the first block that had taken it from the inbox and reached its sample
+            while pending and pending[0][0] < end and pending[0][2] <= taken:
+                lat = (t_ns - pending.popleft()[1]) / 1e6
+                self.latency_ms.add(lat)
+                self.e2e_ms.add(lat + int(meta[i, TM_AHEAD]) * ms_per_sample)
+            if self.listeners:
+                self.stream.append((start, samples[i, :n].copy()))
+
     def _track_clock(self, start: int, now_ns: int) -> None:
         """Estimate the monotonic time of sample 0 as the least-delayed block over about a second, so the
         sample clock used for ``fixed`` latency and time tags does not jitter with render scheduling."""
@@ -259,6 +370,11 @@ class Engine:
             return self.sample_at(arrival_ns) + self._delay, True
         return self.renderer.time, True
 
+    def _inbox_posted(self) -> int:
+        """Messages posted to the renderer's inbox so far (its write index; 0 for the torch renderer)."""
+        state = getattr(self.inbox, "_state", None)
+        return int(state[K.IB_WRITE]) if state is not None else 0
+
     def _voice(self, voice: int | None, default: int) -> int:
         v = default if voice is None else voice
         if not 0 <= v < len(self.voices):
@@ -290,7 +406,7 @@ class Engine:
             if not self.inbox.control(t, v, values):
                 raise Rejected("overload", "the audio engine's inbox is full; event dropped")
             if timed:
-                self._pending.append((t, arrival_ns))
+                self._pending.append((t, arrival_ns, int(self._inbox_posted())))
             if self.monitoring:
                 self.recent.append({"voice": v, "kind": "control", "values": np.round(values, 3).tolist(), "source": source})
         elif isinstance(cmd, Deform):
@@ -368,7 +484,7 @@ class Engine:
         lat50, lat99 = self.latency_ms.percentiles(50, 99)
         e2e50, e2e99 = self.e2e_ms.percentiles(50, 99)
         blk50, blk99 = self.block_us.percentiles(50, 99)
-        out = self.output.counters()
+        out = self.path.counters() if self.path is not None else self.output.counters()
         return {
             "uptime_s": round(time.monotonic() - self.started, 1),
             "running": self.running,
@@ -385,7 +501,8 @@ class Engine:
             "latency_ms": {"p50": lat50, "p99": lat99, "max": round(self.latency_ms.max, 3),
                            "mode": self.settings.latency, "count": self.latency_ms.count},
             "to_card_ms": {"p50": e2e50, "p99": e2e99, "device_ms": round(1000 * getattr(self.output, "latency_s", 0.0), 2)},
-            "render_priority": self.priority,
+            "render_priority": self.path.priority if self.path is not None else self.priority,
+            "audio_path": {"kind": self.audio_path, **{k: v for k, v in out.items() if k not in ("underruns", "callbacks")}},
             "block_us": {"p50": blk50, "p99": blk99, "max": round(self.block_us.max, 1)},
             "cpu_load": round(self.cpu_load(), 3),
             "recording": None if self.recorder is None else {

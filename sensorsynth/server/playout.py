@@ -1,4 +1,11 @@
-"""The play-out ring between the render thread and whatever consumes the sound, and the outputs behind it.
+"""The outputs (a sound card through PortAudio, or the clock-paced null output), fed one of two ways.
+
+**The compiled audio path** (the default, :meth:`Output.start_render`): the card's PortAudio callback is the
+renderer's own compiled block function (:mod:`sensorsynth.render.callback`): it renders each block in the
+callback, without the GIL; the null output is a compiled loop paced by the clock. Nothing Python sits between
+the renderer and the card.
+
+**The play-out ring** (``--audio-path python``, and the torch renderers: :meth:`Output.start`), described below.
 
 Why a ring and a compiled callback: a Python audio callback waits for the GIL (5 ms switch interval, unbounded
 while C code holds it), longer than a 64-sample block. So the sound card's PortAudio callback is a numba
@@ -8,7 +15,8 @@ blocks ahead (``prefill``); only a render-thread stall longer than that can unde
 counted.
 
 Layout of the shared buffer (one float32 array, so the callback needs one pointer): 16 float32 of header
-viewed as 8 int64 — size, read, write, underruns, callbacks, status flags seen, frames requested, spare — then
+viewed as 8 int64 — size, read, write, underruns (ring dry), callbacks, status flags seen, frames requested,
+output-underflow flags seen — then
 ``size`` float32 samples. The writer publishes ``write`` after the samples; the reader publishes ``read``
 after copying (x86 and ARM64 keep these aligned 64-bit stores atomic; one writer, one reader).
 """
@@ -17,14 +25,19 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Protocol
+import threading
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 from numba import carray, cfunc, types
 
+if TYPE_CHECKING:
+    from ..render.callback import AudioPath
+
 log = logging.getLogger("sensorsynth.output")
 
-H_SIZE, H_READ, H_WRITE, H_UNDERRUNS, H_CALLBACKS, H_FLAGS, H_FRAMES = range(7)
+H_SIZE, H_READ, H_WRITE, H_UNDERRUNS, H_CALLBACKS, H_FLAGS, H_FRAMES, H_UNDERFLOW = range(8)
+PA_OUTPUT_UNDERFLOW = 0x4
 HEADER_I64 = 8
 HEADER_F32 = 2 * HEADER_I64
 
@@ -55,6 +68,8 @@ def _portaudio_callback(inp, outp, frames, time_info, status_flags, user):  # pr
         hdr[H_UNDERRUNS] += 1
     if status_flags != 0:
         hdr[H_FLAGS] += 1
+    if status_flags & PA_OUTPUT_UNDERFLOW:
+        hdr[H_UNDERFLOW] += 1
     hdr[H_CALLBACKS] += 1
     hdr[H_FRAMES] += frames
     return 0
@@ -90,14 +105,18 @@ class Ring:
 
 
 class Output(Protocol):
-    """Where the ring's samples go. ``advance()`` is called by the render thread before each block (the null
-    output consumes by the clock there); ``description`` is one line for the start-up message."""
+    """Where the sound goes. Either ``start_render(path)``: the output renders through a compiled
+    :class:`~sensorsynth.render.callback.AudioPath`; or ``start()``: it plays the ring's samples, and
+    ``advance()`` is called by the render thread before each block (the null output consumes by the clock
+    there). ``description`` is one line for the start-up message; ``counters()`` are the under-run counts of
+    whichever way it was started."""
 
     ring: Ring
     sample_rate: int
     description: str
 
     def start(self) -> None: ...
+    def start_render(self, path: AudioPath) -> None: ...
     def advance(self) -> None: ...
     def stop(self) -> None: ...
     def counters(self) -> dict[str, int]: ...
@@ -113,9 +132,21 @@ class NullOutput:
         self.ring = Ring(ring_blocks * self.block_size)
         self.description = f"null output (no sound card), paced by the clock at {self.sample_rate} Hz"
         self._t0 = 0
+        self._path: AudioPath | None = None
+        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         self._t0 = time.monotonic_ns()
+
+    def start_render(self, path: AudioPath) -> None:
+        """The compiled null output: one thread runs the path's clock-paced loop, which holds no GIL."""
+        self._path = path
+        self._thread = threading.Thread(target=path.run_null, name="null-output", daemon=True)
+        self._thread.start()
+
+    @property
+    def active(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
 
     def advance(self) -> None:
         h = self.ring.header
@@ -131,11 +162,17 @@ class NullOutput:
             h[H_FRAMES] += self.block_size
 
     def stop(self) -> None:
-        pass
+        if self._path is not None and self._thread is not None:
+            self._path.stop_null()
+            self._thread.join(timeout=5)
+            self._thread = None
 
     def counters(self) -> dict[str, int]:
+        if self._path is not None:
+            return self._path.counters()
         h = self.ring.header
-        return {"underruns": int(h[H_UNDERRUNS]), "callbacks": int(h[H_CALLBACKS]), "status_flags": 0}
+        return {"underruns": int(h[H_UNDERRUNS]), "callbacks": int(h[H_CALLBACKS]), "status_flags": 0,
+                "not_rendered": int(h[H_UNDERRUNS]), "device_underflow": 0}  # fmt: skip
 
 
 class SoundDeviceError(RuntimeError):
@@ -194,22 +231,40 @@ class SoundDeviceOutput:
         api = self._sd.query_hostapis(info["hostapi"])["name"]
         self.description = f"sound card '{info['name']}' ({api}) at {self.sample_rate} Hz"
         self._stream = None
+        self._path: AudioPath | None = None
+        self.latency_s = 0.0
         try:
             self._sd.check_output_settings(device=self.index, channels=1, dtype="float32", samplerate=self.sample_rate)
         except Exception as exc:  # noqa: BLE001
             raise SoundDeviceError(f"{info['name']} cannot play {self.sample_rate} Hz mono float32: {exc}") from None
 
     def start(self) -> None:
+        """Play the ring: the callback only copies from it."""
+        self._open(_portaudio_callback.address, self.ring.buffer.ctypes.data)
+
+    def start_render(self, path: AudioPath) -> None:
+        """The compiled audio path: the callback renders every block itself (PortAudio calls it with
+        ``blocksize`` frames; any other count works too)."""
+        self._open(path.callback_address, path.userdata)
+        self._path = path
+
+    def _open(self, callback: int, userdata: int) -> None:
         sd = self._sd
         try:
             self._stream = sd._StreamBase(  # the documented extension point for C callbacks
                 kind="output", wrap_callback=None, device=self.index, samplerate=self.sample_rate,
                 blocksize=self.block_size, channels=1, dtype="float32", latency="low",
-                callback=sd._ffi.cast("PaStreamCallback*", _portaudio_callback.address),
-                userdata=sd._ffi.cast("void*", self.ring.buffer.ctypes.data),
+                callback=sd._ffi.cast("PaStreamCallback*", callback),
+                userdata=sd._ffi.cast("void*", userdata),
             )
             self._stream.start()
         except Exception as exc:  # noqa: BLE001
+            if self._stream is not None:
+                try:
+                    self._stream.close()
+                except Exception:  # noqa: BLE001
+                    pass
+                self._stream = None
             raise SoundDeviceError(f"cannot start the sound card stream: {exc}") from None
         self.latency_s = float(self._stream.latency)
 
@@ -230,5 +285,9 @@ class SoundDeviceOutput:
             self._stream = None
 
     def counters(self) -> dict[str, int]:
+        if self._path is not None:
+            return self._path.counters()
         h = self.ring.header
-        return {"underruns": int(h[H_UNDERRUNS]), "callbacks": int(h[H_CALLBACKS]), "status_flags": int(h[H_FLAGS])}
+        dry, underflow = int(h[H_UNDERRUNS]), int(h[H_UNDERFLOW])
+        return {"underruns": dry + underflow, "callbacks": int(h[H_CALLBACKS]), "status_flags": int(h[H_FLAGS]),
+                "not_rendered": dry, "device_underflow": underflow}  # fmt: skip
