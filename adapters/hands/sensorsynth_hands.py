@@ -152,6 +152,8 @@ class Sender:
         self._stopping = False
         self._ready = threading.Event()
         self._said: set[str] = set()
+        self._handed = 0  # messages given to the sender thread ...
+        self._settled = 0  # ... and those of them sent or dropped since (flush waits for the two to meet)
 
     # -- called from the camera thread
     def start(self) -> "Sender":
@@ -166,6 +168,7 @@ class Sender:
             self.stats.dropped_offline += 1
             return False
         text = json.dumps(msg, separators=(",", ":"))
+        self._handed += 1
         self._loop.call_soon_threadsafe(self._put, (text, made_at if made_at is not None else now_s()))
         return True
 
@@ -175,8 +178,8 @@ class Sender:
     def flush(self, timeout: float = 2.0) -> None:
         """Wait until what was queued has been handed to the socket."""
         deadline = now_s() + timeout
-        while self._queue is not None and not self._queue.empty() and now_s() < deadline:
-            time.sleep(0.01)
+        while self._settled < self._handed and now_s() < deadline:
+            time.sleep(0.005)
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stopping = True
@@ -191,6 +194,7 @@ class Sender:
         if item is not None and self._queue.qsize() >= self.max_queue:
             self._queue.get_nowait()  # the newest frames matter: a late hand position plays wrong
             self.stats.dropped_full += 1
+            self._settled += 1
         self._queue.put_nowait(item)
 
     def _thread_main(self) -> None:
@@ -260,6 +264,7 @@ class Sender:
                 if item is None:
                     return
                 self.stats.dropped_offline += 1
+                self._settled += 1
             except asyncio.TimeoutError:
                 pass
 
@@ -279,9 +284,15 @@ class Sender:
                     await ws.close()
                     return True
                 text, made_at = item
-                await ws.send(text)
+                try:
+                    await ws.send(text)
+                except BaseException:
+                    self.stats.dropped_offline += 1
+                    self._settled += 1
+                    raise
                 self.stats.sent += 1
                 self.stats.latency_ms.append((now_s() - made_at) * 1000)
+                self._settled += 1
         finally:
             reader.cancel()
 
@@ -307,6 +318,7 @@ class Sender:
         while self._queue is not None and not self._queue.empty():
             if self._queue.get_nowait() is not None:
                 self.stats.dropped_offline += 1
+                self._settled += 1
 
     def _shown_url(self) -> str:
         parts = urlsplit(self.url)  # never print the token
