@@ -11,6 +11,8 @@ Arrays (K = control_plane_dim, R = n_resonances, E = expressivity, M = n_oscilla
     attack_envelopes (K, attack_frames)   router (K,R)   mix (R,2) logits   gains (R,)
     deformations (E, deformation_frames)  logits of the fitted performance
     control_index (nnz,) int32 = frame·K + k    control_value (nnz,)         the sparse control signal
+    mapping_atoms (C, K) float32, unit rows     the instrument's own basis: what sensors play through it
+                                                (sensorsynth.mapping.basis; described by manifest.mapping)
 
 Files and bytes. :func:`save`/:func:`load` work on paths; :func:`dumps`/:func:`loads` produce and read the
 same bytes in memory (a trainer sending a fitted instrument over a wire). Both readers validate the same way
@@ -24,8 +26,15 @@ up to ``FORMAT_VERSION``: an older file is upgraded in memory, one version at a 
 rest of sensorsynth only ever sees the current version. Upgrades never rewrite the file and are never
 removed, so every file ever written stays readable. The checksum is verified on the arrays as stored. A
 file from a newer sensorsynth is refused with "manifest version N, this sensorsynth reads up to M", never
-guessed at; so is a version that never existed (0, negative, not an integer). Version 1 is current, so the
-upgrade chain is empty today.
+guessed at; so is a version that never existed (0, negative, not an integer).
+
+The versions:
+
+- 1: the first (oscillators, attacks, router, mix, gains, deformations, sparse control signal).
+- 2: adds the instrument's mapping basis: the array ``mapping_atoms`` and the manifest field ``mapping``
+  (method, atoms, level, cap, reconstruction error, active frames), so every instrument plays from every
+  sensor. ``UPGRADES[1]`` computes it from the version-1 control signal on load (numpy dictionary learning,
+  milliseconds; cached per process by the signal's content), exactly as a writer computes it at save time.
 """
 
 from __future__ import annotations
@@ -46,13 +55,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .instrument.spec import ModelSpec
 
 FORMAT = "sensorsynth-instrument"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MIN_FORMAT_VERSION = 1
 METADATA_KEY = "sensorsynth"
 
 RawManifest = dict[str, Any]
 Upgrade = Callable[[RawManifest, dict[str, np.ndarray]], tuple[RawManifest, dict[str, np.ndarray]]]
-# UPGRADES[v] turns a version-v manifest and its arrays into version v + 1 (see the module docstring)
+# UPGRADES[v] turns a version-v manifest and its arrays into version v + 1 (see the module docstring);
+# filled at the end of this module
 UPGRADES: dict[int, Upgrade] = {}
 
 
@@ -69,6 +79,19 @@ class SourceInfo(BaseModel):
     channels: int = Field(ge=1)
 
 
+class MappingInfo(BaseModel):
+    """How the mapping basis (``mapping_atoms``) was made, and the loudness it plays at."""
+
+    model_config = ConfigDict(extra="forbid")
+    method: str = Field(max_length=32)
+    signed: bool  # signed atoms play +a one way and -a the other (the seed's relu(basis · Δx))
+    atoms: int = Field(ge=1, le=1024)
+    level: float = Field(gt=0, le=1e6)  # the instrument's typical event peak
+    cap: float = Field(gt=0, le=1e6)  # its loud event peak: the loudest a sensor event plays
+    reconstruction: float = Field(ge=0)  # relative error of the atoms rebuilding the control signal
+    frames: int = Field(ge=0)  # active frames it was fitted on
+
+
 class Manifest(BaseModel):
     """Everything about an instrument except its arrays."""
 
@@ -82,6 +105,7 @@ class Manifest(BaseModel):
     training: dict[str, Any] = Field(default_factory=dict)
     final_loss: float | None = None
     source: SourceInfo | None = None
+    mapping: MappingInfo | None = None
     arrays: dict[str, list[int]] = Field(default_factory=dict)
     arrays_sha256: str | None = Field(None, description="digest of every array's bytes, in name order")
 
@@ -119,8 +143,9 @@ class Instrument:
     deformations: np.ndarray
     control_index: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
     control_value: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    mapping_atoms: np.ndarray | None = None  # (C, K); None until computed (ensure_mapping)
 
-    ARRAY_NAMES = tuple(expected_shapes(ModelSpec()).keys()) + ("control_index", "control_value")
+    ARRAY_NAMES = tuple(expected_shapes(ModelSpec()).keys()) + ("control_index", "control_value", "mapping_atoms")
 
     @property
     def spec(self) -> ModelSpec:
@@ -131,7 +156,17 @@ class Instrument:
         return self.manifest.name
 
     def arrays(self) -> dict[str, np.ndarray]:
+        self.ensure_mapping()
         return {name: getattr(self, name) for name in self.ARRAY_NAMES}
+
+    def ensure_mapping(self) -> None:
+        """Compute the mapping basis from the control signal if this instrument has none yet (a freshly
+        fitted one); writers call it, so every saved instrument carries its basis."""
+        if self.mapping_atoms is not None and self.manifest.mapping is not None:
+            return
+        atoms, info = compute_mapping(self.control_index, self.control_value, self.spec.control_plane_dim)
+        self.mapping_atoms = atoms
+        self.manifest = self.manifest.model_copy(update={"mapping": info})
 
     def control_signal(self) -> np.ndarray:
         """The fitted control signal as a dense (K, frames) array."""
@@ -160,6 +195,18 @@ class Instrument:
             raise ValueError("control_value must be finite and non-negative")
         if np.any(self.freq_hz < 0) or np.any(self.decay_per_s < 0):
             raise ValueError("oscillator frequencies and decays must be non-negative")
+        atoms = self.mapping_atoms
+        if atoms is not None:
+            k = self.spec.control_plane_dim
+            if not isinstance(atoms, np.ndarray) or atoms.dtype != np.float32 or atoms.ndim != 2:
+                raise ValueError("array 'mapping_atoms' must be a 2-D float32 array")
+            if atoms.shape[1] != k or not 1 <= atoms.shape[0] <= 1024:
+                raise ValueError(f"array 'mapping_atoms' has shape {list(atoms.shape)}, the spec needs [1..1024, {k}]")
+            if not np.all(np.isfinite(atoms)) or np.abs(atoms).max(initial=0.0) > 1.001:
+                raise ValueError("array 'mapping_atoms' must hold finite unit-norm atoms")
+            info = self.manifest.mapping
+            if info is None or info.atoms != atoms.shape[0]:
+                raise ValueError("manifest 'mapping' must describe the mapping_atoms array")
         # amplitudes are unit-normed and the rest are small logits and weights: anything huge is corrupt
         for name, bound in (("amplitude", 1e3), ("router", 1e6), ("gains", 1e6), ("attack_envelopes", 1e6),
                             ("mix", 1e4), ("deformations", 1e4), ("control_value", 1e6)):
@@ -198,6 +245,8 @@ def sha256_of(path: str | Path) -> str:
 def _packed(instrument: Instrument) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """(arrays, safetensors metadata) to write. Validates first, and refreshes the manifest's array shapes
     and checksum (derived data) on the instrument itself."""
+    instrument.validate()
+    instrument.ensure_mapping()
     instrument.validate()
     arrays = {name: np.ascontiguousarray(a) for name, a in instrument.arrays().items()}
     manifest = instrument.manifest.model_copy(
@@ -337,6 +386,8 @@ def _parse(metadata: dict[str, str], arrays: dict[str, np.ndarray], source: str)
         manifest = Manifest.model_validate(raw)
     except ValidationError as exc:
         raise _fail(source, f"invalid manifest: {exc}") from None
+    if manifest.mapping is None:
+        raise _fail(source, "manifest has no 'mapping' (a version-2 file carries its mapping basis)")
     missing = [name for name in Instrument.ARRAY_NAMES if name not in arrays]
     if missing:
         raise _fail(source, f"missing arrays: {', '.join(missing)}")
@@ -368,9 +419,36 @@ def describe(instrument: Instrument, path: str | Path | None = None) -> dict[str
         "arrays": {k: list(v.shape) for k, v in instrument.arrays().items()},
         "array_bytes": instrument.size_bytes(),
         "final_loss": m.final_loss,
+        "mapping": m.mapping.model_dump() if m.mapping else None,
         "training": m.training,
         "source": m.source.model_dump() if m.source else None,
     }
     if path is not None:
         out["file_bytes"] = Path(path).stat().st_size
     return out
+
+
+def compute_mapping(index: np.ndarray, value: np.ndarray, control_dims: int) -> tuple[np.ndarray, MappingInfo]:
+    """(mapping_atoms, MappingInfo) of a sparse control signal, with the default basis method."""
+    from .mapping.basis import cached_fit
+
+    basis, error, frames = cached_fit(index, value, control_dims)
+    info = MappingInfo(method=basis.method, signed=basis.signed, atoms=int(basis.atoms.shape[0]),
+                       level=round(basis.level, 6), cap=round(basis.cap, 6), reconstruction=round(error, 6),
+                       frames=frames)
+    return np.ascontiguousarray(basis.atoms, np.float32), info
+
+
+def _upgrade_1_to_2(raw: RawManifest, arrays: dict[str, np.ndarray]) -> tuple[RawManifest, dict[str, np.ndarray]]:
+    """Version 2 adds the mapping basis: compute it from the version-1 control signal."""
+    k = int(raw["spec"]["control_plane_dim"])
+    if not 1 <= k <= 1024:
+        raise ValueError(f"control_plane_dim {k} is out of range")
+    index, value = arrays["control_index"], arrays["control_value"]
+    if index.ndim != 1 or value.shape != index.shape:
+        raise ValueError("control_index and control_value must be 1-D and equally long")
+    atoms, info = compute_mapping(index, value, k)
+    return {**raw, "mapping": info.model_dump()}, {**arrays, "mapping_atoms": atoms}
+
+
+UPGRADES[1] = _upgrade_1_to_2

@@ -235,7 +235,7 @@ def test_wrong_format_name(saved: Path) -> None:
 
 def test_wrong_format_version(saved: Path) -> None:
     manifest, arrays = _raw(saved)
-    _fails(_write(saved, arrays, {**manifest, "format_version": 2}), "version 2")
+    _fails(_write(saved, arrays, {**manifest, "format_version": FORMAT_VERSION + 1}), f"version {FORMAT_VERSION + 1}")
 
 
 @pytest.mark.parametrize("version", [FORMAT_VERSION + 1, 99])
@@ -433,3 +433,66 @@ def test_a_spec_asking_for_huge_buffers_is_refused(tmp_path: Path, small: Instru
     manifest = json.loads(small.manifest.model_dump_json())
     manifest["spec"]["n_samples"] = 2**33
     _fails(_write(tmp_path / "big.instrument", small.arrays(), manifest), "n_samples")
+
+
+# ------------------------------------------------------------------------------ version 2: the mapping basis
+
+
+def _as_version1(path: Path) -> Path:
+    """Rewrite a saved file as version 1 wrote it: no mapping_atoms array, no 'mapping' in the manifest."""
+    manifest, arrays = _raw(path)
+    arrays.pop("mapping_atoms")
+    manifest = {k: v for k, v in manifest.items() if k != "mapping"}
+    manifest.update(format_version=1, arrays={k: list(v.shape) for k, v in arrays.items()},
+                    arrays_sha256=arrays_digest(arrays))
+    return _write(path, arrays, manifest)
+
+
+def test_version2_stores_the_mapping_basis(saved: Path, small: Instrument) -> None:
+    manifest, arrays = _raw(saved)
+    assert manifest["format_version"] == 2 == FORMAT_VERSION
+    atoms = arrays["mapping_atoms"]
+    assert atoms.dtype == np.float32 and atoms.shape[1] == SMALL.control_plane_dim
+    np.testing.assert_allclose(np.linalg.norm(atoms, axis=1), 1.0, rtol=1e-5)
+    info = manifest["mapping"]
+    assert info["atoms"] == atoms.shape[0] and info["method"] == "dictionary" and info["cap"] >= info["level"] > 0
+    assert describe(load(saved))["mapping"]["atoms"] == atoms.shape[0]
+
+
+def test_a_version1_file_gets_its_basis_on_load_the_same_as_a_writer_computes(saved: Path) -> None:
+    written = load(saved)
+    path = _as_version1(saved)
+    before = path.read_bytes()
+    loaded = load(path)
+    assert loaded.manifest.format_version == 2 and path.read_bytes() == before  # upgraded in memory only
+    np.testing.assert_array_equal(loaded.mapping_atoms, written.mapping_atoms)
+    assert loaded.manifest.mapping == written.manifest.mapping
+
+
+def test_the_bundled_version1_guitar_loads_with_a_basis_in_well_under_a_second() -> None:
+    """A fresh process (nothing cached, nothing imported): load the bundled file and time it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import time, sys\n"
+        "t = time.perf_counter()\n"
+        "from sensorsynth.instrument_file import load\n"
+        "i = load('models/guitar.instrument')\n"
+        "dt = time.perf_counter() - t\n"
+        "assert i.mapping_atoms.shape[1] == 16 and i.manifest.mapping.frames > 10, i.manifest.mapping\n"
+        "assert 'sklearn' not in sys.modules\n"
+        "print(dt)\n"
+    )
+    repo = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=repo, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert float(r.stdout) < 1.0, r.stdout
+
+
+def test_a_version2_file_without_its_basis_is_refused(saved: Path) -> None:
+    manifest, arrays = _raw(saved)
+    _fails(_write(saved, arrays, {k: v for k, v in manifest.items() if k != "mapping"}), "mapping")
+    bad = dict(arrays)
+    bad["mapping_atoms"] = np.full((3, SMALL.control_plane_dim + 1), 0.1, np.float32)
+    _fails(_write(saved, bad, manifest), "mapping_atoms")

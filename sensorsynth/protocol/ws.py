@@ -18,6 +18,10 @@ Client → server:
     monitor     {"type": "monitor", "enabled": true}                   start/stop meter and event pushes
     sensor      {"type": "sensor", "source": "phone", "kind": "motion", "values": [9 floats], "t": 12.5}
                 raw sensor frames (kinds motion, hand, raw: see SensorMsg); the mappings turn them into events
+    learn       {"type": "learn", "action": "record", "enabled": true, "source": "phone"}
+                learned mappings: record | replay | train | run | clear | status (see LearnMsg) → learn
+    calibrate   {"type": "calibrate", "source": "phone"}                 learn a source's range again
+                {"type": "calibrate", "source": "td", "lo": [N], "hi": [N]}  or set it → calibration
 
 Server → client:
 
@@ -29,6 +33,11 @@ Server → client:
     meter       {"type": "meter", "rms": 0.1, "peak": 0.5, "time": 12.3}       (monitors, ~20/s)
     events      {"type": "events", "events": [{"voice": 0, "kind": "control", "values": [...], "source": "osc"}]}
     error       {"type": "error", "code": "bad_schema", "message": "...", "ref": "control"}
+    learn       {"type": "learn", "recording": false, "running": true, "replaying": false, "training": false,
+                 "frames": {"phone": 312}, "targets": 41, "instrument": "guitar",
+                 "models": {"phone": {"model": "ridge", "pairs": 312, "events": 41, "score": 0.62}},
+                 "trained": {...}, "errors": {...}}   (after train: what was fitted, and what was not and why)
+    calibration {"type": "calibration", "source": "td", "calibration": {"mode": "set", "lo": [...], "hi": [...]}}
 
 Binary audio frames (server → client after ``audio`` enabled): a 16-byte header
 ``<u4 magic "SSA1", u4 sample_rate, u8 first_sample>`` then float32 little-endian mono samples.
@@ -131,8 +140,44 @@ class SensorMsg(_Msg):
     t: FiniteFloat | None = None
 
 
+class LearnMsg(_Msg):
+    """Learned mappings (Wekinator-style) of this client's sources, on its voice's instrument:
+
+    - ``record`` (``enabled`` true/false): keep every sensor frame (of ``source``, or all) with the controls
+      this client plays meanwhile (``control`` messages, page cells) as targets;
+    - ``replay``: record while the voice replays the instrument's own performance (one pass, then stops);
+    - ``train`` (``model`` ridge or mlp): fit and save ``<instrument>.learned.json``; the answer comes when
+      training ends, with ``trained`` and ``errors``;
+    - ``run`` (``enabled``): play sources with a model through it instead of the instrument's basis;
+    - ``clear``: forget the recorded pairs; ``status``: just answer.
+
+    Every action answers with a ``learn`` message (the session's state)."""
+
+    type: Literal["learn"]
+    action: Literal["record", "replay", "train", "run", "clear", "status"]
+    enabled: bool = True
+    source: str | None = Field(None, min_length=1, max_length=64)
+    model: Literal["ridge", "mlp"] = "ridge"
+
+
+class CalibrateMsg(_Msg):
+    """Calibrate one of this client's sources: without ``lo``/``hi`` learn its range again over the next
+    seconds; with them (one number per axis, or one for all) fix it. Answered by ``calibration``."""
+
+    type: Literal["calibrate"]
+    source: str = Field(min_length=1, max_length=64)
+    hand: Literal["Left", "Right"] | None = None
+    lo: list[FiniteFloat] | None = Field(None, max_length=4096)
+    hi: list[FiniteFloat] | None = Field(None, max_length=4096)
+
+    def model_post_init(self, __context: Any) -> None:
+        if (self.lo is None) != (self.hi is None) or (self.lo is not None and len(self.lo) != len(self.hi)):
+            raise ValueError("calibrate needs both lo and hi, of the same length, or neither")
+
+
 ClientMessage = Annotated[
-    Union[Hello, ControlMsg, DeformMsg, GainMsg, InstrumentMsg, StatusMsg, AudioMsg, MonitorMsg, SensorMsg],
+    Union[Hello, ControlMsg, DeformMsg, GainMsg, InstrumentMsg, StatusMsg, AudioMsg, MonitorMsg, SensorMsg,
+          LearnMsg, CalibrateMsg],
     Field(discriminator="type"),
 ]
 _client = TypeAdapter(ClientMessage)

@@ -14,9 +14,12 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from ..mapping.presets import PresetError, PresetTable, load_preset
+from ..protocol.commands import Control, ControlChannel, Deform, Gain, SelectInstrument
 from .config import ServeConfig
 from .engine import Engine, EngineSettings
 from .library import Library, LibraryError
+from .mapping_edge import MappingEdge
 from .osc import OscServer
 from .playout import NullOutput, Output, SoundDeviceError, SoundDeviceOutput
 from .recorder import Recorder, RecorderError
@@ -83,6 +86,10 @@ async def serve(config: ServeConfig, say: Callable[[str], None] = print) -> int:
         library = Library(config.models)
     except LibraryError as exc:
         raise ServeError(str(exc)) from None
+    try:
+        presets = PresetTable([load_preset(name) for name in config.presets])
+    except PresetError as exc:
+        raise ServeError(f"preset: {exc}") from None
     change = library.scan(settle=False)
     for path, why in change.refused:
         say(f"  refused {path}: {why}")
@@ -132,30 +139,54 @@ async def serve(config: ServeConfig, say: Callable[[str], None] = print) -> int:
         engine.start()
     rejections = Rejections()
     access = AccessPolicy.for_host(config.host, config.ws_token, config.allowed_origins)
+    mappings = MappingEdge(engine, rejections, presets)
     web = WebServer(engine, rejections, WebLimits(
         max_message_bytes=config.ws_max_message_bytes, messages_per_s=config.ws_messages_per_s,
         burst=2 * config.ws_messages_per_s, max_clients=config.max_clients, idle_release_s=config.idle_release_s,
-    ), access)
-    osc = OscServer(
-        lambda cmd, arrival: engine.submit(cmd, arrival),
-        web.status,
-        rejections,
-        timetag_window_s=config.timetag_window_s,
-        allowed_senders=set(config.osc_allowed_senders) if config.osc_allowed_senders else None,
-    )
+    ), access, mappings=mappings)
+
+    def osc_sink(item, arrival: int) -> None:
+        if isinstance(item, (Control, ControlChannel, Deform, Gain, SelectInstrument)):
+            engine.submit(item, arrival)
+            if isinstance(item, (Control, ControlChannel)):
+                owner, voice = mappings.osc_owner(item.voice)
+                mappings.target(owner, voice, item)
+        else:  # sensor input, preset values, learn, calibrate: the mappings
+            mappings.osc_item(item, arrival)
+
+    def osc_server() -> OscServer:
+        return OscServer(
+            osc_sink, web.status, rejections, timetag_window_s=config.timetag_window_s,
+            allowed_senders=set(config.osc_allowed_senders) if config.osc_allowed_senders else None,
+            presets=presets, on_bundle_end=mappings.bundle_end,
+        )
+
+    osc = osc_server()
+    extra: dict[int, OscServer] = {port: osc_server() for port in presets.ports}  # ports presets ask for
+    extra_bound: dict[int, int] = {}
     try:
         try:
             osc_host, osc_port = await osc.start(config.host, config.osc_port)
         except OSError as exc:
             raise ServeError(f"cannot listen for OSC on {config.host}:{config.osc_port}: {exc.strerror or exc}") from None
+        for port, server in extra.items():
+            owners = ", ".join(p.name for p in presets.presets if port in p.ports)
+            try:
+                extra_bound[port] = (await server.start(config.host, port))[1]
+            except OSError as exc:
+                raise ServeError(f"cannot listen for OSC on {config.host}:{port} (preset {owners}): "
+                                 f"{exc.strerror or exc}") from None
         try:
             _, ws_port = await web.start(config.host, config.ws_port, ssl=tls.context if tls else None)
         except OSError as exc:
             raise ServeError(f"cannot listen on {config.host}:{config.ws_port}: {exc.strerror or exc}") from None
     except ServeError:
         await osc.stop()
+        for server in extra.values():
+            await server.stop()
         engine.stop()
         raise
+    await mappings.start()
     web.extra_status["osc"] = osc.stats
     web.extra_status["ws"] = web.stats  # connections, messages, sensor_frames, audio_frames_dropped
 
@@ -177,6 +208,9 @@ async def serve(config: ServeConfig, say: Callable[[str], None] = print) -> int:
         lines.append("  recording: none (add --record FILE.wav to keep what plays)")
     lines += [
         f"  OSC: udp {osc_host}:{osc_port}, e.g. /sensorsynth/control with {first.control_plane_dim} floats",
+        "  sensors: OSC /sensorsynth/input/<source> with N floats, WebSocket 'sensor' frames (phone, hands)"
+        + (f"; presets: {', '.join(p.name + (' (also udp ' + ', '.join(str(extra_bound[q]) for q in p.ports) + ')' if p.ports else '') for p in presets.presets)}"
+           if presets.presets else ""),
         f"  page: {web_scheme}://{shown}:{ws_port}/{q}  (WebSocket {ws_scheme}://{shown}:{ws_port}/ws{q})",
         f"  phone: {web_scheme}://{shown}:{ws_port}/phone{q}  (type this on the phone"
         + ("" if tls else "; its motion sensors need https: add --tls self-signed") + ")",
@@ -186,7 +220,8 @@ async def serve(config: ServeConfig, say: Callable[[str], None] = print) -> int:
     say("\n".join(lines))
     if config.ready_file is not None:
         tmp = Path(str(config.ready_file) + ".tmp")
-        tmp.write_text(json.dumps({"osc_port": osc_port, "ws_port": ws_port, "pid": os.getpid(), "sample_rate": rate}))
+        tmp.write_text(json.dumps({"osc_port": osc_port, "ws_port": ws_port, "pid": os.getpid(), "sample_rate": rate,
+                                   "preset_ports": {str(k): v for k, v in extra_bound.items()}}))
         tmp.replace(config.ready_file)
 
     # Everything loaded so far lives for the whole run: move it out of the collector's sight, so a full
@@ -254,6 +289,9 @@ async def serve(config: ServeConfig, say: Callable[[str], None] = print) -> int:
         for t in tasks:
             t.cancel()
         await osc.stop()
+        for server in extra.values():
+            await server.stop()
+        await mappings.stop()
         await web.stop()
         engine.stop()
         counters = output.counters()

@@ -49,6 +49,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                    help=_HELP["allowed_origins"] + " (repeatable)")
     p.add_argument("--seed", type=int, help=_HELP["seed"])
     p.add_argument("--ready-file", metavar="FILE.json", help=_HELP["ready_file"])
+    p.add_argument("--preset", action="append", metavar="NAME", dest="presets",
+                   help=_HELP["presets"] + " (repeatable)")
     p.add_argument("--tls", choices=["off", "self-signed"], help=_HELP["tls"] + " (default off)")
     p.add_argument("--tls-cert", metavar="FILE.pem", help=_HELP["tls_cert"])
     p.add_argument("--tls-key", metavar="FILE.pem", help=_HELP["tls_key"])
@@ -79,7 +81,7 @@ OPTION_KEYS = (
     "models", "instrument", "host", "osc_port", "ws_port", "output", "device", "sound_device", "hostapi", "sample_rate",
     "block_size", "max_voices", "prefill_blocks", "audio_path", "realtime_priority", "record", "latency", "fixed_delay_ms", "timetag_window_s",
     "osc_allowed_senders", "ws_token", "allowed_origins", "seed", "ready_file", "log_level",
-    "tls", "tls_cert", "tls_key", "tls_dir",
+    "tls", "tls_cert", "tls_key", "tls_dir", "presets",
 )
 
 

@@ -54,6 +54,9 @@ class ServeConfig(BaseModel):
     stall_exit_s: float = Field(5.0, gt=0, le=3600, description="exit (for a restart) when audio stalls this long")
     seed: int | None = Field(None, description="seed of the attack noise (reproducible renders)")
     ready_file: Path | None = Field(None, description="write the bound ports here as JSON once listening")
+    presets: list[str] = Field(default_factory=list,
+                               description="OSC presets to accept: bundled names (touchdesigner, wekinator, zigsim, "
+                                           "sensors2osc, gyrosc, touchosc) or .toml files")
     tls: Literal["off", "self-signed"] = Field(
         "off", description="self-signed: serve https/wss with a certificate made (once) for this machine's "
         "LAN addresses and hostname (phones give motion sensors to https pages only)")
@@ -89,6 +92,9 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
             for key in ("models", "record", "ready_file", "tls_cert", "tls_key", "tls_dir"):  # relative to the file
                 if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
                     data[key] = str(path.parent / data[key])
+            if isinstance(data.get("presets"), list):  # preset files too (bundled names stay names)
+                data["presets"] = [str(path.parent / v) if isinstance(v, str) and v.endswith(".toml")
+                                   and not Path(v).is_absolute() else v for v in data["presets"]]
     for key, value in (overrides or {}).items():
         if value is not None:
             data[key] = value

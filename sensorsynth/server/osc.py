@@ -11,6 +11,16 @@ Address space (UDP, OSC 1.0; default port 9000):
 | `/sensorsynth/instrument` | 1 string (`s` or `S`): instrument name (models folder, without `.instrument`) | `SelectInstrument` |
 | `/sensorsynth/status` | none (any are ignored) | reply to the sender: one `/sensorsynth/status` message of key (`s`), value (`i`, `f`, `h` or `s`) pairs |
 | `/sensorsynth/voice/<n>/control`, `.../control/<i>`, `.../deform`, `.../gain`, `.../instrument` | as above | the same, for voice `n` (without `/voice/<n>`: the OSC voice, 0) |
+| `/sensorsynth/input/<source>` | N numbers: one raw sensor frame (any N; `<source>`: 1-64 of `A-Z a-z 0-9 _ . : -`) | `SensorInput` (kind `raw`): the mappings play it through the instrument's basis |
+| `/sensorsynth/input/<source>/motion`, `.../hand` | 9 or 84 numbers, as the WebSocket `sensor` kinds | `SensorInput` of that kind |
+| `/sensorsynth/learn/record` | optional number (1 on, 0 off; default 1), optional string: the one source to record | `LearnRequest` |
+| `/sensorsynth/learn/replay` | optional string: the source | `LearnRequest`: record while the voice replays the instrument's performance |
+| `/sensorsynth/learn/train` | optional string: `ridge` (default) or `mlp` | `LearnRequest` |
+| `/sensorsynth/learn/run` | optional number (1 on, 0 off; default 1) | `LearnRequest` |
+| `/sensorsynth/learn/clear` | none | `LearnRequest`: forget the recorded pairs |
+| `/sensorsynth/calibrate/<source>` | none: learn the range again; or 2·N numbers: lo₁..lo_N, hi₁..hi_N | `CalibrateRequest` |
+| `/sensorsynth/voice/<n>/input/...`, `.../learn/...`, `.../calibrate/...` | as above | the same, for voice `n` |
+| any address of a loaded preset (`--preset NAME`, see `sensorsynth/mapping/presets/`) | as the preset says | `PresetValues`: axes of a preset source |
 
 Bundles (`#bundle`) are accepted, nested up to `MAX_BUNDLE_DEPTH` (4) levels. A message inside a bundle whose
 time tag lies within ±`timetag_window_s` (default 1 s) of the server's clock is played at that time
@@ -52,7 +62,7 @@ import socket
 import struct
 import time
 from dataclasses import dataclass
-from typing import Callable, Union
+from typing import TYPE_CHECKING, Callable, Union
 
 from sensorsynth.protocol.commands import (
     Command,
@@ -65,6 +75,9 @@ from sensorsynth.protocol.commands import (
 )
 from sensorsynth.server.rejections import Rejections
 
+if TYPE_CHECKING:  # the decoder only calls its match(); the mapping package is imported by its owner
+    from sensorsynth.mapping.presets import PresetTable
+
 __all__ = [
     "MAX_BUNDLE_DEPTH",
     "MAX_PACKET",
@@ -72,7 +85,10 @@ __all__ = [
     "STATUS_REPLIES_PER_S",
     "OscDecoder",
     "OscServer",
+    "CalibrateRequest",
+    "LearnRequest",
     "Rejection",
+    "SensorInput",
     "STATUS",
     "StatusRequest",
     "encode_status",
@@ -113,7 +129,41 @@ class Rejection:
     message: str
 
 
-Item = Union[Command, StatusRequest, Rejection]
+@dataclass(frozen=True, slots=True)
+class SensorInput:
+    """A sensor frame: ``/sensorsynth/input/<source>[/<kind>]`` with N numbers."""
+
+    source: str
+    kind: str
+    values: tuple[float, ...]
+    voice: int | None = None
+    at: float | None = None
+
+
+LEARN_ACTIONS = ("record", "replay", "train", "run", "clear")
+
+
+@dataclass(frozen=True, slots=True)
+class LearnRequest:
+    """``/sensorsynth/learn/<action>``: ``on`` (record, run), ``source`` (record, replay), ``model`` (train)."""
+
+    action: str
+    on: bool = True
+    source: str | None = None
+    model: str = "ridge"
+    voice: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CalibrateRequest:
+    """``/sensorsynth/calibrate/<source>``: relearn (no values) or set lo (first half) and hi (second half)."""
+
+    source: str
+    values: tuple[float, ...] = ()
+    voice: int | None = None
+
+
+Item = Union[Command, StatusRequest, Rejection, SensorInput, LearnRequest, CalibrateRequest, object]
 
 
 class _Malformed(Exception):
@@ -135,9 +185,15 @@ def unix_to_ntp(t: float) -> int:
 
 # ----------------------------------------------------------------------------------------------- routes
 
-# (verb, voice, index); verbs: control, channel, deform, gain, instrument, status
-_Route = tuple[str, Union[int, None], Union[int, None]]
+# (verb, voice, index); verbs: control, channel, deform, gain, instrument, status; and with a name in place of
+# the index: input (the source; verb "input.<kind>" for motion/hand), learn.<action>, calibrate (the source)
+_Route = tuple[str, Union[int, None], Union[int, str, None]]
 _VERBS_NO_INDEX = ("control", "deform", "gain", "instrument")
+_SOURCE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.:-")
+
+
+def _source_name(s: str) -> bool:
+    return 1 <= len(s) <= 64 and set(s) <= _SOURCE_CHARS
 
 
 def _number(s: str) -> int | None:
@@ -176,6 +232,15 @@ def parse_address(address: bytes) -> _Route | Rejection:
             if len(rest[1]) > MAX_NUMBER_DIGITS:
                 return Rejection("bad_index", f"control index {rest[1][:16]} is too large in {text[:80]!r}")
             return ("channel", voice, index)
+    elif verb == "input" and len(rest) in (2, 3) and _source_name(rest[1]):
+        if len(rest) == 2:
+            return ("input", voice, rest[1])
+        if rest[2] in ("motion", "hand", "raw"):
+            return ("input." + rest[2], voice, rest[1])
+    elif verb == "learn" and len(rest) == 2 and rest[1] in LEARN_ACTIONS:
+        return ("learn." + rest[1], voice, None)
+    elif verb == "calibrate" and len(rest) == 2 and _source_name(rest[1]):
+        return ("calibrate", voice, rest[1])
     return Rejection("unknown_address", f"unknown address {text[:80]!r}")
 
 
@@ -282,7 +347,8 @@ class OscDecoder:
     nothing else; otherwise each message yields one item. ``messages`` counts the messages seen.
     """
 
-    def __init__(self, *, timetag_window_s: float = 1.0, max_bundle_depth: int = MAX_BUNDLE_DEPTH) -> None:
+    def __init__(self, *, timetag_window_s: float = 1.0, max_bundle_depth: int = MAX_BUNDLE_DEPTH,
+                 presets: "PresetTable | None" = None) -> None:
         if not (timetag_window_s >= 0 and math.isfinite(timetag_window_s)):
             raise ValueError(f"timetag_window_s must be a finite number ≥ 0, got {timetag_window_s!r}")
         if max_bundle_depth < 1:
@@ -291,6 +357,7 @@ class OscDecoder:
         self.max_bundle_depth = int(max_bundle_depth)
         self.messages = 0
         self._routes: dict[bytes, _Route] = {}
+        self.presets = presets if presets else None  # address tables of loaded presets (sensorsynth.mapping)
 
     # The whole datagram -------------------------------------------------------------------------------------
 
@@ -373,6 +440,10 @@ class OscDecoder:
         route = self._routes.get(address)
         if route is None:
             route = parse_address(address)
+            if type(route) is Rejection and self.presets is not None and route.kind == "unknown_address":
+                text = address.decode("ascii", "replace")
+                if self.presets._route(text) is not None:
+                    route = ("preset", None, text)
             if type(route) is Rejection:
                 self._check_framing(data, p, end)
                 return route
@@ -418,9 +489,61 @@ class OscDecoder:
             raise _Malformed("type tags are not ASCII") from None
         _parse_args(data, text, q, end)
 
-    @staticmethod
-    def _command(route: _Route, values: tuple, kind: str, at: float | None) -> Item:
+    def _command(self, route: _Route, values: tuple, kind: str, at: float | None) -> Item:
         """``kind``: "f" all numbers (as floats), "s" one string, "" none, else the raw type tags."""
+        verb, voice, index = route
+        n = len(values)
+        if verb in ("control", "channel", "deform", "gain", "instrument", "status"):
+            return self._play(route, values, kind, at)
+        return self._sensing(route, values, kind, at)
+
+    def _sensing(self, route: _Route, values: tuple, kind: str, at: float | None) -> Item:
+        """The mapping addresses: sensor input, learning, calibration, preset addresses."""
+        verb, voice, name = route
+        n = len(values)
+        if verb == "preset":
+            if kind != "f" or n == 0:
+                return _bad_args(str(name), kind, "numbers", n)
+            if not all(math.isfinite(v) for v in values):
+                return Rejection("nonfinite", f"{name}: values hold NaN or inf")
+            got = self.presets.match(str(name), values, voice, at) if self.presets is not None else None
+            if got is None:
+                return Rejection("unknown_address", f"unknown address {str(name)[:80]!r}")
+            if isinstance(got, str):
+                return Rejection("wrong_count", got)
+            return got
+        if verb.startswith("input"):
+            where = f"/input/{name}"
+            if kind != "f" or n == 0:
+                return _bad_args(where, kind, "numbers", n)
+            if not all(math.isfinite(v) for v in values):
+                return Rejection("nonfinite", f"{where}: values hold NaN or inf")
+            return SensorInput(str(name), verb.partition(".")[2] or "raw", values, voice, at)
+        if verb == "calibrate":
+            if n and (kind != "f" or n % 2 or not all(math.isfinite(v) for v in values)):
+                return Rejection("wrong_count", f"/calibrate/{name} takes nothing, or 2·N finite numbers (lo…, hi…)")
+            return CalibrateRequest(str(name), values if n else (), voice)
+        action = verb.partition(".")[2]
+        numbers = [v for v, t in zip(values, kind if kind not in ("f", "s") else kind * n) if t in "ifdh"]
+        strings = [v for v in values if isinstance(v, str)]
+        if kind == "f":
+            numbers, strings = list(values), []
+        elif kind == "s":
+            numbers, strings = [], list(values)
+        if len(numbers) > 1 or len(strings) > 1 or len(numbers) + len(strings) != n:
+            return Rejection("wrong_type", f"/learn/{action} takes at most one number and one string")
+        on = bool(numbers[0]) if numbers else True
+        text = strings[0] if strings else None
+        if action == "train":
+            model = text or "ridge"
+            if model not in ("ridge", "mlp"):
+                return Rejection("bad_name", f"/learn/train: model {model!r} is not ridge or mlp")
+            return LearnRequest("train", True, None, model, voice)
+        if text is not None and not _source_name(text):
+            return Rejection("bad_name", f"/learn/{action}: {text[:64]!r} is not a source name")
+        return LearnRequest(action, on, text, "ridge", voice)
+
+    def _play(self, route: _Route, values: tuple, kind: str, at: float | None) -> Item:
         verb, voice, index = route
         n = len(values)
         try:
@@ -586,12 +709,15 @@ class OscServer:
         timetag_window_s: float = 1.0,
         allowed_senders: set[str] | None = None,
         clock: Callable[[], float] = time.time,
+        presets: "PresetTable | None" = None,
+        on_bundle_end: Callable[[int], None] | None = None,
     ) -> None:
         self._sink = sink
+        self._on_bundle_end = on_bundle_end
         self._status_provider = status_provider
         self._rejections = rejections
         self._clock = clock
-        self.decoder = OscDecoder(timetag_window_s=timetag_window_s)
+        self.decoder = OscDecoder(timetag_window_s=timetag_window_s, presets=presets)
         if allowed_senders is None:
             self._allowed = None
         else:
@@ -690,6 +816,11 @@ class OscServer:
                     self._reject("sink_error", f"{type(item).__name__} from {addr[0]}: {e!r}")
                 else:
                     stats["commands"] += 1
+        if self._on_bundle_end is not None and data[:1] == b"#":
+            try:
+                self._on_bundle_end(arrival)
+            except Exception:  # noqa: BLE001 - a mapping problem must not stop OSC
+                log.exception("OSC bundle end")
 
     def _reply_status(self, addr, arrival_ns: int) -> None:
         elapsed = (arrival_ns - self._tokens_at) / 1e9

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -34,6 +34,9 @@ from .access import AccessPolicy
 from .engine import Engine
 from .library import LibraryError, check_name, details, summary
 from .rejections import Rejections
+
+if TYPE_CHECKING:
+    from .mapping_edge import MappingEdge
 
 log = logging.getLogger("sensorsynth.web")
 WEB_DIR = Path(__file__).parent / "web"
@@ -81,9 +84,10 @@ def _error(status: HTTPStatus, message: str) -> Response:
 
 class WebServer:
     def __init__(self, engine: Engine, rejections: Rejections, limits: WebLimits | None = None,
-                 access: AccessPolicy | None = None) -> None:
+                 access: AccessPolicy | None = None, mappings: "MappingEdge | None" = None) -> None:
         self.access = access or AccessPolicy()
         self.engine = engine
+        self.mappings = mappings  # sensor frames → the mappings → this client's voice
         self.library = engine.library
         self.rejections = rejections
         self.limits = limits or WebLimits()
@@ -190,6 +194,8 @@ class WebServer:
         if client.monitor:
             self.engine.monitoring -= 1
         client.audio = client.monitor = False
+        if self.mappings is not None:
+            self.mappings.hub.forget(client.id)
         if client.voice is not None:
             self.engine.release_voice(client.voice)
             client.voice = None
@@ -255,6 +261,9 @@ class WebServer:
         elif kind == "sensor":
             client.sensor_frames += 1
             self.stats["sensor_frames"] += 1
+            await self._sensor(client, msg, arrival)
+        elif kind in ("learn", "calibrate"):
+            await self._mapping_request(client, msg)
         else:
             await self._play(client, msg, arrival)
 
@@ -277,8 +286,48 @@ class WebServer:
         except Rejected as exc:
             await self._send_error(client, exc.kind, str(exc), msg.type)
             return
+        if self.mappings is not None and msg.type == "control":
+            self.mappings.target(client.id, voice, cmd)
         if msg.type == "instrument":
             await client.ws.send(wire.encode("instrument_changed", voice=voice, instrument=msg.name))
+
+    async def _sensor(self, client: Client, msg: Any, arrival: int) -> None:
+        """A sensor frame: through the client's mapping of that source onto the client's voice."""
+        if self.mappings is None:
+            return
+        voice = self._ensure_voice(client)
+        if voice is None:
+            await self._send_error(client, "no_voice", f"all {len(self.engine.voices)} voices are taken; try later")
+            return
+        try:
+            self.mappings.play(client.id, voice, msg.source, msg.kind, msg.values, msg.t, arrival, hand=msg.hand)
+        except Rejected as exc:
+            await self._send_error(client, exc.kind, str(exc), "sensor")
+
+    async def _mapping_request(self, client: Client, msg: Any) -> None:
+        """``learn`` and ``calibrate``: answered with ``learn`` / ``calibration``."""
+        if self.mappings is None:
+            await self._send_error(client, "unsupported", "this server has no mappings", msg.type)
+            return
+        voice = self._ensure_voice(client)
+        if voice is None:
+            await self._send_error(client, "no_voice", f"all {len(self.engine.voices)} voices are taken; try later")
+            return
+        try:
+            if msg.type == "calibrate":
+                state = self.mappings.hub.calibrate(client.id, f"{msg.source}:{msg.hand}" if msg.hand else msg.source,
+                                                    msg.lo, msg.hi)
+                await client.ws.send(wire.encode("calibration", source=msg.source, calibration=state))
+                return
+            if msg.action == "train":
+                result = await self.mappings.train(client.id, voice, msg.model)
+                state = {**self.mappings.learn(client.id, voice, "status"), **result}
+            else:
+                state = self.mappings.learn(client.id, voice, msg.action, msg.enabled, msg.source, msg.model)
+        except Rejected as exc:
+            await self._send_error(client, exc.kind, str(exc), msg.type)
+            return
+        await client.ws.send(wire.encode("learn", **state))
 
     def _set_audio(self, client: Client, on: bool) -> None:
         if on != client.audio:
@@ -345,5 +394,7 @@ class WebServer:
         s = self.engine.status()
         s["clients"] = len(self.clients)
         s["rejected"] = self.rejections.as_dict()
+        if self.mappings is not None:
+            s["mapping"] = self.mappings.status()
         s.update(self.extra_status)
         return s
