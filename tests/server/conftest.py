@@ -57,7 +57,7 @@ class ServerHandle:
 
 
 def launch(tmp_path: Path, *args: str, record: bool = True, models: Path | None = None, timeout: float = 120.0,
-           env: dict[str, str] | None = None) -> ServerHandle:
+           env: dict[str, str] | None = None, preexec=None) -> ServerHandle:
     if models is None:
         models = tmp_path / "models"
         models.mkdir(exist_ok=True)
@@ -72,7 +72,7 @@ def launch(tmp_path: Path, *args: str, record: bool = True, models: Path | None 
     cmd += list(args)
     log_path = tmp_path / f"server-{time.monotonic_ns()}.log"
     log = open(log_path, "w")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, preexec_fn=preexec,
                             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
     deadline = time.monotonic() + timeout
     while not ready.exists():
