@@ -53,8 +53,11 @@ class GateSettings:
 class VelocityGate:
     """``step(drive, t)`` → the loudness (0..1] of an event to fire now, or None."""
 
-    def __init__(self, settings: GateSettings) -> None:
+    def __init__(self, settings: GateSettings, start_rising: bool = False) -> None:
+        """``start_rising``: the first frame counts as a rise from zero (a learned pose held from the start
+        plays; a velocity starts at rest anyway)."""
         self.settings = settings
+        self.start_rising = start_rising
         self._log_span = math.log(settings.full / settings.threshold)
         self._turn_cos = math.cos(math.radians(settings.turn_deg))
         self.reset()
@@ -63,7 +66,7 @@ class VelocityGate:
         self.armed = True
         self.stroke = False
         self.peak = 0.0
-        self.previous = math.inf  # the first frame is never "rising": a stream that starts moving waits a frame
+        self.previous = 0.0 if self.start_rising else math.inf  # else a stream that starts moving waits a frame
         self.last_event = -math.inf
         self.direction: np.ndarray | None = None
         self.events = 0

@@ -33,7 +33,7 @@ from .source import SourceMapping, SourceOptions, Target
 MAX_SOURCES_PER_OWNER = 32
 MAX_SOURCES = 1024
 MAX_TARGETS = 20000
-SOURCE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.:-")
+SOURCE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.:/-")
 
 
 def basis_of(instrument: Instrument) -> Basis:
@@ -69,7 +69,7 @@ class Session:
 
 def check_source(name: str) -> str:
     if not isinstance(name, str) or not 1 <= len(name) <= 64 or not set(name) <= SOURCE_CHARS:
-        raise Rejected("bad_source", f"source names are 1-64 of letters, digits, '_', '.', ':', '-': got {name!r:.80}")
+        raise Rejected("bad_source", f"source names are 1-64 of letters, digits, '_', '.', ':', '/', '-': got {name!r:.80}")
     return name
 
 

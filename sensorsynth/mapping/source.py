@@ -101,7 +101,8 @@ class SourceMapping:
             if self._learned_for is not target.learned:
                 m = target.learned.model
                 self.learned_gate = VelocityGate(GateSettings(
-                    threshold=m.onset, full=max(m.full, m.onset * 1.01), refractory_s=self.options.gate.refractory_s))
+                    threshold=m.onset, full=max(m.full, m.onset * 1.01), refractory_s=self.options.gate.refractory_s),
+                    start_rising=True)
                 self._learned_for = target.learned
             y = target.learned(self.input_vector(f))
             peak = float(y.max(initial=0.0))

@@ -116,6 +116,7 @@ def test_record_train_run_through_the_hub():
     hub.install("guitar", {source: train(x, y, kind, width, "ridge", events=len(peaks), event_peaks=peaks)})
     hub.record("me", False, t)
     hub.run("me", True)
+    t += 3.0  # a pause: the learned pose held from the first frame after it still plays
     played = {}
     for pose, name in (([0.9, 0.1], "a"), ([0.5, 0.5], "rest"), ([0.1, 0.9], "b"), ([0.5, 0.5], "rest2")):
         cmds = []
