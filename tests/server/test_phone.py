@@ -216,6 +216,11 @@ def test_phone_shaken_plays_and_lying_still_is_silent(start_server, browser):
     motion.still(0.5)
     assert sensor_frames(server.url) > frames_still + 60
     st = state(page)
+    h = health(server.url)
+    if "mapping" in h:  # the server's share of frame → control event, beside the page's own (test above)
+        c, lat = h["mapping"]["compute_us"], h["latency_ms"]
+        print(f"\nphone → sound: mapping per frame p50 {c['p50']} µs, p99 {c['p99']} µs; control event → "
+              f"rendered block p50 {lat.get('p50')} ms, p99 {lat.get('p99')} ms; page events {st['counts']['ownEvents']}")
     page.context.close()
     assert problems == []
     assert server.stop() == 0
