@@ -96,6 +96,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--liveness", type=_positive(int), default=5,
                    help="heartbeats missed before the queue is presumed gone and reconnected to (default 5)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
+    p.add_argument("--parent", type=int, help=argparse.SUPPRESS)  # a trainer's own worker: stop when it is gone
     p.set_defaults(handler=cmd_worker)
 
     # --------------------------------------------------------------------------------------- submit
@@ -191,13 +192,15 @@ def _write_json(path: str, data: dict[str, Any]) -> None:
 def _client(args: argparse.Namespace, **options: Any) -> Any:
     from .client import TrainerClient
 
-    return TrainerClient(args.connect, **options)
+    return TrainerClient(args.connect, **{"timeout_s": 5.0, "retries": 2, **options})
 
 
 def _refused(exc: Exception) -> Any:
-    from ..cli import CliError
+    """The queue said no (exit 2: the request was wrong), or nothing answered (exit 1)."""
+    from ..cli import EXIT_FAILURE, CliError
+    from .client import TrainerUnavailable
 
-    return CliError(str(exc))
+    return CliError(str(exc), EXIT_FAILURE if isinstance(exc, TrainerUnavailable) else 2)
 
 
 # ------------------------------------------------------------------------------------------------ trainer
@@ -286,6 +289,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     worker = Worker(WorkerOptions(connect=args.connect, threads=threads, device=args.device, machine=args.machine,
                                   heartbeat_s=args.heartbeat_s, liveness=args.liveness))
     with _Stop() as stop:
+        if args.parent:  # the trainer that started this worker was killed: do not outlive it
+            return worker.run(lambda: stop() or os.getppid() != args.parent)
         return worker.run(stop)
 
 

@@ -8,6 +8,7 @@ torch threads. They connect over loopback like any other worker; the queue treat
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -50,7 +51,7 @@ class LocalWorkers:
     def command(self) -> list[str]:
         return [sys.executable, "-m", "sensorsynth", "worker", "--connect", self.connect, "--threads",
                 str(self.threads), "--device", self.device, "--heartbeat-s", str(self.heartbeat_s), "--liveness",
-                str(self.liveness), "--log-level", self.log_level]
+                str(self.liveness), "--log-level", self.log_level, "--parent", str(os.getpid())]
 
     def start(self) -> None:
         self.children = [_Child(i) for i in range(self.count)]
