@@ -56,17 +56,23 @@ def blank_image(width: int = 640, height: int = 480) -> np.ndarray:
     return img
 
 
-def write_video(path: Path, seconds: float = 2.0, fps: int = 30, hand: bool = True) -> Path:
-    """An MJPG .avi of the drawn hand waving slowly side to side (or of the empty background)."""
+def write_video(path: Path, seconds: float = 2.0, fps: int = 30, motion: str = "sway") -> Path:
+    """An MJPG .avi of the drawn hand: ``sway`` (sliding slowly side to side), ``flex`` (turning and closing its
+    fingers twice a second: a playing gesture), ``still``, or ``none`` (the empty background)."""
     import cv2
 
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (640, 480))
     assert writer.isOpened(), f"OpenCV cannot write {path}"
     for i in range(int(seconds * fps)):
         t = i / fps
-        if hand:
+        if motion == "sway":
             img = hand_image(cx=320 + 40 * math.sin(2 * math.pi * 0.5 * t), cy=300,
                              angle_deg=-20 + 5 * math.sin(2 * math.pi * 0.7 * t))
+        elif motion == "flex":
+            s = math.sin(2 * math.pi * 2 * t)
+            img = hand_image(angle_deg=-20 + 25 * s, spread=1.3 - 0.4 * max(0.0, s))
+        elif motion == "still":
+            img = hand_image()
         else:
             img = blank_image()
         writer.write(img)

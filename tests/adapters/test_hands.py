@@ -173,6 +173,28 @@ def test_a_video_through_the_adapter_reaches_the_server(start_server, tmp_path):
     assert server.stop() == 0
 
 
+def test_a_still_hand_on_camera_is_silent_and_a_moving_one_plays(start_server, tmp_path):
+    """The whole chain: video frames → the real model → the adapter → the server's mappings → events."""
+    needs_model()
+    server = start_server(record=False)
+    if "mapping" not in health(server):
+        pytest.skip("the server has no mappings (sensorsynth/mapping): landmarks reach it but cannot play")
+
+    def events_after(motion: str) -> int:
+        video = write_video(tmp_path / f"{motion}.avi", seconds=2.0, motion=motion)
+        before = health(server)["mapping"]["events"]
+        res = subprocess.run([sys.executable, str(ADAPTER), "--model", str(MODEL), "--video", str(video),
+                              "--server", server.ws_url, "--wait", "20"], capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert ", 60 with hands;" in res.stdout, res.stdout
+        time.sleep(0.3)
+        return health(server)["mapping"]["events"] - before
+
+    assert events_after("still") == 0, "a hand held still (with the tracker's own jitter) must not play"
+    assert events_after("flex") >= 3, "a hand turning and closing must play"
+    assert server.stop() == 0
+
+
 def synthetic_landmarks(n: int, rate: float = 30.0) -> list[dict]:
     """A waving hand as the adapter sends it: 21 world landmarks on a fan, moving, and their image z."""
     out = []
