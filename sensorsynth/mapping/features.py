@@ -238,7 +238,3 @@ def deform_logits(q: float, expressivity: int, sharpness: float = 4.0) -> np.nda
     logits = -sharpness * (np.arange(e) - pos) ** 2
     logits[0] -= 1.0
     return logits - logits.max()
-
-
-def finite(values) -> bool:
-    return all(math.isfinite(v) for v in values)

@@ -76,7 +76,7 @@ from sensorsynth.protocol.commands import (
 from sensorsynth.server.rejections import Rejections
 
 if TYPE_CHECKING:  # the decoder only calls its match(); the mapping package is imported by its owner
-    from sensorsynth.mapping.presets import PresetTable
+    from sensorsynth.mapping.presets import PresetTable, PresetValues
 
 __all__ = [
     "MAX_BUNDLE_DEPTH",
@@ -163,7 +163,7 @@ class CalibrateRequest:
     voice: int | None = None
 
 
-Item = Union[Command, StatusRequest, Rejection, SensorInput, LearnRequest, CalibrateRequest, object]
+Item = Union[Command, StatusRequest, Rejection, SensorInput, LearnRequest, CalibrateRequest, "PresetValues"]
 
 
 class _Malformed(Exception):

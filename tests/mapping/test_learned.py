@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from sensorsynth.instrument_file import load
 from sensorsynth.mapping.hub import MappingHub
-from sensorsynth.mapping.learned import LearnedFile, LearnedModel, targets_at, train
+from sensorsynth.mapping.learned import LearnedFile, targets_at, train
 from sensorsynth.protocol.commands import Control
 from tests.mapping.streams import REPO
 
