@@ -59,8 +59,9 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
                    help="PUB socket for announcements (default: the --bind port + 1; 'none' for none)")
     p.add_argument("--db", default=DEFAULT_DB, help=f"the queue's SQLite database (default {DEFAULT_DB})")
     p.add_argument("--models", default="models", help="folder the instruments are written to (default models)")
-    p.add_argument("--workers", type=int, default=1, metavar="N",
-                   help="local worker processes (default 1; 0 = queue only, workers join with `sensorsynth worker`)")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="local worker processes (default 1, or 0 with --ray; 0 = queue only, workers join with "
+                   "`sensorsynth worker`)")
     p.add_argument("--threads", type=_positive(int), metavar="N",
                    help="torch threads per local worker (default: the cores divided among the workers)")
     p.add_argument("--device", default="cpu", help="torch device of the local workers: cpu, cuda, cuda:1 ...")
@@ -209,8 +210,14 @@ def _refused(exc: Exception) -> Any:
 def cmd_trainer(args: argparse.Namespace) -> int:
     from ..cli import EXIT_FAILURE, CliError
 
+    if args.workers is None:  # with --ray, Ray owns this machine's cores: no local workers competing for them
+        args.workers = 0 if args.ray else 1
     if args.workers < 0:
         raise CliError("--workers must be 0 or more")
+    if args.device != "cpu":  # fail here, not in every local worker (which the trainer would keep restarting)
+        from ..cli import _check_device
+
+        _check_device(args.device)
     _logging(args.log_level)
     import zmq
 

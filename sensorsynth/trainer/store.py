@@ -81,7 +81,7 @@ class Store:
                 raise StoreError(f"{self.path}: queue database version {version}, this sensorsynth reads {SCHEMA_VERSION}")
             self.db.executescript(_SCHEMA)  # CREATE ... IF NOT EXISTS: the same on every start
             self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"{self.path}: cannot open the queue database ({exc})") from None
         self._lock = threading.Lock()
 

@@ -1,0 +1,84 @@
+"""The trainer's commands in-process: help, refusals before anything is sent, endpoints, no trainer."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from sensorsynth.cli import main
+from sensorsynth.trainer.client import TrainerClient, TrainerUnavailable
+from sensorsynth.trainer.command import _clip_name, _pub_endpoint
+from sensorsynth.trainer.local import default_threads, local_endpoint
+
+from .helpers import GUITAR
+from .procs import free_port
+
+
+@pytest.mark.parametrize(
+    "command, words",
+    [
+        (["trainer"], ["--bind", "--pub", "--db", "--models", "--workers", "--threads", "--device", "--ray",
+                       "--heartbeat-s", "--liveness", "--max-losses", "--max-audio-mb", "--ready-file"]),
+        (["worker"], ["--connect", "--device", "--threads", "--machine", "--heartbeat-s", "--liveness"]),
+        (["submit"], ["CLIP", "--name", "--wait", "--output", "--replace", "--steps", "--set", "--spec", "--timeout"]),
+        (["jobs"], ["--limit", "--state", "--json"]),
+        (["cancel"], ["JOB", "--connect"]),
+    ],
+)
+def test_help(command: list[str], words: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([*command, "--help"]) == 0
+    out = capsys.readouterr().out
+    for word in words:
+        assert word in out, word
+
+
+def test_submit_refuses_before_sending(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    nobody = f"tcp://127.0.0.1:{free_port()}"
+    cases = [
+        (["submit", str(tmp_path / "none.wav")], "none.wav: no such file"),
+        (["submit", str(GUITAR), "--name", "a..b"], "--name 'a..b'"),
+        (["submit", str(GUITAR), "--set", "steps=0"], "bad settings: steps"),
+        (["submit", str(GUITAR), "--spec", "n_resonances=0"], "bad spec: n_resonances"),
+        (["submit", str(GUITAR), "--connect", "http://x"], "not a ZeroMQ endpoint"),
+        (["cancel", "zz"], "is not a job id"),
+    ]
+    for args, words in cases:
+        start = time.monotonic()
+        assert main([*args, "--connect", nobody] if "--connect" not in args else args) == 2, args
+        assert words in capsys.readouterr().err, args
+        assert time.monotonic() - start < 5  # nothing waited for a trainer
+
+
+def test_trainer_refuses_a_busy_port_and_a_bad_database(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["trainer", "--workers", "0", "--bind", f"tcp://127.0.0.1:{port}", "--db",
+                     str(tmp_path / "q.db")]) == 2
+        assert "cannot listen on" in capsys.readouterr().err
+    (tmp_path / "junk.db").write_bytes(b"not a database" * 100)
+    assert main(["trainer", "--workers", "0", "--db", str(tmp_path / "junk.db")]) == 2
+    assert "junk.db: cannot open the queue database" in capsys.readouterr().err
+
+
+def test_a_client_gives_up_when_nothing_answers() -> None:
+    start = time.monotonic()
+    with pytest.raises(TrainerUnavailable, match="no answer from the trainer"):
+        with TrainerClient(f"tcp://127.0.0.1:{free_port()}", timeout_s=0.2, retries=2) as client:
+            client.list()
+    assert time.monotonic() - start < 3
+
+
+def test_endpoints_and_defaults() -> None:
+    assert local_endpoint("tcp://*:5555") == "tcp://127.0.0.1:5555"
+    assert local_endpoint("tcp://0.0.0.0:7") == "tcp://127.0.0.1:7"
+    assert local_endpoint("tcp://10.0.0.2:5555") == "tcp://10.0.0.2:5555"
+    assert _pub_endpoint("tcp://*:5555", None) == "tcp://*:5556"
+    assert _pub_endpoint("tcp://*:5555", "none") is None
+    assert _pub_endpoint("tcp://*:5555", "tcp://*:9") == "tcp://*:9"
+    assert default_threads(1, 16) == 16 and default_threads(3, 16) == 5 and default_threads(4, 2) == 1
+    assert _clip_name(Path("My Take (2).wav")) == "My-Take-2" and _clip_name(Path("-.wav")) == "clip"
