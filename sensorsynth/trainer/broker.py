@@ -29,7 +29,7 @@ import zmq
 from ..instrument.pipeline import Progress, make_settings, make_spec
 from ..protocol import trainer as wire
 from . import jobs as J
-from .jobs import IllegalTransition, Job
+from .jobs import Job
 from .schedule import Slot, plan
 from .store import Store
 
@@ -313,12 +313,11 @@ class Broker:
     def _start(self, job: Job, worker_id: str) -> None:
         audio = self.store.audio(job.id)
         now = self.wall()
-        if audio is None:  # cannot happen unless the database was edited by hand
-            failed = J.fail(J.assign(job, worker_id, now), job.attempt + 1, now, reason="its audio is missing from the queue",
-                            failure="internal")
-            self._save(failed, job)
-            return
         new = J.assign(job, worker_id, now)
+        if audio is None:  # cannot happen unless the database was edited by hand
+            self._save(J.fail(new, new.attempt, now, reason="its audio is missing from the queue",
+                              failure="internal"), job)
+            return
         if not self._save(new, job):
             return
         key = wire.JobKey(job_id=job.id, attempt=new.attempt)

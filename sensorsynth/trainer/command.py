@@ -5,6 +5,7 @@ when a command runs, so ``sensorsynth --help`` stays fast."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
@@ -291,7 +292,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     threads = args.threads or machine_cores()
     torch.set_num_threads(threads)  # this process fits with these threads; each fit sets them again anyway
-    import sensorsynth.instrument.fit  # noqa: F401  (import the fitter now, not inside the first job)
+    importlib.import_module("sensorsynth.instrument.fit")  # load the fitter now, not inside the first job
 
     worker = Worker(WorkerOptions(connect=args.connect, threads=threads, device=args.device, machine=args.machine,
                                   heartbeat_s=args.heartbeat_s, liveness=args.liveness))
@@ -380,7 +381,7 @@ def _follow(client: Any, job_id: str, args: argparse.Namespace) -> Any:
     from .client import RequestRefused
 
     show, close = _progress_callback(args.quiet)
-    state = {"last": None}
+    state: dict[str, Any] = {"last": ("queued", None, 0)}  # submit has already said it is queued
 
     def on_update(info: Any) -> None:
         label = (info.state, info.worker, info.attempt)

@@ -94,6 +94,16 @@ class Cluster:
         self.trainer = p
         return p
 
+    def start_serve(self, models: Path, timeout: float = 120.0) -> tuple[Proc, str]:
+        """`sensorsynth serve MODELS` with the null output on free ports; (process, its http://... URL)."""
+        ready = self.root / f"serve-ready-{time.monotonic_ns()}.json"
+        p = self._spawn("serve", ["serve", str(models), "--output", "null", "--host", "127.0.0.1", "--osc-port", "0",
+                                  "--ws-port", "0", "--ready-file", str(ready)])
+        wait_for(lambda: ready.exists() or not p.alive(), timeout, "serve to listen")
+        if not ready.exists():
+            raise AssertionError(f"serve exited with {p.proc.returncode}:\n{p.output()}")
+        return p, f"http://127.0.0.1:{json.loads(ready.read_text())['ws_port']}"
+
     def start_worker(self, *extra: str) -> Proc:
         return self._spawn("worker", ["worker", "--connect", self.endpoint, "--threads", "1", *BEAT, *extra])
 

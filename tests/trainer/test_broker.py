@@ -62,7 +62,15 @@ class Rig:
         self.store = Store(self.tmp / "queue.db")
         self.broker = Broker(self.config, self.store, context=self.ctx, clock=lambda: self.now,
                              wall=lambda: 1000.0 + self.now)
-        self.broker.bind()
+        deadline = time.monotonic() + 5
+        while True:  # the previous queue's socket is closed by ZeroMQ's I/O thread, a moment later
+            try:
+                self.broker.bind()
+                break
+            except zmq.ZMQError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
         self.broker.deliver_pending()
 
     def restart(self) -> None:

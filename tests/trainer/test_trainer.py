@@ -17,7 +17,7 @@ from sensorsynth.instrument_file import load
 from sensorsynth.trainer.client import read_event, subscribe
 
 from .helpers import TINY_SPEC, clip_bytes, silent_bytes
-from .procs import Cluster, wait_for
+from .procs import REPO, Cluster, wait_for
 
 SPEC_ARGS = [arg for key, value in TINY_SPEC.items() for arg in ("--spec", f"{key}={value}")]
 FAST = {"init": "random", "frozen_steps": 2}
@@ -223,19 +223,16 @@ def test_a_running_server_plays_the_result(tmp_path: Path) -> None:
     """`sensorsynth serve` and `sensorsynth trainer` (with its own local worker) on one models folder."""
     import urllib.request
 
-    from tests.server.conftest import BUNDLED, launch
-
     models = tmp_path / "models"
     models.mkdir()
-    (models / "guitar.instrument").write_bytes(BUNDLED.read_bytes())
-    server = launch(tmp_path, record=False, models=models)
-    cluster = Cluster(tmp_path / "trainer")
-    cluster.root.mkdir()
+    (models / "guitar.instrument").write_bytes((REPO / "models" / "guitar.instrument").read_bytes())
+    cluster = Cluster(tmp_path)
     try:
+        server, url = cluster.start_serve(models)
         cluster.start_trainer("--models", str(models), workers=1)
 
         def listed() -> list[str]:
-            with urllib.request.urlopen(f"{server.url}/api/instruments", timeout=5) as answer:
+            with urllib.request.urlopen(f"{url}/api/instruments", timeout=5) as answer:
                 return [i["name"] for i in json.loads(answer.read())["instruments"]]
 
         assert listed() == ["guitar"]
@@ -246,20 +243,18 @@ def test_a_running_server_plays_the_result(tmp_path: Path) -> None:
             done = client.watch(job.id, timeout_s=90)
             assert done.state == "done", done.reason
             finished = time.monotonic()
-        wait_for(lambda: "fresh" in listed(), 20, "the server to load the new instrument")
-        print(f"\nsubmit -> done {finished - start:.2f} s, -> listed by serve {time.monotonic() - start:.2f} s")
-        assert "fresh" in server.output()  # its hot reload logged it
-        assert server.proc.poll() is None
-        with cluster.client() as client:
+            wait_for(lambda: "fresh" in listed(), 20, "the server to load the new instrument")
+            print(f"\nsubmit -> done {finished - start:.2f} s, -> listed by serve {time.monotonic() - start:.2f} s")
+            assert server.alive()
             local_worker = next(w.pid for w in client.list().workers)
         cluster.trainer.stop(signal.SIGKILL)  # its own worker does not outlive it
         wait_for(lambda: not _exists(local_worker), 10, "the trainer's worker to exit")
+        assert server.stop() == 0
     except BaseException:
-        print(cluster.logs(), server.output())
+        print(cluster.logs())
         raise
     finally:
         cluster.close()
-        server.stop()
 
 
 def test_fits_as_ray_tasks_behind_the_same_queue(tmp_path: Path) -> None:
