@@ -102,10 +102,11 @@ C_FADE_IN = 36  # 1: the next rendered block fades in (after a callback that cou
 C_NULL_START = 37  # monotonic ns at which the null output's sample 0 was due
 C_SCHED_FN = 38  # address of libc sched_setscheduler
 C_RT_PRIORITY = 39  # SCHED_FIFO priority the rendering thread asks for at its first block (0: leave it)
-C_RT_STATE = 40  # 0 not asked yet, 1 granted, 2 refused (the thread keeps its policy)
+C_RT_STATE = 40  # 0 not asked yet, 1 granted, 2 refused (kept its policy), 3 already realtime (left alone)
 C_INBOX_READ = 41  # address of the inbox's read index (the kernel's inbox_state[IB_READ])
 C_INSTALL_MAX_NS = 42  # longest time the supervisor held the renderer for an install
-C_BUF = 43  # the renderer's kernel buffers: (address, size) × N_BUF, in kernel.BUFFERS order
+C_GETSCHED_FN = 43  # address of libc sched_getscheduler
+C_BUF = 44  # the renderer's kernel buffers: (address, size) × N_BUF, in kernel.BUFFERS order
 N_BUF = len(K.BUFFERS)
 N_CTL = C_BUF + 2 * N_BUF
 
@@ -265,6 +266,18 @@ def _set_scheduler(typingctx, fn, policy, priority):
     return types.int64(types.int64, types.int64, types.int64), codegen
 
 
+@intrinsic
+def _get_scheduler(typingctx, fn):
+    """sched_getscheduler(0) through libc's address ``fn``: the calling thread's policy."""
+
+    def codegen(context, builder, signature, args):
+        fnty = ir.FunctionType(_I32, [_I32])
+        f = builder.inttoptr(args[0], fnty.as_pointer())
+        return builder.sext(builder.call(f, [ir.Constant(_I32, 0)]), _I64)
+
+    return types.int64(types.int64), codegen
+
+
 def _native_call_codegen(sig_args):
     """Code calling a numba-compiled function (returning None) at a run-time address with numba's own calling
     convention; the call's value is the callee's status code (0 = ok)."""
@@ -357,8 +370,11 @@ def _serve(ctl, out, frames, status) -> None:
     callback; when the renderer cannot be owned in time, fades the last sample played to zero instead."""
     clock = ctl[C_CLOCK_GETTIME]
     t_in = _mono_ns(clock)
-    if ctl[C_RT_STATE] == 0 and ctl[C_RT_PRIORITY] > 0:  # once: the thread that renders asks to run first
-        ctl[C_RT_STATE] = 1 if _set_scheduler(ctl[C_SCHED_FN], SCHED_FIFO, ctl[C_RT_PRIORITY]) == 0 else 2
+    if ctl[C_RT_STATE] == 0 and ctl[C_RT_PRIORITY] > 0:  # once: the thread that renders asks to run first,
+        if _get_scheduler(ctl[C_GETSCHED_FN]) != SCHED_OTHER:  # unless the host made it realtime already
+            ctl[C_RT_STATE] = 3  # (a realtime JACK server's client thread: its priority is the right one)
+        else:
+            ctl[C_RT_STATE] = 1 if _set_scheduler(ctl[C_SCHED_FN], SCHED_FIFO, ctl[C_RT_PRIORITY]) == 0 else 2
     b = ctl[C_BLOCK]
     aux = carray(_f32p(ctl[C_AUX]), (b + 2,))
     hp = ctl[C_HOLD_POS]
@@ -548,7 +564,8 @@ def install_exclusive(ctl, addrs, vmeta, qused, remap, swap, swaps, consts, mess
     priority for the install (so the scheduler does not stretch it) and goes back to normal after. Returns ns
     spent waiting for the renderer, or -1 when it could not be taken within ``timeout_ns``."""
     clock = ctl[C_CLOCK_GETTIME]
-    boosted = ctl[C_RT_PRIORITY] > 0 and _set_scheduler(ctl[C_SCHED_FN], SCHED_FIFO, ctl[C_RT_PRIORITY]) == 0
+    boosted = (ctl[C_RT_PRIORITY] > 0 and _get_scheduler(ctl[C_GETSCHED_FN]) == SCHED_OTHER
+               and _set_scheduler(ctl[C_SCHED_FN], SCHED_FIFO, ctl[C_RT_PRIORITY]) == 0)
     t_in = _mono_ns(clock)
     while _cas(ctl, C_OWNER, OWNER_FREE, OWNER_SUPERVISOR) != OWNER_FREE:
         if _mono_ns(clock) - t_in > timeout_ns:
@@ -623,10 +640,10 @@ def give_back(ctl) -> None:
 
 # ------------------------------------------------------------------------------------------ Python side
 @functools.cache
-def _libc_addresses() -> tuple[int, int, int]:
-    """Addresses of libc's clock_gettime, clock_nanosleep and sched_setscheduler."""
+def _libc_addresses() -> tuple[int, int, int, int]:
+    """Addresses of libc's clock_gettime, clock_nanosleep, sched_setscheduler and sched_getscheduler."""
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    names = ("clock_gettime", "clock_nanosleep", "sched_setscheduler")
+    names = ("clock_gettime", "clock_nanosleep", "sched_setscheduler", "sched_getscheduler")
     addrs = tuple(ctypes.cast(getattr(libc, n), ctypes.c_void_p).value for n in names)
     if not all(addrs):
         raise OSError(f"libc lacks one of {names}")
@@ -650,7 +667,8 @@ class AudioPath:
     """The compiled audio path over one :class:`~sensorsynth.render.renderer.Renderer` (see the module doc).
 
     ``prefill_blocks``: the null output's lateness tolerance (the slack the Python path's ring gives).
-    ``realtime_priority``: SCHED_FIFO priority the rendering thread asks for at its first block (0: none).
+    ``realtime_priority``: SCHED_FIFO priority the rendering thread asks for at its first block (0: none; a thread
+    the host already runs realtime, e.g. a realtime JACK server's client thread, is left as it is).
     ``spin_us``: how long a callback waits for a reload's install before it gives up on the block (default half
     a block's duration: the other half is left for rendering). ``tap_seconds``: what the tap ring holds for a stalled Python reader.
 
@@ -680,7 +698,7 @@ class AudioPath:
         self._swaps = np.zeros(2 * renderer.max_voices, np.int64)
         c = self.ctl
         c[C_BLOCK], c[C_RATE] = b, rate
-        c[C_CLOCK_GETTIME], c[C_CLOCK_NANOSLEEP], c[C_SCHED_FN] = _libc_addresses()
+        c[C_CLOCK_GETTIME], c[C_CLOCK_NANOSLEEP], c[C_SCHED_FN], c[C_GETSCHED_FN] = _libc_addresses()
         c[C_RT_PRIORITY] = max(0, int(realtime_priority))
         c[C_LIMIT] = self._limit.ctypes.data
         c[C_AUX] = self._aux.ctypes.data
@@ -762,7 +780,8 @@ class AudioPath:
         state, prio = int(self.ctl[C_RT_STATE]), int(self.ctl[C_RT_PRIORITY])
         if prio <= 0:
             return "normal"
-        return {0: "not started", 1: f"SCHED_FIFO {prio}", 2: "normal (SCHED_FIFO refused)"}[state]
+        return {0: "not started", 1: f"SCHED_FIFO {prio}", 2: "normal (SCHED_FIFO refused)",
+                3: "realtime already (the host's priority, left as is)"}[state]
 
     # ------------------------------------------------------------------ supervisor (one Python thread)
     def sync(self, timeout_s: float = 2.0) -> bool:

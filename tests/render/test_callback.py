@@ -350,3 +350,31 @@ def test_the_callback_body_cannot_fail_and_calls_no_python():
     assert returns == {"ret i32 0"}, returns
     called = set(re.findall(r"call [^@\n]*@\"?([\w.]+)", body[0]))
     assert not {f for f in called if f.startswith(("Py", "numba_", "NRT_", "malloc", "free"))}, called
+
+
+def test_the_rendering_thread_asks_for_realtime_once_and_leaves_a_realtime_host_thread_alone():
+    """With realtime_priority, the thread that renders asks for SCHED_FIFO at its first block (the callback
+    thread is the host's: PortAudio's or JACK's); a thread the host already runs realtime keeps its priority."""
+    import os
+
+    out = {}
+
+    def first_block(path, pre_priority):
+        try:
+            if pre_priority:
+                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(pre_priority))
+            Card(path).pull(B)
+            out["policy"] = os.sched_getscheduler(0), os.sched_getparam(0).sched_priority
+        except PermissionError:
+            out["policy"] = None
+
+    for pre, expected in ((0, "SCHED_FIFO 7"), (30, "realtime already")):
+        path = CB.AudioPath(Renderer(make_instrument(0, **SMALL), block_size=B, seed=0), realtime_priority=7)
+        assert path.priority == "not started"
+        thread = threading.Thread(target=first_block, args=(path, pre))
+        thread.start()
+        thread.join()
+        if out["policy"] is None or path.priority.startswith("normal"):
+            pytest.skip("this process may not use SCHED_FIFO")
+        assert path.priority.startswith(expected)
+        assert out["policy"] == (os.SCHED_FIFO, 7 if pre == 0 else pre)
