@@ -41,7 +41,7 @@ from ..render import kernel as K
 from ..render.callback import TAP_RENDERED, TM_AHEAD, TM_FIRST, TM_INBOX, TM_KIND, TM_LEN, TM_NS, AudioPath
 from ..render.renderer import Renderer
 from .library import Change, Library
-from .playout import Output
+from .playout import NullOutput, Output, SoundDeviceOutput
 from .recorder import Recorder
 
 log = logging.getLogger("sensorsynth.engine")
@@ -172,6 +172,9 @@ class Engine:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.error: str | None = None
+        self.fallback: str | None = None
+        self._stalled = False
+        self._started_ns = time.monotonic_ns()
         self.priority = "normal"
         self._last_block_ns = time.monotonic_ns()
         self.audio_path = "compiled" if settings.audio_path == "compiled" and settings.device == "cpu" else "python"
@@ -197,6 +200,7 @@ class Engine:
         if self.settings.switch_interval_s:
             # the render thread's few microseconds of Python get the GIL within this, not 5 ms
             sys.setswitchinterval(self.settings.switch_interval_s)
+        self._started_ns = time.monotonic_ns()
         if self.path is not None:
             self.output.start_render(self.path)
             self._thread = threading.Thread(target=self._read_taps, name="audio-tap", daemon=True)
@@ -204,6 +208,22 @@ class Engine:
             self.output.start()
             self._thread = threading.Thread(target=self._run, name="render", daemon=True)
         self._thread.start()
+        fault = os.environ.get("SENSORSYNTH_FAULT", "")
+        if fault.startswith("stall-audio-after:"):
+            timer = threading.Timer(float(fault.split(":", 1)[1]), self._inject_stall)
+            timer.daemon = True
+            timer.start()
+
+    def _inject_stall(self) -> None:
+        """Fault injection for the watchdog's tests and the soak (SENSORSYNTH_FAULT=stall-audio-after:SECONDS):
+        take the renderer away from the audio side for good, as a hung kernel would."""
+        log.warning("SENSORSYNTH_FAULT: stalling the audio path now")
+        if self.path is not None:
+            from ..render.callback import take_renderer
+
+            take_renderer(self.path.ctl, 10**10)
+        else:
+            self._stalled = True
 
     def stop(self) -> None:
         if self.path is not None:
@@ -244,6 +264,9 @@ class Engine:
         nap = b / self.rate / 4
         try:
             while not self._stop.is_set():
+                if self._stalled:
+                    time.sleep(0.05)
+                    continue
                 out.advance()
                 if ring.fill >= target:
                     time.sleep(nap)
@@ -300,10 +323,33 @@ class Engine:
                         break
                 if stopping:
                     break
+                self._check_card()
                 self._stop.wait(0.004)
         except Exception as exc:  # noqa: BLE001 - reported by health; the watchdog restarts the process
             self.error = f"tap reader stopped: {exc!r}"
             log.exception("tap reader stopped")
+
+    CARD_TIMEOUT_NS = 500_000_000  # a card that asks for nothing this long has gone (JACK xruns last ~0.1 s)
+
+    def _check_card(self) -> None:
+        """The sound card vanished (unplugged, its JACK server killed): its callback stops coming. Fall back to
+        the null output on the same audio path, so the sound goes on (recording, browsers, meters) and the
+        service stays up; say so once. The dead stream is closed on a side thread: closing can block."""
+        out, path = self.output, self.path
+        if not isinstance(out, SoundDeviceOutput) or path is None or self._stop.is_set():
+            return
+        last = path.last_block_ns or self._started_ns
+        if time.monotonic_ns() - last < self.CARD_TIMEOUT_NS:
+            return
+        silent_s = (time.monotonic_ns() - last) / 1e9
+        null = NullOutput(self.rate, self.block)
+        null.start_render(path)
+        self.output = null
+        self.fallback = f"{out.description} stopped at {time.strftime('%H:%M:%S')} (no callback for {silent_s:.1f} s)"
+        null.description += f"; fell back after {self.fallback}"
+        threading.Thread(target=out.abandon, name="close-dead-card", daemon=True).start()
+        log.error("the sound card stopped: %s; playing to the null output now (restart the service to use a "
+                  "card again)", self.fallback)
 
     def _take_blocks(self, samples: np.ndarray, meta: np.ndarray) -> None:
         lengths = meta[:, TM_LEN]
@@ -492,6 +538,7 @@ class Engine:
             "sample_rate": self.rate,
             "block_size": self.block,
             "output": self.output.description,
+            "fallback": self.fallback,
             "underruns": out["underruns"],
             "callbacks": out["callbacks"],
             "instrument": self.default_instrument,

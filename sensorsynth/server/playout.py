@@ -284,6 +284,17 @@ class SoundDeviceOutput:
                 log.warning("closing the sound card stream: %s", exc)
             self._stream = None
 
+    def abandon(self) -> None:
+        """Give up a stream whose device has gone: ask PortAudio to abort and close it (this may block for as
+        long as the host API waits for a dead server, so callers run it on a side thread)."""
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            try:
+                stream.abort()
+                stream.close()
+            except Exception as exc:  # noqa: BLE001 - the device is gone; nothing more to do
+                log.info("closing the vanished sound card: %s", exc)
+
     def counters(self) -> dict[str, int]:
         if self._path is not None:
             return self._path.counters()
