@@ -2,7 +2,8 @@
 
 Every message is one JSON object with a ``type``. A client that sends something wrong gets an ``error``
 message back and the connection stays up. Binary frames from the server carry audio (see ``AudioHeader``);
-binary frames from a client are refused (``error`` ``binary_not_accepted``).
+binary frames from a client are refused (``error`` ``binary_not_accepted``), except the one that follows an
+``upload`` message.
 
 Client → server:
 
@@ -22,11 +23,20 @@ Client → server:
                 learned mappings: record | replay | train | run | clear | status (see LearnMsg) → learn
     calibrate   {"type": "calibrate", "source": "phone"}                 learn a source's range again
                 {"type": "calibrate", "source": "td", "lo": [N], "hi": [N]}  or set it → calibration
+    upload      {"type": "upload", "name": "take", "size": 176444, "sha256": "...", "replace": false}
+                then ONE binary frame: the clip (a WAV; pages send 16-bit mono 22050 Hz) → fit messages
+                (the server submits it to its trainer, follows the fit, and switches this client's voice
+                to the new instrument when it lands)
+    cancel      {"type": "cancel", "job": "..."}                     cancel this client's fit (job optional)
+    watch       {"type": "watch", "job": "..."}                      follow a fit again after a reconnect
 
 Server → client:
 
     welcome     {"type": "welcome", "v": 1, "voice": 3, "sample_rate": 22050, "block_size": 64,
-                 "instrument": "guitar", "instruments": [InstrumentSummary...], "limits": {...}}
+                 "instrument": "guitar", "instruments": [InstrumentSummary...], "limits": {...},
+                 "record": {"available": true, "reason": null, "max_bytes": 1000000, "max_seconds": 30,
+                            "sample_rate": 22050, "trainer": true}}
+                 (record: whether this server turns uploads into instruments; if not, why and how to make it)
     status      {"type": "status", ...the server's status dict}
     instrument_changed {"type": "instrument_changed", "voice": 3, "instrument": "guitar"}
     instruments {"type": "instruments", "instruments": [InstrumentSummary...]}  (pushed after a reload)
@@ -38,6 +48,11 @@ Server → client:
                  "models": {"phone": {"model": "ridge", "pairs": 312, "events": 41, "score": 0.62}},
                  "trained": {...}, "errors": {...}}   (after train: what was fitted, and what was not and why)
     calibration {"type": "calibration", "source": "td", "calibration": {"mode": "set", "lo": [...], "hi": [...]}}
+    fit         {"type": "fit", "job": "9f…", "name": "take", "state": "running", "stage": "full", "step": 120,
+                 "steps": 900, "eta_s": 41.5, "loss": 0.31, "elapsed_s": 12.0, "reason": null,
+                 "instrument": null}   states: uploaded, queued, running, installing, then one of done
+                 (with "instrument": the name now playing on this client's voice), failed or cancelled
+                 (with "reason")
 
 Binary audio frames (server → client after ``audio`` enabled): a 16-byte header
 ``<u4 magic "SSA1", u4 sample_rate, u8 first_sample>`` then float32 little-endian mono samples.
@@ -175,9 +190,39 @@ class CalibrateMsg(_Msg):
             raise ValueError("calibrate needs both lo and hi, of the same length, or neither")
 
 
+JobRef = Annotated[str, Field(pattern=r"^[0-9a-f]{1,32}$")]
+
+
+class UploadMsg(_Msg):
+    """A recorded clip to turn into an instrument. The clip itself follows as the very next frame, a binary
+    one, of exactly ``size`` bytes (and the SHA-256 ``sha256``, when given). ``name`` is what the user typed:
+    the server makes a valid, unused instrument name of it (``take``, ``take-2``, ...) unless ``replace``."""
+
+    type: Literal["upload"]
+    name: str = Field("take", max_length=100)
+    size: int = Field(ge=1, le=1 << 20)
+    sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
+    replace: bool = False
+
+
+class CancelMsg(_Msg):
+    """Cancel this client's fit (``job``: its id or a prefix; default the client's running fit)."""
+
+    type: Literal["cancel"]
+    job: JobRef | None = None
+
+
+class WatchMsg(_Msg):
+    """Follow a fit this server started (after a reconnect): its ``fit`` messages come to this client, and
+    when it lands this client's voice switches to it."""
+
+    type: Literal["watch"]
+    job: JobRef
+
+
 ClientMessage = Annotated[
     Union[Hello, ControlMsg, DeformMsg, GainMsg, InstrumentMsg, StatusMsg, AudioMsg, MonitorMsg, SensorMsg,
-          LearnMsg, CalibrateMsg],
+          LearnMsg, CalibrateMsg, UploadMsg, CancelMsg, WatchMsg],
     Field(discriminator="type"),
 ]
 _client = TypeAdapter(ClientMessage)

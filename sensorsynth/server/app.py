@@ -18,6 +18,7 @@ from ..mapping.presets import PresetError, PresetTable, load_preset
 from ..protocol.commands import Control, ControlChannel, Deform, Gain, SelectInstrument
 from .config import ServeConfig
 from .engine import Engine, EngineSettings
+from .fits import FitEdge
 from .library import Library, LibraryError
 from .mapping_edge import MappingEdge
 from .osc import OscServer
@@ -144,6 +145,8 @@ async def serve(config: ServeConfig, say: Callable[[str], None] = print) -> int:
         max_message_bytes=config.ws_max_message_bytes, messages_per_s=config.ws_messages_per_s,
         burst=2 * config.ws_messages_per_s, max_clients=config.max_clients, idle_release_s=config.idle_release_s,
     ), access, mappings=mappings)
+    fits = FitEdge(engine, config.trainer, config.record_fit, rejections, config.reload_interval_s)
+    web.fits = fits  # Record buttons: uploaded clips → trainer jobs → the uploader's voice
 
     def osc_sink(item, arrival: int) -> None:
         if isinstance(item, (Control, ControlChannel, Deform, Gain, SelectInstrument)):
@@ -189,6 +192,7 @@ async def serve(config: ServeConfig, say: Callable[[str], None] = print) -> int:
     await mappings.start()
     web.extra_status["osc"] = osc.stats
     web.extra_status["ws"] = web.stats  # connections, messages, sensor_frames, audio_frames_dropped
+    web.extra_status["record"] = fits.stats
 
     shown = _lan_address() if config.host in ("0.0.0.0", "::", "") else config.host
     q = f"?token={access.token}" if access.token else ""  # the pages pass it on to the WebSocket
@@ -215,6 +219,8 @@ async def serve(config: ServeConfig, say: Callable[[str], None] = print) -> int:
         f"  phone: {web_scheme}://{shown}:{ws_port}/phone{q}  (type this on the phone"
         + ("" if tls else "; its motion sensors need https: add --tls self-signed") + ")",
         *(tls.lines if tls else []),
+        f"  record: the pages' Record buttons fit on the trainer at {config.trainer}" if config.trainer else
+        "  record: off (start `sensorsynth trainer` and add --trainer tcp://127.0.0.1:5555 to record on the pages)",
         "  Ctrl-C stops.",
     ]
     say("\n".join(lines))
@@ -292,6 +298,7 @@ async def serve(config: ServeConfig, say: Callable[[str], None] = print) -> int:
         for server in extra.values():
             await server.stop()
         await mappings.stop()
+        await fits.stop()
         await web.stop()
         engine.stop()
         counters = output.counters()

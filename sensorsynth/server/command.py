@@ -55,6 +55,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--tls-cert", metavar="FILE.pem", help=_HELP["tls_cert"])
     p.add_argument("--tls-key", metavar="FILE.pem", help=_HELP["tls_key"])
     p.add_argument("--tls-dir", metavar="DIR", help=_HELP["tls_dir"])
+    p.add_argument("--trainer", metavar="ENDPOINT", help=_HELP["trainer"])
+    p.add_argument("--record-fit", action="append", metavar="KEY=VALUE", type=_assignment,
+                   help="a fit setting for recorded clips, e.g. --record-fit steps=300, or a model size, e.g. "
+                   "--record-fit spec.n_resonances=8 (repeatable; replaces the config file's record_fit table)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="default info")
     p.set_defaults(handler=run)
 
@@ -81,15 +85,36 @@ OPTION_KEYS = (
     "models", "instrument", "host", "osc_port", "ws_port", "output", "device", "sound_device", "hostapi", "sample_rate",
     "block_size", "max_voices", "prefill_blocks", "audio_path", "realtime_priority", "record", "latency", "fixed_delay_ms", "timetag_window_s",
     "osc_allowed_senders", "ws_token", "allowed_origins", "seed", "ready_file", "log_level",
-    "tls", "tls_cert", "tls_key", "tls_dir", "presets",
+    "tls", "tls_cert", "tls_key", "tls_dir", "presets", "trainer",
 )
+
+
+def _assignment(text: str) -> tuple[str, object]:
+    from ..cli import _parse_assignment
+
+    return _parse_assignment(text)
+
+
+def _record_fit(pairs: list[tuple[str, object]] | None) -> dict[str, object] | None:
+    """``--record-fit`` pairs as the config's table: ``spec.KEY`` entries go into its ``spec`` table."""
+    if not pairs:
+        return None
+    table: dict[str, object] = {}
+    spec: dict[str, object] = {}
+    for key, value in pairs:
+        if key.startswith("spec."):
+            spec[key[len("spec."):]] = value
+        else:
+            table[key] = value
+    return {**table, "spec": spec} if spec else table
 
 
 def run(args: argparse.Namespace) -> int:
     from ..cli import CliError
 
     try:
-        config = load_config(args.config, {k: getattr(args, k, None) for k in OPTION_KEYS})
+        config = load_config(args.config, {**{k: getattr(args, k, None) for k in OPTION_KEYS},
+                                           "record_fit": _record_fit(getattr(args, "record_fit", None))})
     except ConfigError as exc:
         raise CliError(str(exc)) from None
     logging.basicConfig(

@@ -10,7 +10,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 
 class ConfigError(ValueError):
@@ -64,7 +64,26 @@ class ServeConfig(BaseModel):
     tls_key: Path | None = Field(None, description="its PEM private key (default: inside the certificate file)")
     tls_dir: Path | None = Field(None, description="where --tls self-signed keeps its certificate "
                                  "(default ~/.local/share/sensorsynth/tls)")
+    trainer: str | None = Field(None, pattern=r"^(tcp|ipc|inproc)://\S+$",
+                                description="the trainer's endpoint (e.g. tcp://127.0.0.1:5555): the pages' Record "
+                                "buttons send clips there as fitting jobs (default: none, recording off)")
+    record_fit: dict[str, Any] = Field(default_factory=dict,
+                                       description="fit settings for recorded clips (FitSettings fields, and a "
+                                       "'spec' table of ModelSpec fields); default: the fitter's defaults")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("record_fit")
+    @classmethod
+    def _fit_settings(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from ..instrument.pipeline import make_settings, make_spec  # no torch: validation only
+
+        settings = {k: v for k, v in value.items() if k != "spec"}
+        spec = value.get("spec") or {}
+        if not isinstance(spec, dict):
+            raise ValueError("'spec' must be a table of model sizes, e.g. spec = {n_resonances = 8}")
+        make_settings(settings)
+        make_spec(spec)
+        return value
 
 
 def _first_error(exc: ValidationError, where: str) -> ConfigError:

@@ -36,6 +36,7 @@ from .library import LibraryError, check_name, details, summary
 from .rejections import Rejections
 
 if TYPE_CHECKING:
+    from .fits import FitEdge
     from .mapping_edge import MappingEdge
 
 log = logging.getLogger("sensorsynth.web")
@@ -88,6 +89,7 @@ class WebServer:
         self.access = access or AccessPolicy()
         self.engine = engine
         self.mappings = mappings  # sensor frames → the mappings → this client's voice
+        self.fits: "FitEdge | None" = None  # uploads → trainer jobs → this client's voice (set by the app)
         self.library = engine.library
         self.rejections = rejections
         self.limits = limits or WebLimits()
@@ -196,6 +198,8 @@ class WebServer:
         client.audio = client.monitor = False
         if self.mappings is not None:
             self.mappings.hub.forget(client.id)
+        if self.fits is not None:
+            self.fits.forget(client)
         if client.voice is not None:
             self.engine.release_voice(client.voice)
             client.voice = None
@@ -225,12 +229,16 @@ class WebServer:
             "welcome", v=wire.VERSION, voice=client.voice, sample_rate=e.rate, block_size=e.block, instrument=inst,
             instruments=[summary(x) for x in self.library.entries.values()],
             limits={"max_message_bytes": self.limits.max_message_bytes, "messages_per_s": self.limits.messages_per_s},
+            record=self.fits.info() if self.fits is not None else None,  # whether a Record button can work here
         )
 
     async def _on_message(self, client: Client, message: str | bytes) -> None:
         arrival = time.monotonic_ns()
         now = time.monotonic()
         self.stats["messages"] += 1
+        if self.fits is not None and await self.fits.intercept(client, message):
+            client.last_active = now
+            return  # the clip that follows an upload
         if len(message) > self.limits.max_message_bytes:
             await self._send_error(client, "too_large", f"messages are limited to {self.limits.max_message_bytes} bytes")
             return
@@ -264,6 +272,11 @@ class WebServer:
             await self._sensor(client, msg, arrival)
         elif kind in ("learn", "calibrate"):
             await self._mapping_request(client, msg)
+        elif kind in ("upload", "cancel", "watch"):
+            if self.fits is None:
+                await self._send_error(client, "unsupported", "this server does not take recordings", kind)
+            else:
+                await self.fits.request(client, msg)
         else:
             await self._play(client, msg, arrival)
 

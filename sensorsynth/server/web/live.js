@@ -10,6 +10,7 @@ import { Listener } from "./listen.js";
 import { PlaySurface } from "./pad.js";
 import { drawRoll } from "./pianoroll.js";
 import { dbOf, knownSources } from "./plot.js";
+import { RecordController } from "./record.js";
 import { drawSpectrum } from "./spectrum.js";
 
 const $ = (id) => document.getElementById(id);
@@ -195,6 +196,7 @@ const conn = new Connection({
 function handleMessage(msg) {
   switch (msg?.type) {
     case "welcome": {
+      recorder.onWelcome(msg);
       live.welcome = msg;
       live.voice = msg.voice;
       live.sampleRate = msg.sample_rate;
@@ -240,10 +242,14 @@ function handleMessage(msg) {
     case "status":
       showStatus(msg);
       break;
+    case "fit":
+      recorder.onFit(msg);
+      break;
     case "error":
       live.counts.errors++;
       live.errors.push(msg);
       if (live.errors.length > 20) live.errors.shift();
+      if (recorder.onError(msg)) break;  // shown in the Record panel
       toast(`server: ${msg.message ?? msg.code}`);
       // A refused switch: go back to drawing what the voice really plays.
       if (msg.ref === "instrument" && live.instrument && live.detail?.name !== live.instrument) {
@@ -329,6 +335,17 @@ function stopListening(tellServer = true) {
   $("listen-info").classList.remove("listen-info-bad");
 }
 $("stop").addEventListener("click", () => stopListening());
+
+// --- recording a new instrument (record.js) ----------------------------------------------------------------
+
+const recorder = new RecordController({
+  page: live,
+  conn,
+  toast,
+  playHint: "tap the play surface",
+  els: { button: $("record"), cancel: $("record-cancel"), name: $("record-name"), level: $("record-level"),
+    progress: $("record-progress"), info: $("record-info") },
+});
 
 // --- start -------------------------------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ import { EventLanes } from "./lanes.js";
 import { Listener } from "./listen.js";
 import { MotionReader, motionSupported, requestMotionPermission } from "./motion.js";
 import { AXIS_TEXT, GRID, clear, dbOf, fitCanvas } from "./plot.js";
+import { RecordController } from "./record.js";
 
 const $ = (id) => document.getElementById(id);
 const SOURCE = "phone";
@@ -311,6 +312,7 @@ const conn = new Connection({
 function handleMessage(msg) {
   switch (msg?.type) {
     case "welcome":
+      recorder.onWelcome(msg);
       phone.welcome = msg;
       phone.voice = msg.voice;
       phone.sampleRate = msg.sample_rate;
@@ -342,10 +344,14 @@ function handleMessage(msg) {
         lanes.addEvent(ev);
       }
       break;
+    case "fit":
+      recorder.onFit(msg);
+      break;
     case "error":
       phone.counts.errors++;
       phone.errors.push(msg);
       if (phone.errors.length > 20) phone.errors.shift();
+      if (recorder.onError(msg)) break;  // shown in the Record panel
       toast(`server: ${msg.message ?? msg.code}`);
       if (msg.ref === "instrument") showInstrument();
       break;
@@ -420,6 +426,17 @@ function stopListening(tellServer = true) {
   $("listen-info").textContent = "";
 }
 $("stop").addEventListener("click", () => stopListening());
+
+// --- recording a new instrument (record.js) ------------------------------------------------------------------
+
+const recorder = new RecordController({
+  page: phone,
+  conn,
+  toast,
+  playHint: "tap Start and move the phone",
+  els: { button: $("record"), cancel: $("record-cancel"), name: $("record-name"), level: $("record-level"),
+    progress: $("record-progress"), info: $("record-info") },
+});
 
 // --- start ---------------------------------------------------------------------------------------------------
 

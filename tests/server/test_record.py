@@ -1,0 +1,561 @@
+"""Record on a phone, play it a minute later: the pages' Record button → upload over the WebSocket → a job on a
+real trainer → the instrument in the server's models folder → the page's voice plays it.
+
+Real processes throughout: ``sensorsynth trainer`` with its own worker (tiny fits: 30 steps of a tiny model, as
+in tests/trainer) and ``sensorsynth serve --trainer``; the pages run in headless Chromium with a fake
+microphone that plays a 3 s cut of marimba.wav (``--use-fake-device-for-media-stream
+--use-file-for-fake-audio-capture``). Checked: progress messages arrive, the instrument is listed, the page's
+voice switched to it, a click on the play surface (live page) or shaking (phone page) then sounds in the
+server's recording; the two ways the result reaches the server (fetched from a trainer with its own folder,
+or written by a trainer sharing the folder); cancel; and every refusal of an upload (too large, not audio,
+wrong order of frames, ...), with the connection staying up. ``-s`` prints the time from the end of the
+recording to the first note of the new instrument, and an estimate for the default fit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import socket
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from sensorsynth.server.fits import (UPLOAD_MAX_BYTES, UploadError, check_clip, clean_name, free_name,
+                                     write_instrument)
+
+from ..trainer.helpers import TINY_SPEC
+from ..trainer.procs import Cluster
+from .conftest import BUNDLED, REPO
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
+MARIMBA = REPO.parent / "shared" / "audio" / "marimba.wav"
+SCREENSHOT = Path("/tmp/record-page.png")
+G = 9.80665
+# what a recorded clip is fitted with here: 30 steps of a tiny model (a default fit takes minutes)
+TINY_FIT = ["--record-fit", "steps=30", *[a for k, v in TINY_SPEC.items() for a in ("--record-fit", f"spec.{k}={v}")]]
+
+
+def wav_bytes(samples: np.ndarray, rate: int = 22050, subtype: str = "PCM_16") -> bytes:
+    buffer = io.BytesIO()
+    sf.write(buffer, samples, rate, format="WAV", subtype=subtype)
+    return buffer.getvalue()
+
+
+def marimba(seconds: float = 3.0) -> tuple[np.ndarray, int]:
+    data, rate = sf.read(MARIMBA, dtype="float32")
+    return data[: int(seconds * rate)], rate
+
+
+def health(url: str) -> dict:
+    with urllib.request.urlopen(f"{url}/health", timeout=5) as res:
+        return json.loads(res.read())
+
+
+def instruments(url: str) -> list[str]:
+    with urllib.request.urlopen(f"{url}/api/instruments", timeout=5) as res:
+        return [i["name"] for i in json.loads(res.read())["instruments"]]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(check, timeout: float, what: str, step: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        time.sleep(step)
+
+
+# ------------------------------------------------------------------------------------ the checks, alone
+
+
+def test_clip_checks_refuse_what_cannot_be_fitted(tmp_path):
+    clip, rate = marimba(1.0)
+    info = check_clip(wav_bytes(clip, rate))
+    assert (info.sample_rate, info.channels, info.frames) == (rate, 1, clip.size)
+
+    with pytest.raises(UploadError) as e:
+        check_clip(b"\0" * (UPLOAD_MAX_BYTES + 1))
+    assert e.value.code == "too_large"
+    for data, why in [
+        (b"", "empty"),
+        (b"this is not audio at all" * 100, "not a readable audio file"),
+        (wav_bytes(np.zeros(22050, np.float32)), "silent"),
+        (wav_bytes(clip[:500], rate), "at least"),
+        (wav_bytes(np.tile(clip, 40), rate), "at most 30 s"),
+        (wav_bytes(np.where(np.arange(clip.size) == 9, np.nan, clip).astype(np.float32), rate, "FLOAT"), "NaN"),
+        (wav_bytes(clip, rate)[:60], ""),  # a WAV header and hardly any audio: unreadable, or too short
+    ]:
+        with pytest.raises(UploadError) as e:
+            check_clip(data, max_bytes=10**8)
+        assert e.value.code == "bad_upload" and why in str(e.value), (why, str(e.value))
+
+    assert clean_name("My take #1!") == "My-take-1"
+    assert clean_name("") == "take" and clean_name("../../etc/passwd") == "etc-passwd"
+    assert clean_name("-x") == "x" and clean_name("ü") == "take" and len(clean_name("a" * 200)) == 64
+    taken = {"take", "take-2"}
+    assert free_name("take", taken.__contains__) == "take-3" and free_name("new", taken.__contains__) == "new"
+
+    # Written atomically, never over an existing instrument unless asked.
+    (tmp_path / "take.instrument").write_bytes(b"old")
+    assert write_instrument(tmp_path, "take", b"new", "abcdef12", replace=False).name == "take-2.instrument"
+    assert (tmp_path / "take.instrument").read_bytes() == b"old"
+    assert write_instrument(tmp_path, "take", b"newer", "abcdef12", replace=True).name == "take.instrument"
+    assert (tmp_path / "take.instrument").read_bytes() == b"newer"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["take-2.instrument", "take.instrument"]  # no leftovers
+
+
+# ------------------------------------------------------------------------------------ over the WebSocket
+
+
+class Socket:
+    """A blocking WebSocket client that keeps what it is sent, to wait for one kind of message."""
+
+    def __init__(self, url: str) -> None:
+        from websockets.sync.client import connect
+
+        self._opened = connect(url, max_size=None, open_timeout=10)
+        self.ws = self._opened.__enter__()
+        self.seen: list[dict] = []
+
+    def send(self, obj: dict | bytes) -> None:
+        self.ws.send(obj if isinstance(obj, bytes) else json.dumps(obj))
+
+    def expect(self, predicate, timeout: float = 10.0, what: str = "a message") -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            assert left > 0, f"no {what} within {timeout} s; got {[m.get('type') for m in self.seen[-20:]]}"
+            try:
+                raw = self.ws.recv(timeout=left)
+            except TimeoutError:
+                continue
+            if isinstance(raw, bytes):
+                continue
+            msg = json.loads(raw)
+            self.seen.append(msg)
+            if predicate(msg):
+                return msg
+
+    def error(self, ref: str | None = None, timeout: float = 10.0) -> dict:
+        return self.expect(lambda m: m["type"] == "error" and (ref is None or m.get("ref") == ref), timeout,
+                           f"error (ref {ref})")
+
+    def fit_end(self, timeout: float = 60.0) -> dict:
+        return self.expect(lambda m: m["type"] == "fit" and m["state"] in ("done", "failed", "cancelled"), timeout,
+                           "the end of the fit")
+
+    def close(self) -> None:
+        self._opened.__exit__(None, None, None)
+
+
+def test_uploads_are_checked_and_refusals_keep_the_connection(start_server):
+    dead = f"tcp://127.0.0.1:{free_port()}"  # a trainer that is not there: the clip is refused before it matters
+    server = start_server("--trainer", dead, record=False)
+    ws = Socket(server.ws_url)
+    ws.send({"type": "hello", "client": "test"})
+    info = ws.expect(lambda m: m["type"] == "welcome")["record"]
+    assert info["available"] and info["max_bytes"] == UPLOAD_MAX_BYTES and info["sample_rate"] == 22050
+
+    clip, rate = marimba(1.0)
+    good = wav_bytes(clip, rate)
+    # A binary frame with no upload before it: refused, as before.
+    ws.send(good)
+    assert ws.error()["code"] == "binary_not_accepted"
+    # Announced too large: refused at once.
+    ws.send({"type": "upload", "name": "x", "size": UPLOAD_MAX_BYTES + 1})
+    assert ws.error("upload")["code"] == "too_large"
+    # Wrong order: a text message where the clip should be abandons the upload; the message itself is served.
+    ws.send({"type": "upload", "name": "x", "size": len(good)})
+    ws.send({"type": "status"})
+    err = ws.error("upload")
+    assert err["code"] == "bad_upload" and "binary frame" in err["message"]
+    ws.expect(lambda m: m["type"] == "status")
+    ws.send(good)  # the clip too late: a plain binary frame again
+    assert ws.error()["code"] == "binary_not_accepted"
+    # Not what was announced: another size, another checksum.
+    ws.send({"type": "upload", "name": "x", "size": len(good) + 1})
+    ws.send(good)
+    assert "announced" in ws.error("upload")["message"]
+    ws.send({"type": "upload", "name": "x", "size": len(good), "sha256": "0" * 64})
+    ws.send(good)
+    assert "SHA-256" in ws.error("upload")["message"]
+    # Not audio, silence.
+    junk = bytes(range(256)) * 40
+    ws.send({"type": "upload", "name": "x", "size": len(junk)})
+    ws.send(junk)
+    err = ws.error("upload")
+    assert err["code"] == "bad_upload" and "not a readable audio file" in err["message"]
+    silent = wav_bytes(np.zeros(22050, np.float32))
+    ws.send({"type": "upload", "name": "x", "size": len(silent)})
+    ws.send(silent)
+    assert "silent" in ws.error("upload")["message"]
+    # A bad message is a schema error; nothing to cancel or watch.
+    ws.send({"type": "upload", "name": "x", "size": -1})
+    assert ws.error("upload")["code"] == "bad_schema"
+    ws.send({"type": "cancel"})
+    assert ws.error("cancel")["code"] == "unknown_job"
+    ws.send({"type": "watch", "job": "abc123"})
+    assert ws.error("watch")["code"] == "unknown_job"
+
+    # A good clip, but no trainer answers: the fit fails, saying so and how to start one.
+    ws.send({"type": "upload", "name": "take one", "size": len(good), "sha256": hashlib.sha256(good).hexdigest()})
+    ws.send(good)
+    up = ws.expect(lambda m: m["type"] == "fit")
+    assert up["state"] == "uploaded" and up["name"] == "take-one" and up["seconds"] == pytest.approx(1.0, abs=0.01)
+    end = ws.fit_end(30)
+    assert end["state"] == "failed" and end["failure"] == "no_trainer"
+    assert dead in end["reason"] and "sensorsynth trainer" in end["reason"]
+    ws.send({"type": "status"})  # still connected after all of it
+    st = ws.expect(lambda m: m["type"] == "status")
+    assert st["record"]["uploads"] == 1 and st["record"]["failed"] == 1 and st["record"]["refused"] >= 6
+    ws.close()
+    assert instruments(server.url) == ["guitar"]
+    assert server.stop() == 0
+
+
+def test_without_a_trainer_uploads_say_how_to_start_one(start_server):
+    server = start_server(record=False)
+    assert "record: off" in server.output()
+    ws = Socket(server.ws_url)
+    ws.send({"type": "hello"})
+    info = ws.expect(lambda m: m["type"] == "welcome")["record"]
+    assert not info["available"] and "sensorsynth trainer" in info["reason"] and "--trainer" in info["reason"]
+    ws.send({"type": "upload", "name": "x", "size": 10})
+    err = ws.error("upload")
+    assert err["code"] == "no_trainer" and "--trainer" in err["message"]
+    ws.send(b"0123456789")  # nothing pending: a binary frame is refused as always
+    assert ws.error()["code"] == "binary_not_accepted"
+    ws.close()
+    assert server.stop() == 0
+
+
+def test_cancel_stops_the_fit_on_the_trainer(start_server, tmp_path):
+    cluster = Cluster(tmp_path / "trainer")
+    cluster.root.mkdir()
+    try:
+        cluster.start_trainer(workers=1)
+        long_fit = ["--record-fit", "steps=200000", *TINY_FIT[2:]]  # a tiny model, but steps without end
+        server = start_server("--trainer", cluster.endpoint, *long_fit, record=False)
+        ws = Socket(server.ws_url)
+        ws.send({"type": "hello"})
+        assert ws.expect(lambda m: m["type"] == "welcome")["record"]["available"]
+        clip, rate = marimba(1.0)
+        data = wav_bytes(clip, rate)
+        ws.send({"type": "upload", "name": "long", "size": len(data)})
+        ws.send(data)
+        running = ws.expect(lambda m: m["type"] == "fit" and m["state"] == "running" and (m["step"] or 0) > 0, 60,
+                            "a running fit")
+        assert running["steps"] == 200000 and running["eta_s"] is not None
+        # A second upload while this one runs: refused, this page has one fit at a time.
+        ws.send({"type": "upload", "name": "another", "size": len(data)})
+        assert ws.error("upload")["code"] == "busy"
+        t0 = time.monotonic()
+        ws.send({"type": "cancel"})
+        end = ws.fit_end(20)
+        took = time.monotonic() - t0
+        assert end["state"] == "cancelled", end
+        with cluster.client() as client:
+            job = client.job(running["job"])
+        assert job.state == "cancelled"
+        print(f"\ncancel from the page → fit cancelled: {took:.2f} s")
+        assert instruments(server.url) == ["guitar"] and not (server.models / "long.instrument").exists()
+        ws.close()
+        assert server.stop() == 0
+    finally:
+        cluster.close()
+
+
+# ------------------------------------------------------------------------------------ the pages
+
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+needs_chromium = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no system Chromium at {CHROMIUM}")
+
+
+@pytest.fixture
+def mic_clip(tmp_path) -> Path:
+    """What the fake microphone plays: 3 s of marimba.wav, 16-bit."""
+    clip, rate = marimba(3.0)
+    path = tmp_path / "mic.wav"
+    sf.write(path, clip, rate, subtype="PCM_16")
+    return path
+
+
+@pytest.fixture
+def browser(mic_clip):
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=[
+            *CHROMIUM_ARGS, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-audio-capture={mic_clip}",
+        ])
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def open_page(browser, url: str, problems: list[str], init_script: str | None = None, **context_args):
+    context = browser.new_context(**context_args)
+    if init_script:
+        context.add_init_script(init_script)
+    page = context.new_page()
+    page.on("console", lambda m: problems.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(f"pageerror: {e}"))
+    page.goto(url)
+    return page
+
+
+def follow_record(page, timeout: float = 90.0) -> list[tuple[float, str, str]]:
+    """Wait for data-record to reach a final state (returned as seen: [(t, state, text)])."""
+    seen: list[tuple[float, str, str]] = []
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        now = page.evaluate("[document.documentElement.dataset.record, "
+                            "document.getElementById('record-info').textContent]")
+        if not seen or seen[-1][1:] != tuple(now[:2]):
+            seen.append((round(time.monotonic() - t0, 2), now[0], now[1]))
+        if now[0] in ("done", "failed", "cancelled", "denied"):
+            return seen
+        time.sleep(0.03)
+    raise AssertionError(f"the recording did not end within {timeout} s: {seen[-5:]}")
+
+
+def recorded(server) -> float:
+    return float(health(server.url)["recording"]["seconds"])
+
+
+def default_fit_estimate(cluster: Cluster, clip: bytes) -> tuple[float, float, int]:
+    """Start a fit with the fitter's defaults (seed-size model, 900 steps) on the same trainer, read the total
+    its progress predicts (elapsed + ETA once a few steps ran), cancel it. (estimate s, analysis s, threads)."""
+    with cluster.client() as client:
+        job = client.submit(clip, "default-estimate", clip_name="mic.wav")
+        seen: dict = {}
+
+        def probe():
+            info = client.job(job.id)
+            p = info.progress
+            if p is not None and p.stage == "analysis":
+                seen.setdefault("analysis", p.elapsed_s)
+            if p is not None and p.step >= 4 and p.eta_s is not None:
+                return p
+            return None
+
+        p = wait_until(probe, 120, "a default fit's first steps", step=0.2)
+        client.cancel(job.id)
+        workers = client.list().workers
+    threads = workers[0].threads if workers else 1
+    return p.elapsed_s + p.eta_s, p.elapsed_s, threads
+
+
+@needs_chromium
+def test_record_on_the_live_page_and_play_it(start_server, browser, tmp_path, mic_clip):
+    """The trainer writes into its own folder: the server fetches the result into its own."""
+    cluster = Cluster(tmp_path / "trainer")
+    cluster.root.mkdir()
+    problems: list[str] = []
+    try:
+        cluster.start_trainer(workers=1)
+        server = start_server("--trainer", cluster.endpoint, *TINY_FIT)
+        assert server.models != cluster.models
+        page = open_page(browser, f"{server.url}/", problems, viewport={"width": 1280, "height": 1000})
+        page.wait_for_selector("html[data-record='idle']", timeout=20_000)
+        assert page.is_enabled("#record")
+        voice = page.evaluate("window.sensorsynthLive.voice")
+        page.fill("#record-name", "marimba take")
+        page.click("#record")
+        page.wait_for_selector("html[data-record='recording']", timeout=10_000)
+        assert "Recording" in page.inner_text("#record-info")  # the countdown
+        page.wait_for_function("window.sensorsynthLive.record.peak > 0.05", timeout=10_000)  # the level
+        seen = follow_record(page)
+        rec = page.evaluate("window.sensorsynthLive.record")
+        assert rec["state"] == "done", (seen, rec["error"], server.output()[-2000:])
+        name = rec["instrument"]
+        assert name == "marimba-take"
+        # The progress went through the trainer's stages, step by step, with ETAs.
+        states = [p["state"] for p in rec["progress"]]
+        assert states[0] == "uploaded" and {"queued", "running", "installing", "done"} <= set(states), states
+        running = [p for p in rec["progress"] if p["state"] == "running"]
+        assert {"analysis", "frozen"} & {p["stage"] for p in running}
+        assert any(p["step"] > 0 and p["steps"] == 30 and p["eta_s"] is not None for p in running)
+        assert any("Fitting" in text and "/30" in text for _, _, text in seen), seen
+        # Listed, and this page's voice plays it (the server switched it; the page followed).
+        assert name in instruments(server.url)
+        assert (server.models / f"{name}.instrument").is_file() and (cluster.models / f"{name}.instrument").is_file()
+        page.wait_for_function(f"window.sensorsynthLive.instrument === '{name}'", timeout=5_000)
+        assert health(server.url)["voices"][voice]["instrument"] == name
+        page.wait_for_function(f"window.sensorsynthLive.detail && window.sensorsynthLive.detail.name === '{name}'")
+        k = TINY_SPEC["control_plane_dim"]
+        page.wait_for_function(f"document.querySelectorAll('#pad .cell').length === {k}")
+
+        # The first note: a click on the play surface, into the recording where there was silence.
+        before = recorded(server)
+        page.click("#pad .cell[data-index='0']")
+        hit = page.evaluate("window.sensorsynthLive.lastHit")
+        assert hit["sent"]
+        page.wait_for_function("window.sensorsynthLive.counts.events >= 1", timeout=10_000)
+        wait_until(lambda: recorded(server) > before + 1.5, 20, "the recording to grow")
+        page.screenshot(path=str(SCREENSHOT), full_page=True)
+        times, last = rec["times"], rec["last"]
+        first_note_s = (hit["at"] - times["recordEnd"]) / 1000
+
+        # The same clip with the fitter's defaults, to estimate a real fit (cancelled after a few steps).
+        sent = wav_bytes(*marimba(3.0))
+        estimate, analysis_s, threads = default_fit_estimate(cluster, sent)
+        page.context.close()
+        assert problems == []
+        assert server.stop() == 0
+    finally:
+        cluster.close()
+
+    audio, rate = sf.read(str(server.record_path), dtype="float32", always_2d=True)
+    audio = audio.mean(axis=1)
+    cut = int(before * rate)
+    silence = audio[max(0, cut - rate): max(0, cut - rate // 20)]
+    assert silence.size > rate // 2 and np.abs(silence).max() < 1e-4, "sound before the click"
+    after = audio[cut: cut + rate]
+    rms = float(np.sqrt(np.mean(after.astype(np.float64) ** 2)))
+    assert rms > 1e-3, f"the new instrument made no sound (rms {rms:.2g} in the second after the click)"
+
+    t = last["timings"]
+    fit_s = t["fit_done_s"] - t["running_s"]
+    rest = first_note_s - fit_s
+    print(f"\nrecord → play (tiny fit: 30 steps of a {TINY_SPEC['n_resonances']}-resonance model, trainer worker on "
+          f"{threads} thread): end of the recording → first note {first_note_s:.2f} s"
+          f"\n  page: resample + encode + hash {(times['encoded'] - times['recordEnd']) / 1000:.2f} s; "
+          f"sent → uploaded {(times['uploaded'] - times['sent']) / 1000:.2f} s"
+          f"\n  server: uploaded → queued {t['queued_s']:.2f} s → running {t['running_s']:.2f} s → fitted "
+          f"{t['fit_done_s']:.2f} s → loaded {t['loaded_s']:.2f} s → voice switched {t['switched_s']:.2f} s"
+          f"\n  page: 'done' → click {(hit['at'] - times['done']) / 1000:.2f} s; rms after the click {rms:.3f}"
+          f"\n  default fit (seed-size model, 900 steps) of the same clip on this trainer: about {estimate:.0f} s "
+          f"(its progress after a few steps; analysis {analysis_s:.1f} s), so end of recording → first note ≈ "
+          f"{rest + estimate:.0f} s")
+
+
+class Motion:
+    """The emulated phone's motion sensors (DevTools overrides), as tests/server/test_phone.py drives them."""
+
+    def __init__(self, context, page):
+        self.cdp = context.new_cdp_session(page)
+        for kind in ("accelerometer", "linear-acceleration", "gyroscope"):
+            self.cdp.send("Emulation.setSensorOverrideEnabled", {"enabled": True, "type": kind})
+        self.set((0, 0, 0), (0, 0, 0))
+
+    def set(self, acc, rot) -> None:
+        xyz = lambda v: {"xyz": {"x": float(v[0]), "y": float(v[1]), "z": float(v[2])}}  # noqa: E731
+        self.cdp.send("Emulation.setSensorOverrideReadings", {"type": "linear-acceleration", "reading": xyz(acc)})
+        self.cdp.send("Emulation.setSensorOverrideReadings", {"type": "accelerometer",
+                                                              "reading": xyz((acc[0], acc[1], acc[2] + G))})
+        self.cdp.send("Emulation.setSensorOverrideReadings", {"type": "gyroscope", "reading": xyz(rot)})
+
+    def shake(self, seconds: float, hz: float = 5.0, amp: float = 18.0) -> None:
+        t0 = time.monotonic()
+        while (t := time.monotonic() - t0) < seconds:
+            s, c = math.sin(2 * math.pi * hz * t), math.cos(2 * math.pi * hz * t)
+            self.set((amp * s, 0.4 * amp * c, 0.2 * amp * s), (3.0 * c, 1.5 * s, 0.8 * c))
+            time.sleep(0.02)
+
+
+@needs_chromium
+def test_record_on_the_phone_and_shake_it(start_server, browser, tmp_path):
+    """The trainer shares the server's models folder: nothing is copied, the server waits for the file."""
+    cluster = Cluster(tmp_path)
+    problems: list[str] = []
+    try:
+        cluster.models.mkdir()
+        (cluster.models / BUNDLED.name).write_bytes(BUNDLED.read_bytes())
+        cluster.start_trainer(workers=1)
+        server = start_server("--trainer", cluster.endpoint, *TINY_FIT, models=cluster.models)
+        (cluster.models / "take.instrument").write_bytes(BUNDLED.read_bytes())  # the name is taken: take-2
+        wait_until(lambda: "take" in instruments(server.url), 10, "the library to list take")
+        context = browser.new_context(viewport={"width": 390, "height": 844}, has_touch=True, is_mobile=True)
+        page = context.new_page()
+        page.on("console", lambda m: problems.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
+        page.on("pageerror", lambda e: problems.append(f"pageerror: {e}"))
+        motion = Motion(context, page)
+        page.goto(f"{server.url}/phone")
+        page.wait_for_selector("html[data-record='idle']", timeout=20_000)
+        voice = page.evaluate("window.sensorsynthPhone.voice")
+        page.tap("#record")
+        seen = follow_record(page)
+        rec = page.evaluate("window.sensorsynthPhone.record")
+        assert rec["state"] == "done", (seen, rec["error"], server.output()[-2000:])
+        assert rec["instrument"] == "take-2"  # never over an existing instrument
+        assert (cluster.models / "take.instrument").read_bytes() == BUNDLED.read_bytes()
+        assert "Fetched" not in server.output() and "fetched" not in server.output()  # shared: nothing copied
+        page.wait_for_function("window.sensorsynthPhone.instrument === 'take-2'", timeout=5_000)
+        assert page.eval_on_selector("#instrument", "s => s.value") == "take-2"
+        assert health(server.url)["voices"][voice]["instrument"] == "take-2"
+
+        # The same phone plays it: shaking it fires the new instrument's control dimensions on its voice.
+        page.tap("#start")
+        page.wait_for_selector("html[data-motion='running']", timeout=10_000)
+        before = recorded(server)
+        motion.shake(2.0)
+        page.wait_for_function("window.sensorsynthPhone.counts.ownEvents > 0", timeout=10_000)
+        wait_until(lambda: recorded(server) > before + 2.5, 20, "the recording to grow")
+        assert page.evaluate("window.sensorsynthPhone.errors") == []
+        page.context.close()
+        assert problems == []
+        assert server.stop() == 0
+    finally:
+        cluster.close()
+    audio, rate = sf.read(str(server.record_path), dtype="float32", always_2d=True)
+    shaken = audio.mean(axis=1)[int(before * rate): int((before + 2.5) * rate)]
+    rms = float(np.sqrt(np.mean(shaken.astype(np.float64) ** 2)))
+    assert rms > 1e-3, f"shaking the phone made no sound with the new instrument (rms {rms:.2g})"
+
+
+DENY_MIC = """
+navigator.mediaDevices.getUserMedia = () =>
+  Promise.reject(new DOMException("Permission denied", "NotAllowedError"));
+"""
+
+
+@needs_chromium
+def test_record_errors_on_the_page_are_plain(start_server, browser):
+    # No trainer: the button is off and says how to start one.
+    server = start_server(record=False)
+    problems: list[str] = []
+    page = open_page(browser, f"{server.url}/", problems)
+    page.wait_for_selector("html[data-record='unavailable']", timeout=20_000)
+    page.wait_for_function("document.getElementById('record-info').textContent.includes('sensorsynth trainer')")
+    assert page.is_disabled("#record") and "--trainer" in page.inner_text("#record-info")
+    page.context.close()
+    assert server.stop() == 0
+
+    # A trainer that does not answer; a microphone that is refused.
+    dead = f"tcp://127.0.0.1:{free_port()}"
+    server = start_server("--trainer", dead, record=False)
+    page = open_page(browser, f"{server.url}/phone", problems, init_script=DENY_MIC)
+    page.wait_for_selector("html[data-record='idle']", timeout=20_000)
+    page.click("#record")
+    page.wait_for_selector("html[data-record='denied']", timeout=10_000)
+    assert "refused" in page.inner_text("#record-info") and page.is_enabled("#record")
+    page.context.close()
+
+    page = open_page(browser, f"{server.url}/", problems)
+    page.wait_for_selector("html[data-record='idle']", timeout=20_000)
+    page.click("#record")
+    follow_record(page, timeout=60)
+    text = page.inner_text("#record-info")
+    assert page.evaluate("document.documentElement.dataset.record") == "failed"
+    assert "no trainer answered" in text and dead in text, text
+    assert page.is_enabled("#record")  # it can be tried again
+    page.context.close()
+    assert problems == []
+    assert server.stop() == 0
