@@ -36,6 +36,9 @@ log = logging.getLogger("sensorsynth.serve")
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_STALLED = 0, 1, 2, 3
 
 
+ABANDONED_DEVICE = False  # set when a vanished sound card was abandoned while serving
+
+
 class ServeError(Exception):
     """Start-up problems a user can act on (no instruments, port in use, ...)."""
 
@@ -304,6 +307,11 @@ async def serve(config: ServeConfig, say: Callable[[str], None] = print) -> int:
         counters = output.counters()
         rec = f"; recorded {recorder.seconds:.1f} s to {recorder.path}" if recorder is not None else ""
         say(f"sensorsynth serve: stopped ({', '.join(reason) or 'watchdog'}); under-runs {counters['underruns']}{rec}")
+        if engine.fallback is not None:
+            # PortAudio's exit handler can wait forever on a vanished host API (a killed JACK server): everything
+            # is closed and written by now, so the command skips interpreter exit handlers (see command.run)
+            global ABANDONED_DEVICE
+            ABANDONED_DEVICE = True
     return exit_code
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 
 from .config import ConfigError, ServeConfig, load_config
@@ -47,6 +48,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--ws-token", metavar="TOKEN", help=_HELP["ws_token"])
     p.add_argument("--allow-origin", action="append", metavar="URL", dest="allowed_origins",
                    help=_HELP["allowed_origins"] + " (repeatable)")
+    p.add_argument("--stall-exit-s", type=float, metavar="S", help=_HELP["stall_exit_s"] + " (default 5)")
     p.add_argument("--seed", type=int, help=_HELP["seed"])
     p.add_argument("--ready-file", metavar="FILE.json", help=_HELP["ready_file"])
     p.add_argument("--preset", action="append", metavar="NAME", dest="presets",
@@ -84,7 +86,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 OPTION_KEYS = (
     "models", "instrument", "host", "osc_port", "ws_port", "output", "device", "sound_device", "hostapi", "sample_rate",
     "block_size", "max_voices", "prefill_blocks", "audio_path", "realtime_priority", "record", "latency", "fixed_delay_ms", "timetag_window_s",
-    "osc_allowed_senders", "ws_token", "allowed_origins", "seed", "ready_file", "log_level",
+    "osc_allowed_senders", "ws_token", "allowed_origins", "seed", "stall_exit_s", "ready_file", "log_level",
     "tls", "tls_cert", "tls_key", "tls_dir", "presets", "trainer",
 )
 
@@ -121,12 +123,18 @@ def run(args: argparse.Namespace) -> int:
         level=config.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("websockets").setLevel(logging.WARNING)  # one line per HTTP request is noise
+    from . import app
     from .app import ServeError, serve
 
     try:
-        return asyncio.run(serve(config, say=lambda text: print(text, flush=True)))
+        code = asyncio.run(serve(config, say=lambda text: print(text, flush=True)))
     except ServeError as exc:
         raise CliError(str(exc), exc.code) from None
+    if app.ABANDONED_DEVICE:  # a dead audio host API can hang PortAudio's exit handler: leave now, all is saved
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 def run_doctor(args: argparse.Namespace) -> int:
