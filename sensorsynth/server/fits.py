@@ -403,10 +403,11 @@ class FitEdge:
             await self._error(client, "unknown_job", f"no fit {msg.job} on this server (it may have restarted)", "watch")
             return
         fit.client = client
-        if fit.last:
-            await self._send(client, wire.encode("fit", **fit.last))
         if fit.state == "done" and fit.instrument:  # it landed while the page was away: play it now
-            await self._switch(fit)
+            voice = await self._switch(fit)
+            await self._emit(fit, **{**fit.last, "voice": voice})
+        elif fit.last:
+            await self._send(client, wire.encode("fit", **fit.last))
 
     # ------------------------------------------------------------------ one fit
     async def _emit(self, fit: Fit, **fields: Any) -> None:
@@ -461,7 +462,7 @@ class FitEdge:
         p = info.progress
         state = "installing" if info.state == "done" else info.state
         if state in ("failed", "cancelled", "installing"):
-            if state == "installing":
+            if state == "installing" and fit.state != "installing":  # (the thread posts the done job twice)
                 fit.times.setdefault("fit_done", time.monotonic())
                 await self._emit(fit, state=state, final_loss=info.final_loss, worker=info.worker)
             return  # the final message comes from _run

@@ -280,6 +280,49 @@ def test_cancel_stops_the_fit_on_the_trainer(start_server, tmp_path):
         cluster.close()
 
 
+def test_a_page_that_reconnects_follows_its_fit_again(start_server, tmp_path):
+    """A phone whose Wi-Fi dropped mid-fit: the fit goes on; the page, back on a new connection (a new voice),
+    says watch and gets the fit's messages again, and its new voice plays the instrument once it lands."""
+    cluster = Cluster(tmp_path / "trainer")
+    cluster.root.mkdir()
+    try:
+        cluster.start_trainer(workers=1)
+        server = start_server("--trainer", cluster.endpoint, *TINY_FIT, record=False)
+        clip, rate = marimba(1.0)
+        data = wav_bytes(clip, rate)
+        first = Socket(server.ws_url)
+        first.send({"type": "hello"})
+        first.expect(lambda m: m["type"] == "welcome")
+        first.send({"type": "upload", "name": "dropped", "size": len(data)})
+        first.send(data)
+        job = first.expect(lambda m: m["type"] == "fit")["job"]
+        first.close()  # gone before the fit ends
+
+        again = Socket(server.ws_url)
+        again.send({"type": "hello"})
+        voice = again.expect(lambda m: m["type"] == "welcome")["voice"]
+        again.send({"type": "watch", "job": job[:12]})
+        end = again.fit_end(60)
+        assert end["state"] == "done" and end["instrument"] == "dropped" and end["voice"] == voice, end
+        changed = [m for m in again.seen if m["type"] == "instrument_changed"]
+        assert changed == [{"type": "instrument_changed", "voice": voice, "instrument": "dropped"}]
+        assert health(server.url)["voices"][voice]["instrument"] == "dropped"
+        again.close()
+        # Back after it landed: the page hears it is done, and its voice (a new one again) plays it.
+        late = Socket(server.ws_url)
+        late.send({"type": "hello"})
+        voice = late.expect(lambda m: m["type"] == "welcome")["voice"]
+        late.send({"type": "watch", "job": job})
+        end = late.fit_end(10)
+        assert end["state"] == "done" and end["voice"] == voice
+        assert {"type": "instrument_changed", "voice": voice, "instrument": "dropped"} in late.seen
+        assert health(server.url)["voices"][voice]["instrument"] == "dropped"
+        late.close()
+        assert server.stop() == 0
+    finally:
+        cluster.close()
+
+
 # ------------------------------------------------------------------------------------ the pages
 
 
@@ -339,27 +382,32 @@ def recorded(server) -> float:
     return float(health(server.url)["recording"]["seconds"])
 
 
-def default_fit_estimate(cluster: Cluster, clip: bytes) -> tuple[float, float, int]:
-    """Start a fit with the fitter's defaults (seed-size model, 900 steps) on the same trainer, read the total
-    its progress predicts (elapsed + ETA once a few steps ran), cancel it. (estimate s, analysis s, threads)."""
+def mode_steps(steps: int, frozen: int = 150, every: int = 2) -> int:
+    """How many of a fit's steps train the oscillators (FitSettings' defaults: frozen 150, every 2nd)."""
+    return max(0, -(-(steps - frozen) // every))
+
+
+def default_fit_estimate(cluster: Cluster, clip: bytes) -> dict[str, float]:
+    """Start a fit with the fitter's defaults (seed-size model, 900 steps) on the same trainer, read what its
+    progress predicts once a few steps ran (elapsed + ETA), and cancel it. Also the cost of one frozen step
+    (the ETA's own model: a step that trains the oscillators costs 2.4 of them), the time before the first
+    step (reading, analysis), and from those a 300-step fit's time."""
     with cluster.client() as client:
         job = client.submit(clip, "default-estimate", clip_name="mic.wav")
-        seen: dict = {}
 
         def probe():
-            info = client.job(job.id)
-            p = info.progress
-            if p is not None and p.stage == "analysis":
-                seen.setdefault("analysis", p.elapsed_s)
-            if p is not None and p.step >= 4 and p.eta_s is not None:
-                return p
-            return None
+            p = client.job(job.id).progress
+            return p if p is not None and p.step >= 4 and p.eta_s is not None else None
 
         p = wait_until(probe, 120, "a default fit's first steps", step=0.2)
         client.cancel(job.id)
         workers = client.list().workers
-    threads = workers[0].threads if workers else 1
-    return p.elapsed_s + p.eta_s, p.elapsed_s, threads
+    train = mode_steps(900)
+    frozen_step = p.eta_s / (900 - p.step - train + 2.4 * train)
+    before = max(0.0, p.elapsed_s - p.step * frozen_step)
+    cost = lambda steps: before + frozen_step * (steps - mode_steps(steps) + 2.4 * mode_steps(steps))  # noqa: E731
+    return {"default_s": p.elapsed_s + p.eta_s, "before_steps_s": before, "frozen_step_s": frozen_step,
+            "steps300_s": cost(300), "threads": workers[0].threads if workers else 0}
 
 
 @needs_chromium
@@ -369,7 +417,7 @@ def test_record_on_the_live_page_and_play_it(start_server, browser, tmp_path, mi
     cluster.root.mkdir()
     problems: list[str] = []
     try:
-        cluster.start_trainer(workers=1)
+        cluster.start_trainer("--threads", "2", workers=1)  # what `sensorsynth trainer` runs on 2 cores
         server = start_server("--trainer", cluster.endpoint, *TINY_FIT)
         assert server.models != cluster.models
         page = open_page(browser, f"{server.url}/", problems, viewport={"width": 1280, "height": 1000})
@@ -415,7 +463,7 @@ def test_record_on_the_live_page_and_play_it(start_server, browser, tmp_path, mi
 
         # The same clip with the fitter's defaults, to estimate a real fit (cancelled after a few steps).
         sent = wav_bytes(*marimba(3.0))
-        estimate, analysis_s, threads = default_fit_estimate(cluster, sent)
+        est = default_fit_estimate(cluster, sent)
         page.context.close()
         assert problems == []
         assert server.stop() == 0
@@ -434,16 +482,18 @@ def test_record_on_the_live_page_and_play_it(start_server, browser, tmp_path, mi
     t = last["timings"]
     fit_s = t["fit_done_s"] - t["running_s"]
     rest = first_note_s - fit_s
-    print(f"\nrecord → play (tiny fit: 30 steps of a {TINY_SPEC['n_resonances']}-resonance model, trainer worker on "
-          f"{threads} thread): end of the recording → first note {first_note_s:.2f} s"
+    print(f"\nrecord → play (tiny fit: 30 steps of a {TINY_SPEC['n_resonances']}-resonance model, the trainer's "
+          f"worker on {est['threads']} threads): end of the recording → first note {first_note_s:.2f} s"
           f"\n  page: resample + encode + hash {(times['encoded'] - times['recordEnd']) / 1000:.2f} s; "
           f"sent → uploaded {(times['uploaded'] - times['sent']) / 1000:.2f} s"
           f"\n  server: uploaded → queued {t['queued_s']:.2f} s → running {t['running_s']:.2f} s → fitted "
           f"{t['fit_done_s']:.2f} s → loaded {t['loaded_s']:.2f} s → voice switched {t['switched_s']:.2f} s"
           f"\n  page: 'done' → click {(hit['at'] - times['done']) / 1000:.2f} s; rms after the click {rms:.3f}"
-          f"\n  default fit (seed-size model, 900 steps) of the same clip on this trainer: about {estimate:.0f} s "
-          f"(its progress after a few steps; analysis {analysis_s:.1f} s), so end of recording → first note ≈ "
-          f"{rest + estimate:.0f} s")
+          f"\n  estimated from a default fit's progress on this trainer (cancelled after a few steps; before the "
+          f"steps {est['before_steps_s']:.1f} s, a frozen step {est['frozen_step_s']:.3f} s):"
+          f"\n    default fit (seed-size model, 900 steps) {est['default_s']:.0f} s → end of recording → first note "
+          f"≈ {rest + est['default_s']:.0f} s"
+          f"\n    record_fit steps=300 {est['steps300_s']:.0f} s → ≈ {rest + est['steps300_s']:.0f} s")
 
 
 class Motion:
