@@ -585,6 +585,27 @@ def test_record_errors_on_the_page_are_plain(start_server, browser):
     page.wait_for_selector("html[data-record='unavailable']", timeout=20_000)
     page.wait_for_function("document.getElementById('record-info').textContent.includes('sensorsynth trainer')")
     assert page.is_disabled("#record") and "--trainer" in page.inner_text("#record-info")
+
+    # The page's own signal path (record.js): resampling 48 kHz → 22050 Hz keeps what fits and does not fold
+    # back what does not; the WAV it writes is one soundfile reads back exactly.
+    got = page.evaluate("""async () => {
+      const m = await import("/static/record.js");
+      const sine = (hz, n, rate) => Float32Array.from({ length: n }, (_, i) => 0.5 * Math.sin(2 * Math.PI * hz * i / rate));
+      const rms = (x) => Math.sqrt(x.slice(2000, -2000).reduce((a, v) => a + v * v, 0) / (x.length - 4000));
+      const low = m.resample(sine(1000, 48000, 48000), 48000, 22050);
+      const high = m.resample(sine(15000, 48000, 48000), 48000, 22050);  // above the new Nyquist (11025 Hz)
+      const up = m.resample(sine(1000, 16000, 16000), 16000, 22050);
+      const wav = new Uint8Array(m.encodeWav(Float32Array.from([0, 0.5, -0.5, 1, -1, 2]), 22050));
+      return { low: [low.length, rms(low)], high: rms(high), up: [up.length, rms(up)], wav: Array.from(wav),
+               sha: await m.sha256Hex(wav.buffer) };
+    }""")
+    assert got["low"][0] == 22050 and got["low"][1] == pytest.approx(0.5 / math.sqrt(2), rel=0.01)
+    assert got["up"][0] == 22050 and got["up"][1] == pytest.approx(0.5 / math.sqrt(2), rel=0.01)
+    assert got["high"] < 0.005, f"15 kHz folded back into the 22050 Hz clip (rms {got['high']:.3g})"
+    wav = bytes(got["wav"])
+    data, rate = sf.read(io.BytesIO(wav), dtype="int16")
+    assert rate == 22050 and data.tolist() == [0, 16384, -16383, 32767, -32767, 32767]
+    assert got["sha"] == hashlib.sha256(wav).hexdigest()
     page.context.close()
     assert server.stop() == 0
 
