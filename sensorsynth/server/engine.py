@@ -45,6 +45,7 @@ from .playout import NullOutput, Output, SoundDeviceOutput
 from .recorder import Recorder
 
 log = logging.getLogger("sensorsynth.engine")
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 OSC_VOICE = 0  # OSC without /voice/<n> plays voice 0; WebSocket clients get voices from 1 up
 
@@ -163,6 +164,7 @@ class Engine:
         self.peak = 0.0
         self._sumsq = 0.0
         self._nsq = 0
+        self._levels: collections.deque[tuple[float, int, float, float]] = collections.deque(maxlen=64)
         self.listeners = 0  # browser audio streams; the render thread copies blocks only when > 0
         self.stream: collections.deque[tuple[int, np.ndarray]] = collections.deque(maxlen=256)
         self.monitoring = 0
@@ -394,10 +396,21 @@ class Engine:
         self._nsq += block.shape[0]
 
     def take_level(self) -> tuple[float, float]:
-        """(rms, peak) since the previous call (the loop's meter)."""
+        """(rms, peak) since the previous call (the loop's meter, every 50 ms); also kept for the status."""
         n, s, p = self._nsq, self._sumsq, self.peak
         self._nsq, self._sumsq, self.peak = 0, 0.0, 0.0
+        self._levels.append((time.monotonic(), n, s, p))
         return (float(np.sqrt(s / n)) if n else 0.0, p)
+
+    def level(self, seconds: float = 1.0) -> dict[str, float | None]:
+        """The output level over the last second, in dBFS (None = digital silence)."""
+        since = time.monotonic() - seconds
+        recent = [x for x in list(self._levels) if x[0] >= since]
+        n = sum(x[1] for x in recent)
+        s = sum(x[2] for x in recent)
+        p = max((x[3] for x in recent), default=0.0)
+        db = lambda v: round(20 * float(np.log10(v)), 1) if v > 1e-9 else None  # noqa: E731
+        return {"rms_dbfs": db(float(np.sqrt(s / n))) if n else None, "peak_dbfs": db(p)}
 
     # ------------------------------------------------------------------ commands (event loop thread)
     def sample_at(self, mono_ns: int) -> int:
@@ -428,7 +441,19 @@ class Engine:
         return v
 
     def submit(self, cmd: Command, arrival_ns: int | None = None, *, voice: int = OSC_VOICE, source: str = "osc") -> None:
-        """Apply one command (from the event loop thread). Raises Rejected for what it refuses."""
+        """Apply one command (from the event loop thread). Raises Rejected for what it refuses, and nothing else:
+        what the renderer's own checks refuse (values beyond float32, ...) is a Rejected too."""
+        values = getattr(cmd, "values", None) or getattr(cmd, "logits", None)
+        if values and max(abs(x) for x in values) > FLOAT32_MAX:
+            raise Rejected("out_of_range", "values beyond the float32 range")
+        try:
+            self._submit(cmd, arrival_ns, voice, source)
+        except Rejected:
+            raise
+        except ValueError as exc:
+            raise Rejected("out_of_range", str(exc)) from None
+
+    def _submit(self, cmd: Command, arrival_ns: int | None, voice: int, source: str) -> None:
         if arrival_ns is None:
             arrival_ns = time.monotonic_ns()
         v = self._voice(getattr(cmd, "voice", None), voice)
@@ -533,6 +558,7 @@ class Engine:
         out = self.path.counters() if self.path is not None else self.output.counters()
         return {
             "uptime_s": round(time.monotonic() - self.started, 1),
+            "level": self.level(),
             "running": self.running,
             "error": self.error,
             "sample_rate": self.rate,

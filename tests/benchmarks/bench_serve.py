@@ -228,6 +228,9 @@ def main() -> None:
                   f"p99 {a['latency_ms']['p99']:.2f} ms (target <= {1000 * args.block_size / 22050 + 2:.1f}); "
                   f"to card p99 {a['to_card_ms']['p99']:.2f} ms; audio thread block p50 {a['block_us']['p50']:.0f} µs, "
                   f"p99 {a['block_us']['p99']:.0f} µs, max {a['block_us']['max']:.0f} µs")
+            ap_a, ap_b = a.get("audio_path") or {}, b.get("audio_path") or {}
+            parts = {k: ap_a.get(k, 0) - ap_b.get(k, 0) for k in ("not_rendered", "device_underflow", "late")}
+            print(f"  under-runs by cause: {parts} (device_underflow: PortAudio's flag, i.e. the card's own xruns)")
             print(f"  events applied {a['events']['events']}, dropped {a['events'].get('dropped')}, "
                   f"rejected {sum(a['rejected'].values())}; server CPU {a['cpu_load']:.2f} cores; "
                   f"RSS {rss[0][1] if rss else 0:.0f} -> {rss[-1][1] if rss else 0:.0f} MB "

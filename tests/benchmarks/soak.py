@@ -271,7 +271,12 @@ def phase_faults(tmp: Path, args) -> None:
         name = f"soak{os.getpid()}"
         jack = subprocess.Popen(["jackd", "-n", name, "--no-realtime", "-d", "dummy", "-r", "22050", "-p", "64"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        subprocess.run(["jack_wait", "-w", "-t", "10", "-s", name], capture_output=True)
+        deadline = time.monotonic() + 15
+        while subprocess.run(["jack_wait", "-c", "-s", name], capture_output=True).returncode != 0:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the private JACK server {name} did not start")
+            time.sleep(0.2)
+        time.sleep(0.5)
         server = launch(tmp, "--output", "sound", "--hostapi", "JACK", models=models,
                         env={"JACK_DEFAULT_SERVER": name, "JACK_NO_START_SERVER": "1"})
         time.sleep(1.5)

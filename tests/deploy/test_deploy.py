@@ -70,7 +70,7 @@ def test_the_example_config_runs_and_reports_health(tmp_path):
         ctx.check_hostname = False
         with urllib.request.urlopen(f"https://127.0.0.1:{server.ws_port}/health", context=ctx, timeout=10) as r:
             health = json.loads(r.read())
-        for key in ("uptime_s", "underruns", "clients", "instrument", "cpu_load", "rejected", "events"):
+        for key in ("uptime_s", "level", "underruns", "clients", "instrument", "cpu_load", "rejected", "events"):
             assert key in health
         assert health["instrument"] == "guitar" and health["running"] is True
         from pythonosc.osc_message import OscMessage

@@ -83,8 +83,12 @@ def test_osc_plays_silence_before_sound_after_and_sigterm_leaves_a_valid_wav(sta
     wait_for(lambda: recorded_seconds(server) > 1.0, what="a second of recording")
     client = SimpleUDPClient("127.0.0.1", server.osc_port)
     t_send = recorded_seconds(server)
+    assert http_json(server, "/health")["level"]["peak_dbfs"] is None, "silence reads as no level"
     client.send_message("/sensorsynth/control", [0.0] * 3 + [1.0] * (K - 3))
-    time.sleep(1.5)
+    time.sleep(0.4)
+    level = http_json(server, "/health")["level"]
+    assert level["peak_dbfs"] is not None and -40 < level["peak_dbfs"] <= 0.1, level
+    time.sleep(1.1)
     assert server.stop() == 0
     data, rate = recorded(server)
     assert data.size > rate  # the file is complete and readable after SIGTERM
