@@ -10,9 +10,12 @@
 //   meter and the control events it plays. Those pushes also prove the link alive: after a Wi-Fi drop a
 //   phone's socket often stays half-open without ever closing, so a link silent for STALE_MS is replaced.
 // - "Play on phone" plays the server's PCM stream through the same AudioWorklet listener as the live page.
+// - Teach (teach.js) records this phone's motion paired with the cells tapped meanwhile, trains a model on
+//   the server and runs it: learned mappings, driven from the page.
 //
-// For tests and debugging the page's state is on `window.sensorsynthPhone`, the connection state on
-// <html data-state="...">, and the motion state on <html data-motion="stopped|starting|running|denied">.
+// For tests and debugging the page's state is on `window.sensorsynthPhone` (the Teach panel's on its
+// `teach`), the connection state on <html data-state="...">, and the motion state on
+// <html data-motion="stopped|starting|running|denied">.
 
 import { Connection } from "./connection.js";
 import { EventLanes } from "./lanes.js";
@@ -20,6 +23,7 @@ import { Listener } from "./listen.js";
 import { MotionReader, motionSupported, requestMotionPermission } from "./motion.js";
 import { AXIS_TEXT, GRID, clear, dbOf, fitCanvas } from "./plot.js";
 import { RecordController } from "./record.js";
+import { TeachPanel } from "./teach.js";
 
 const $ = (id) => document.getElementById(id);
 const SOURCE = "phone";
@@ -47,6 +51,7 @@ const phone = {
   counts: { meter: 0, events: 0, ownEvents: 0, audioFrames: 0, errors: 0 },
   errors: [],
   listen: null,
+  teach: null,             // the Teach panel's view (teach.js)
   resetPeak() {
     this.peak = 0;
   },
@@ -318,17 +323,20 @@ function handleMessage(msg) {
       phone.sampleRate = msg.sample_rate;
       phone.instrument = msg.instrument;
       setInstruments(msg.instruments);
+      teach.onWelcome(msg, phone.instruments);
       $("voice").textContent = msg.voice === null || msg.voice === undefined ? "no voice free" : `voice ${msg.voice}`;
       $("listen").disabled = listener.active;
       if (listener.active) conn.send({ type: "audio", enabled: true });
       break;
     case "instruments":
       setInstruments(msg.instruments);
+      teach.setInstrument(phone.instrument, phone.instruments);
       break;
     case "instrument_changed":
       if (msg.voice === phone.voice) {
         phone.instrument = msg.instrument;
         showInstrument();
+        teach.onInstrumentChanged(msg.instrument, phone.instruments);
       }
       break;
     case "meter":
@@ -342,16 +350,21 @@ function handleMessage(msg) {
         phone.counts.events++;
         if (ev.voice === phone.voice) phone.counts.ownEvents++;
         lanes.addEvent(ev);
+        teach.onEvent(ev);
       }
       break;
     case "fit":
       recorder.onFit(msg);
+      break;
+    case "learn":
+      teach.onLearn(msg);
       break;
     case "error":
       phone.counts.errors++;
       phone.errors.push(msg);
       if (phone.errors.length > 20) phone.errors.shift();
       if (recorder.onError(msg)) break;  // shown in the Record panel
+      if (teach.onError(msg)) break;     // shown in the Teach panel
       toast(`server: ${msg.message ?? msg.code}`);
       if (msg.ref === "instrument") showInstrument();
       break;
@@ -379,6 +392,7 @@ function showConnState(state, detail, c) {
     text.textContent = state === "offline" ? "offline" : "connecting…";
   }
   $("listen").disabled = state !== "connected" || listener.active;
+  teach.onConnState(state);
 }
 
 // Now and then a status request, which also keeps an idle phone's voice (a still phone sends frames anyway).
@@ -437,6 +451,19 @@ const recorder = new RecordController({
   els: { button: $("record"), cancel: $("record-cancel"), name: $("record-name"), level: $("record-level"),
     progress: $("record-progress"), info: $("record-info") },
 });
+
+// --- teaching a learned mapping (teach.js) -------------------------------------------------------------------
+
+const teach = new TeachPanel({
+  conn,
+  source: SOURCE,
+  onHit: (index, value) => lanes.addInput(index, value),
+  els: { panel: $("teach"), pad: $("teach-pad"), record: $("teach-record"), replay: $("teach-replay"),
+    train: $("teach-train"), model: $("teach-model"), run: $("teach-run"), clear: $("teach-clear"),
+    state: $("teach-state"), pairs: $("teach-pairs"), targets: $("teach-targets"), score: $("teach-score"),
+    info: $("teach-info"), error: $("teach-error") },
+});
+phone.teach = teach.view;
 
 // --- start ---------------------------------------------------------------------------------------------------
 
