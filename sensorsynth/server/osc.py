@@ -339,6 +339,26 @@ def _parse_args(data: bytes, tags: str, p: int, end: int) -> list:
     return values
 
 
+def _elements(data: bytes, start: int, end: int):
+    """The elements of the bundle at data[start:end] (header and time tag already checked): (offset, size,
+    is_bundle) each, with the framing checked; anything malformed raises _Malformed."""
+    i = start + 16
+    while i < end:
+        if i + 4 > end:
+            raise _Malformed("bundle element size runs past the end")
+        size = _I32.unpack_from(data, i)[0]
+        i += 4
+        if size <= 0 or size & 3 or i + size > end:
+            raise _Malformed(f"bundle element size {size} is invalid or overruns the packet")
+        if data.startswith(_BUNDLE, i):
+            yield i, size, True
+        elif data[i] == 0x2F:
+            yield i, size, False
+        else:
+            raise _Malformed("bundle element is neither a message nor a bundle")
+        i += size
+
+
 class OscDecoder:
     """Pure OSC decoder: ``decode(datagram, now) -> [Command | StatusRequest | Rejection, ...]``.
 
@@ -390,27 +410,15 @@ class OscDecoder:
             at = ntp_to_unix(tag, now)
             if not abs(at - now) <= self.timetag_window_s:
                 at = None
-        i = start + 16
-        while i < end:
-            if i + 4 > end:
-                raise _Malformed("bundle element size runs past the end")
-            size = _I32.unpack_from(data, i)[0]
-            i += 4
-            if size <= 0 or size & 3 or i + size > end:
-                raise _Malformed(f"bundle element size {size} is invalid or overruns the packet")
-            first = data[i]
-            if first == 0x2F:
+        for i, size, is_bundle in _elements(data, start, end):
+            if not is_bundle:
                 self.messages += 1
                 out.append(self._message(data, i, i + size, at))
-            elif data.startswith(_BUNDLE, i):
-                if depth >= self.max_bundle_depth:
-                    self._check_nested(data, i, i + size)
-                    out.append(Rejection("too_deep", f"bundle nested deeper than {self.max_bundle_depth} levels"))
-                else:
-                    self._bundle(data, i, i + size, depth + 1, now, out)
+            elif depth >= self.max_bundle_depth:
+                self._check_nested(data, i, i + size)
+                out.append(Rejection("too_deep", f"bundle nested deeper than {self.max_bundle_depth} levels"))
             else:
-                raise _Malformed("bundle element is neither a message nor a bundle")
-            i += size
+                self._bundle(data, i, i + size, depth + 1, now, out)
 
     def _check_nested(self, data: bytes, start: int, end: int, guard: int = 64) -> None:
         """Framing check of a bundle too deep to decode (so 'too_deep' never hides a broken datagram)."""
@@ -418,19 +426,9 @@ class OscDecoder:
             return
         if end - start < 16:
             raise _Malformed("bundle shorter than its header and time tag")
-        i = start + 16
-        while i < end:
-            if i + 4 > end:
-                raise _Malformed("bundle element size runs past the end")
-            size = _I32.unpack_from(data, i)[0]
-            i += 4
-            if size <= 0 or size & 3 or i + size > end:
-                raise _Malformed(f"bundle element size {size} is invalid or overruns the packet")
-            if data.startswith(_BUNDLE, i):
+        for i, size, is_bundle in _elements(data, start, end):
+            if is_bundle:
                 self._check_nested(data, i, i + size, guard - 1)
-            elif data[i] != 0x2F:
-                raise _Malformed("bundle element is neither a message nor a bundle")
-            i += size
 
     # One message --------------------------------------------------------------------------------------------
 
