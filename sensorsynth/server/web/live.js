@@ -7,6 +7,7 @@
 import { Connection } from "./connection.js";
 import { EventLanes } from "./lanes.js";
 import { Listener } from "./listen.js";
+import { showConnText, showToast, wireListen } from "./page.js";
 import { PlaySurface } from "./pad.js";
 import { drawRoll } from "./pianoroll.js";
 import { dbOf, knownSources } from "./plot.js";
@@ -164,13 +165,8 @@ function escapeHtml(s) {
   return s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 }
 
-let toastTimer = 0;
 function toast(text) {
-  const el = $("toast");
-  el.textContent = text;
-  el.hidden = false;
-  clearTimeout(toastTimer);
-  toastTimer = setTimeout(() => (el.hidden = true), 5000);
+  showToast($("toast"), text);
 }
 
 // --- the socket ---------------------------------------------------------------------------------------------
@@ -261,24 +257,10 @@ function handleMessage(msg) {
   }
 }
 
-let countdownTimer = 0;
 function showConnState(state, detail, c) {
   live.state = state;
   document.documentElement.dataset.state = state;
-  clearInterval(countdownTimer);
-  const text = $("conn-text");
-  if (state === "connected") {
-    text.textContent = "connected";
-  } else if (state === "reconnecting") {
-    const tick = () => {
-      const s = Math.max(0, (c.retryAt - performance.now()) / 1000);
-      text.textContent = `reconnecting in ${s.toFixed(0)} s${detail ? ` (${detail})` : ""}`;
-    };
-    tick();
-    countdownTimer = setInterval(tick, 500);
-  } else {
-    text.textContent = state === "offline" ? "offline" : "connecting…";
-  }
+  showConnText($("conn-text"), state, detail, c);
   $("listen").disabled = state !== "connected" || listener.active;
 }
 
@@ -306,35 +288,9 @@ function showListenStats(st) {
   live.listen = st;
 }
 
-$("listen").addEventListener("click", () => {
-  if (!live.sampleRate || !conn.connected) {
-    toast("not connected yet");
-    return;
-  }
-  $("listen").disabled = true;
-  lastUnderflows = 0;
-  listener.start(live.sampleRate).then(
-    () => {
-      conn.send({ type: "audio", enabled: true });
-      $("stop").disabled = false;
-      $("listen-info").textContent = "starting…";
-    },
-    (err) => {
-      $("listen").disabled = !conn.connected;
-      toast(`cannot play audio here: ${err.message}`);
-    },
-  );
+const stopListening = wireListen({
+  $, conn, listener, toast, sampleRate: () => live.sampleRate, onStart: () => (lastUnderflows = 0),
 });
-
-function stopListening(tellServer = true) {
-  if (tellServer) conn.send({ type: "audio", enabled: false });
-  listener.stop();
-  $("stop").disabled = true;
-  $("listen").disabled = !conn.connected;
-  $("listen-info").textContent = "";
-  $("listen-info").classList.remove("listen-info-bad");
-}
-$("stop").addEventListener("click", () => stopListening());
 
 // --- recording a new instrument (record.js) ----------------------------------------------------------------
 

@@ -20,6 +20,7 @@
 import { Connection } from "./connection.js";
 import { EventLanes } from "./lanes.js";
 import { Listener } from "./listen.js";
+import { showConnText, showToast, wireListen } from "./page.js";
 import { MotionReader, motionSupported, requestMotionPermission } from "./motion.js";
 import { AXIS_TEXT, GRID, clear, dbOf, fitCanvas } from "./plot.js";
 import { RecordController } from "./record.js";
@@ -284,13 +285,8 @@ $("instrument").addEventListener("change", (e) => {
   }
 });
 
-let toastTimer = 0;
 function toast(text) {
-  const el = $("toast");
-  el.textContent = text;
-  el.hidden = false;
-  clearTimeout(toastTimer);
-  toastTimer = setTimeout(() => (el.hidden = true), 5000);
+  showToast($("toast"), text);
 }
 
 // --- the socket ------------------------------------------------------------------------------------------
@@ -373,24 +369,10 @@ function handleMessage(msg) {
   }
 }
 
-let countdownTimer = 0;
 function showConnState(state, detail, c) {
   phone.state = state;
   document.documentElement.dataset.state = state;
-  clearInterval(countdownTimer);
-  const text = $("conn-text");
-  if (state === "connected") {
-    text.textContent = "connected";
-  } else if (state === "reconnecting") {
-    const tick = () => {
-      const s = Math.max(0, (c.retryAt - performance.now()) / 1000);
-      text.textContent = `reconnecting in ${s.toFixed(0)} s${detail ? ` (${detail})` : ""}`;
-    };
-    tick();
-    countdownTimer = setInterval(tick, 500);
-  } else {
-    text.textContent = state === "offline" ? "offline" : "connecting…";
-  }
+  showConnText($("conn-text"), state, detail, c);
   $("listen").disabled = state !== "connected" || listener.active;
   teach.onConnState(state);
 }
@@ -413,33 +395,9 @@ function showListenStats(st) {
   phone.listen = st;
 }
 
-$("listen").addEventListener("click", () => {
-  if (!phone.sampleRate || !conn.connected) {
-    toast("not connected yet");
-    return;
-  }
-  $("listen").disabled = true;
-  listener.start(phone.sampleRate).then(
-    () => {
-      conn.send({ type: "audio", enabled: true });
-      $("stop").disabled = false;
-      $("listen-info").textContent = "starting…";
-    },
-    (err) => {
-      $("listen").disabled = !conn.connected;
-      toast(`cannot play audio here: ${err.message}`);
-    },
-  );
+const stopListening = wireListen({
+  $, conn, listener, toast, sampleRate: () => phone.sampleRate,
 });
-
-function stopListening(tellServer = true) {
-  if (tellServer) conn.send({ type: "audio", enabled: false });
-  listener.stop();
-  $("stop").disabled = true;
-  $("listen").disabled = !conn.connected;
-  $("listen-info").textContent = "";
-}
-$("stop").addEventListener("click", () => stopListening());
 
 // --- recording a new instrument (record.js) ------------------------------------------------------------------
 
