@@ -43,6 +43,7 @@ import hashlib
 import json
 import os
 import struct
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -452,3 +453,61 @@ def _upgrade_1_to_2(raw: RawManifest, arrays: dict[str, np.ndarray]) -> tuple[Ra
 
 
 UPGRADES[1] = _upgrade_1_to_2
+
+
+# --------------------------------------------------------------------------- delivering into a models folder
+def free_name(base: str, taken: Callable[[str], bool]) -> str:
+    """``base``, or ``base-2``, ``base-3``, ... : the first that ``taken`` says is free."""
+    if not taken(base):
+        return base
+    stem = base[:60]
+    for n in range(2, 10_000):
+        candidate = f"{stem}-{n}"
+        if not taken(candidate):
+            return candidate
+    return f"{stem}-{uuid.uuid4().hex[:8]}"
+
+
+def write_instrument(folder: Path, name: str, blob: bytes, tag: str, *, replace: bool,
+                     taken: Callable[[str], bool] | None = None) -> Path:
+    """Write ``blob`` as ``folder/NAME.instrument`` atomically: a dot-named temporary file (the library's scan
+    ignores it), fsynced, then linked into place. Without ``replace`` it never overwrites: an existing name
+    (one that appeared meanwhile, too) gets the next free suffix. Returns the path written."""
+    tmp = folder / f".{name}.instrument.{tag[:8]}.partial"
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(blob)
+            handle.flush()
+            os.fsync(handle.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        if replace:
+            target = folder / f"{name}.instrument"
+            os.replace(tmp, target)
+        else:
+            is_taken = taken or (lambda n: False)
+            while True:
+                target = folder / f"{free_name(name, lambda n: is_taken(n) or (folder / f'{n}.instrument').exists())}.instrument"
+                try:
+                    os.link(tmp, target)  # atomic, and fails if the name exists: never clobbers
+                    break
+                except FileExistsError:
+                    continue  # appeared between the check and the link: the next suffix
+                except OSError:  # a file system without hard links: check, then rename
+                    if target.exists():
+                        continue
+                    os.replace(tmp, target)
+                    break
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return target
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return target

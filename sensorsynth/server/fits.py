@@ -29,7 +29,6 @@ import asyncio
 import hashlib
 import io
 import logging
-import os
 import re
 import time
 import uuid
@@ -43,6 +42,7 @@ from websockets.exceptions import ConnectionClosed
 
 from ..protocol import ws as wire
 from ..protocol.commands import Rejected
+from ..instrument_file import free_name, write_instrument  # noqa: F401 - re-exported for the tests
 from .library import SUFFIX, LibraryError, check_name
 
 if TYPE_CHECKING:
@@ -122,63 +122,6 @@ def clean_name(text: str, default: str = "take") -> str:
     if not name or not name[0].isalnum():
         name = f"{default}-{name}".rstrip("-") if name else default
     return check_name(name)
-
-
-def free_name(base: str, taken: Callable[[str], bool]) -> str:
-    """``base``, or ``base-2``, ``base-3``, ... : the first that ``taken`` says is free."""
-    if not taken(base):
-        return base
-    stem = base[:60]
-    for n in range(2, 10_000):
-        candidate = f"{stem}-{n}"
-        if not taken(candidate):
-            return candidate
-    return f"{stem}-{uuid.uuid4().hex[:8]}"
-
-
-def write_instrument(folder: Path, name: str, blob: bytes, tag: str, *, replace: bool,
-                     taken: Callable[[str], bool] | None = None) -> Path:
-    """Write ``blob`` as ``folder/NAME.instrument`` atomically: a dot-named temporary file (the library's scan
-    ignores it), fsynced, then linked into place. Without ``replace`` it never overwrites: an existing name
-    (one that appeared meanwhile, too) gets the next free suffix. Returns the path written."""
-    tmp = folder / f".{name}{SUFFIX}.{tag[:8]}.partial"
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(blob)
-            handle.flush()
-            os.fsync(handle.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        if replace:
-            target = folder / f"{name}{SUFFIX}"
-            os.replace(tmp, target)
-        else:
-            is_taken = taken or (lambda n: False)
-            while True:
-                target = folder / f"{free_name(name, lambda n: is_taken(n) or (folder / f'{n}{SUFFIX}').exists())}{SUFFIX}"
-                try:
-                    os.link(tmp, target)  # atomic, and fails if the name exists: never clobbers
-                    break
-                except FileExistsError:
-                    continue  # appeared between the check and the link: the next suffix
-                except OSError:  # a file system without hard links: check, then rename
-                    if target.exists():
-                        continue
-                    os.replace(tmp, target)
-                    break
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return target
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    return target
 
 
 @dataclass

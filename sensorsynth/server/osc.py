@@ -489,8 +489,7 @@ class OscDecoder:
 
     def _command(self, route: _Route, values: tuple, kind: str, at: float | None) -> Item:
         """``kind``: "f" all numbers (as floats), "s" one string, "" none, else the raw type tags."""
-        verb, voice, index = route
-        n = len(values)
+        verb = route[0]
         if verb in ("control", "channel", "deform", "gain", "instrument", "status"):
             return self._play(route, values, kind, at)
         return self._sensing(route, values, kind, at)

@@ -18,7 +18,6 @@ Reliability is the ZeroMQ Guide's Paranoid Pirate, with the queue's memory on di
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any, Callable, Protocol
 import zmq
 
 from ..instrument.pipeline import Progress, make_settings, make_spec
+from ..instrument_file import write_instrument
 from ..protocol import trainer as wire
 from . import jobs as J
 from .jobs import Job
@@ -518,7 +518,7 @@ class Broker:
             if target.exists() and not job.replace and target.read_bytes() != blob:
                 # it appeared after the job was accepted: keep both
                 target = folder / f"{job.name}-{job.id[:8]}.instrument"
-            _write_atomically(target, blob, job.id)
+            write_instrument(folder, target.name[: -len(".instrument")], blob, job.id, replace=True)
         except OSError as exc:
             log.error("job %s: cannot write %s (%s); the result stays in the queue (sensorsynth submit -o "
                       "or fetch)", job.id[:8], target, exc)
@@ -645,27 +645,3 @@ class Broker:
         self._send(identity, wire.ResultMsg(req=msg.req, job_id=job.id, name=job.name), blob)
 
 
-def _write_atomically(target: Path, data: bytes, tag: str) -> None:
-    """Temp file beside ``target`` (dot-prefixed, not ending in .instrument: a player's folder scan skips
-    it), fsync, then rename: a reader sees the old file or the whole new one, never a part."""
-    tmp = target.with_name(f".{target.name}.{tag[:8]}.partial")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    try:
-        fd = os.open(target.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
