@@ -51,8 +51,11 @@ def row(phase: str, measure: str, value, target: str = "") -> None:
     print(f"  {phase:6} {measure:48} {value!s:>18}  {target}", flush=True)
 
 
-def jack_running() -> bool:
-    return bool(shutil.which("jack_wait")) and subprocess.run(["jack_wait", "-c"], capture_output=True).returncode == 0
+def jack_running(name: str | None = None) -> bool:
+    """Whether a JACK server answers (``jack_wait -c`` exits 0 either way, so ask ``jack_lsp``)."""
+    cmd = ["jack_lsp"] + (["-s", name] if name else [])
+    env = {**os.environ, "JACK_NO_START_SERVER": "1"}
+    return bool(shutil.which("jack_lsp")) and subprocess.run(cmd, capture_output=True, env=env).returncode == 0
 
 
 def server_args(args) -> list[str]:
@@ -268,11 +271,11 @@ def phase_faults(tmp: Path, args) -> None:
 
     # 3. the sound card vanishing: a private JACK server, killed while playing
     if shutil.which("jackd"):
-        name = f"soak{os.getpid()}"
+        name = "sensorsynth-soak-vanish"  # fixed: a killed server's registry slot is reused, not leaked
         jack = subprocess.Popen(["jackd", "-n", name, "--no-realtime", "-d", "dummy", "-r", "22050", "-p", "64"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 15
-        while subprocess.run(["jack_wait", "-c", "-s", name], capture_output=True).returncode != 0:
+        while not jack_running(name):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the private JACK server {name} did not start")
             time.sleep(0.2)

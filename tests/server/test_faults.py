@@ -18,7 +18,9 @@ from .test_serve import K, http_json, recorded, recorded_seconds, rms, wait_for
 
 
 def test_the_sound_card_vanishing_falls_back_to_the_null_output(jack, start_server):  # noqa: F811
-    name = f"vanish{os.getpid()}"
+    # a fixed name: a server killed without cleaning up leaves its slot in JACK's registry (8 slots in all),
+    # which the next server of the same name takes over, where a new name each run would fill it up
+    name = "sensorsynth-test-vanish"
     jackd = subprocess.Popen(["jackd", "-n", name, "--no-realtime", "-d", "dummy", "-r", "22050", "-p", "64"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

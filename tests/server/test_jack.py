@@ -15,10 +15,18 @@ from pythonosc.udp_client import SimpleUDPClient
 from .test_serve import K, http_json, recorded, recorded_seconds, rms, wait_for
 
 
+def jack_server_running(name: str | None = None) -> bool:
+    """Whether a JACK server (the default one, or ``name``) answers. ``jack_lsp`` fails when none does;
+    ``jack_wait -c`` would not do: it prints "not running" and still exits 0."""
+    cmd = ["jack_lsp"] + (["-s", name] if name else [])
+    env = {**os.environ, "JACK_NO_START_SERVER": "1"}
+    return subprocess.run(cmd, capture_output=True, timeout=10, env=env).returncode == 0
+
+
 def _jack_running() -> str | None:
-    if not shutil.which("jack_wait"):
+    if not shutil.which("jack_lsp"):
         return "JACK is not installed (apt-get install jackd2)"
-    if subprocess.run(["jack_wait", "-c"], capture_output=True, timeout=10).returncode != 0:
+    if not jack_server_running():
         return "no JACK server is running (jackd --no-realtime -d dummy -r 22050 -p 64 &)"
     try:
         import sounddevice  # noqa: F401
