@@ -157,7 +157,7 @@ def _fit_settings(args: argparse.Namespace) -> Any:
     given: dict[str, Any] = dict(args.set or [])
     given.update(
         (key, getattr(args, key))
-        for key in ("steps", "loss", "seed", "device", "threads")
+        for key in ("quality", "time_budget_s", "steps", "loss", "seed", "device", "threads")
         if getattr(args, key, None) is not None
     )
     try:
@@ -256,7 +256,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from .instrument.pipeline import CancelToken, Cancelled, InvalidResult, fit_clip
 
     if not args.quiet:
-        print(f"fitting {args.clip}: {settings.steps} steps on {settings.device}", file=sys.stderr)
+        budget = f" within {settings.time_budget_s:g} s" if settings.time_budget_s else ""
+        print(f"fitting {args.clip} ({settings.quality} quality): up to {settings.steps} steps{budget} on "
+              f"{settings.device}", file=sys.stderr)
     show_progress, close_bar = _progress_callback(args.quiet)
     token = CancelToken()
     name = args.name or out.stem
@@ -352,6 +354,8 @@ def _human_info(summary: dict[str, Any], path: str) -> str:
         f"  frequencies   {summary['frequency_range_hz'][0]} - {summary['frequency_range_hz'][1]} Hz",
         f"  control       {summary['active_control_elements']} active elements",
         f"  final loss    {summary['final_loss'] if summary['final_loss'] is not None else 'unknown'}",
+        "  attack noise  " + (f"its own ({noise['generator']}, seed {noise['seed']})"
+                              if isinstance(noise := summary.get("attack_noise"), dict) else "fresh per event"),
     ]
     source = summary.get("source")
     if source:
@@ -405,7 +409,17 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument(
         "-o", "--output", metavar="PATH", help="instrument file to write (default: models/<CLIP name>.instrument)"
     )
-    fit.add_argument("--steps", type=_positive_int, help="optimisation steps (default: the fitter's)")
+    fit.add_argument(
+        "--quality", choices=["fast", "default", "best"],
+        help="fast: under a minute on 2 cores (a 52 s budget); default: a few minutes; best: three times the "
+        "default's steps (default: default)",
+    )
+    fit.add_argument(
+        "--time-budget", type=_positive_float, metavar="SECONDS", dest="time_budget_s",
+        help="finish within this much wall time, analysis included: the whole schedule is compressed into it "
+        "(default: none, or the quality's)",
+    )
+    fit.add_argument("--steps", type=_positive_int, help="optimisation steps (default: the quality's)")
     # No argparse choices: reading them from FitSettings would import torch for every command. The fitter's
     # own validation names the allowed values.
     fit.add_argument("--loss", metavar="NAME", help="spectral loss: seed or multires (default: the fitter's)")

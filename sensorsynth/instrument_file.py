@@ -35,6 +35,10 @@ The versions:
   (method, atoms, level, cap, reconstruction error, active frames), so every instrument plays from every
   sensor. ``UPGRADES[1]`` computes it from the version-1 control signal on load (numpy dictionary learning,
   milliseconds; cached per process by the signal's content), exactly as a writer computes it at save time.
+- 3: adds the manifest field ``attack_noise`` (generator name and seed): the one noise draw the fit used for
+  every attack, which players replay (``sensorsynth.instrument.noise``). ``None`` means the instrument was
+  fitted on fresh noise and plays fresh noise. ``UPGRADES[2]`` sets it to ``None``, which is what every
+  version-2 file was fitted with.
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -56,7 +60,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .instrument.spec import ModelSpec
 
 FORMAT = "sensorsynth-instrument"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 MIN_FORMAT_VERSION = 1
 METADATA_KEY = "sensorsynth"
 
@@ -93,6 +97,14 @@ class MappingInfo(BaseModel):
     frames: int = Field(ge=0)  # active frames it was fitted on
 
 
+class AttackNoise(BaseModel):
+    """The fixed attack noise an instrument was fitted with: ``noise.attack_noise(seed, K, attack_size)``."""
+
+    model_config = ConfigDict(extra="forbid")
+    generator: Literal["splitmix64"] = "splitmix64"
+    seed: int = Field(ge=0, lt=2**64)
+
+
 class Manifest(BaseModel):
     """Everything about an instrument except its arrays."""
 
@@ -107,6 +119,7 @@ class Manifest(BaseModel):
     final_loss: float | None = None
     source: SourceInfo | None = None
     mapping: MappingInfo | None = None
+    attack_noise: AttackNoise | None = None  # None: fresh noise for every attack, as the seed does
     arrays: dict[str, list[int]] = Field(default_factory=dict)
     arrays_sha256: str | None = Field(None, description="digest of every array's bytes, in name order")
 
@@ -421,6 +434,7 @@ def describe(instrument: Instrument, path: str | Path | None = None) -> dict[str
         "array_bytes": instrument.size_bytes(),
         "final_loss": m.final_loss,
         "mapping": m.mapping.model_dump() if m.mapping else None,
+        "attack_noise": m.attack_noise.model_dump() if m.attack_noise else "fresh",
         "training": m.training,
         "source": m.source.model_dump() if m.source else None,
     }
@@ -452,7 +466,13 @@ def _upgrade_1_to_2(raw: RawManifest, arrays: dict[str, np.ndarray]) -> tuple[Ra
     return {**raw, "mapping": info.model_dump()}, {**arrays, "mapping_atoms": atoms}
 
 
+def _upgrade_2_to_3(raw: RawManifest, arrays: dict[str, np.ndarray]) -> tuple[RawManifest, dict[str, np.ndarray]]:
+    """Version 3 names the attack noise an instrument owns; every version-2 file was fitted on fresh noise."""
+    return {**raw, "attack_noise": None}, arrays
+
+
 UPGRADES[1] = _upgrade_1_to_2
+UPGRADES[2] = _upgrade_2_to_3
 
 
 # --------------------------------------------------------------------------- delivering into a models folder

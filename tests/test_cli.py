@@ -77,6 +77,22 @@ def test_fit_writes_a_loadable_instrument(fitted: tuple[Path, subprocess.Complet
     assert manifest.final_loss is not None and np.isfinite(manifest.final_loss)
     assert [p.name for p in out.parent.iterdir()] == ["guitar.instrument"]  # no staging left
     assert out.stat().st_mode & 0o044  # readable by others, not safetensors' 0600
+    # the attack noise the fit trained on travels with the instrument
+    assert manifest.attack_noise is not None and manifest.attack_noise.seed == manifest.training["seed"]
+
+
+def test_fit_quality_and_time_budget(tmp_path: Path) -> None:
+    """``--quality fast`` with a shorter ``--time-budget``: the budget wins, the fit stops within it (plus one
+    step), and the file records both; a bad quality is refused by argparse with the choices."""
+    out = tmp_path / "quick.instrument"
+    result = run("fit", GUITAR, "-o", out, "--quality", "fast", "--time-budget", "3", *FAST, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "(fast quality): up to 900 steps within 3 s" in result.stderr
+    training = load(out).manifest.training
+    assert training["quality"] == "fast" and training["time_budget_s"] == 3.0 and training["steps"] == 900
+    assert training["wall_time_s"] < 3.0 + 2.0  # the budget, and reading/exporting around it
+    assert_user_error(run("fit", GUITAR, "-o", tmp_path / "x.instrument", "--quality", "perfect"), "fast", "best")
+    assert_user_error(run("fit", GUITAR, "-o", tmp_path / "x.instrument", "--time-budget", "0"), "time-budget")
 
 
 def test_fit_refuses_to_overwrite(fitted: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
@@ -165,6 +181,7 @@ def test_info_prints_shapes_and_provenance(fitted: tuple[Path, subprocess.Comple
     assert "22050 Hz" in text and "guitar.wav" in text
     assert hashlib.sha256(GUITAR.read_bytes()).hexdigest() in text
     assert "kB" in text and "final loss" in text and "steps" in text
+    assert "attack noise  its own (splitmix64, seed 0)" in text
 
 
 def test_info_json(fitted: tuple[Path, subprocess.CompletedProcess[str]]) -> None:

@@ -442,7 +442,7 @@ def _as_version1(path: Path) -> Path:
     """Rewrite a saved file as version 1 wrote it: no mapping_atoms array, no 'mapping' in the manifest."""
     manifest, arrays = _raw(path)
     arrays.pop("mapping_atoms")
-    manifest = {k: v for k, v in manifest.items() if k != "mapping"}
+    manifest = {k: v for k, v in manifest.items() if k not in ("mapping", "attack_noise")}
     manifest.update(format_version=1, arrays={k: list(v.shape) for k, v in arrays.items()},
                     arrays_sha256=arrays_digest(arrays))
     return _write(path, arrays, manifest)
@@ -450,7 +450,7 @@ def _as_version1(path: Path) -> Path:
 
 def test_version2_stores_the_mapping_basis(saved: Path, small: Instrument) -> None:
     manifest, arrays = _raw(saved)
-    assert manifest["format_version"] == 2 == FORMAT_VERSION
+    assert manifest["format_version"] >= 2 and manifest["format_version"] == FORMAT_VERSION
     atoms = arrays["mapping_atoms"]
     assert atoms.dtype == np.float32 and atoms.shape[1] == SMALL.control_plane_dim
     np.testing.assert_allclose(np.linalg.norm(atoms, axis=1), 1.0, rtol=1e-5)
@@ -464,7 +464,7 @@ def test_a_version1_file_gets_its_basis_on_load_the_same_as_a_writer_computes(sa
     path = _as_version1(saved)
     before = path.read_bytes()
     loaded = load(path)
-    assert loaded.manifest.format_version == 2 and path.read_bytes() == before  # upgraded in memory only
+    assert loaded.manifest.format_version == FORMAT_VERSION and path.read_bytes() == before  # in memory only
     np.testing.assert_array_equal(loaded.mapping_atoms, written.mapping_atoms)
     assert loaded.manifest.mapping == written.manifest.mapping
 
@@ -483,7 +483,7 @@ def test_a_version1_guitar_loads_with_its_basis_in_well_under_a_second(tmp_path:
         "from sensorsynth.instrument_file import load\n"
         f"i = load({str(path)!r})\n"
         "dt = time.perf_counter() - t\n"
-        "assert i.manifest.format_version == 2 and i.mapping_atoms.shape[1] == 16, i.manifest.mapping\n"
+        f"assert i.manifest.format_version == {FORMAT_VERSION} and i.mapping_atoms.shape[1] == 16, i.manifest.mapping\n"
         "assert i.manifest.mapping.frames > 10 and 'sklearn' not in sys.modules\n"
         "print(dt)\n"
     )
@@ -499,3 +499,35 @@ def test_a_version2_file_without_its_basis_is_refused(saved: Path) -> None:
     bad = dict(arrays)
     bad["mapping_atoms"] = np.full((3, SMALL.control_plane_dim + 1), 0.1, np.float32)
     _fails(_write(saved, bad, manifest), "mapping_atoms")
+
+
+# ------------------------------------------------------------------------------ version 3: the attack noise
+
+
+def test_version3_names_the_attack_noise_it_was_fitted_with(tmp_path: Path) -> None:
+    owned = to_instrument(_model(SMALL), "owned", noise_seed=2**64 - 1)
+    loaded = load(save(owned, tmp_path / "owned.instrument"))
+    assert loaded.manifest.format_version == 3 == FORMAT_VERSION
+    assert loaded.manifest.attack_noise is not None and loaded.manifest.attack_noise.seed == 2**64 - 1
+    assert loaded.manifest.attack_noise.generator == "splitmix64"
+    assert describe(loaded)["attack_noise"] == {"generator": "splitmix64", "seed": 2**64 - 1}
+
+
+def test_fresh_noise_is_stored_as_none(saved: Path) -> None:
+    assert load(saved).manifest.attack_noise is None
+    assert describe(load(saved))["attack_noise"] == "fresh"
+
+
+def test_a_version2_file_loads_as_fitted_on_fresh_noise(saved: Path) -> None:
+    manifest, arrays = _raw(saved)
+    manifest = {k: v for k, v in manifest.items() if k != "attack_noise"}
+    path = _write(saved, arrays, {**manifest, "format_version": 2})
+    loaded = load(path)
+    assert loaded.manifest.format_version == FORMAT_VERSION and loaded.manifest.attack_noise is None
+
+
+@pytest.mark.parametrize("bad", [{"generator": "mt19937", "seed": 1}, {"generator": "splitmix64", "seed": -1},
+                                 {"generator": "splitmix64", "seed": 2**64}, {"seed": 1, "extra": 2}])
+def test_an_unknown_noise_generator_or_seed_is_refused(saved: Path, bad: dict) -> None:
+    manifest, arrays = _raw(saved)
+    _fails(_write(saved, arrays, {**manifest, "attack_noise": bad}), "attack_noise")

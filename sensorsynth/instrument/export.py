@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..instrument_file import Instrument, Manifest, SourceInfo, sparse_control
+from ..instrument_file import AttackNoise, Instrument, Manifest, SourceInfo, sparse_control
 from .model import ResonanceModel
 from .modes import FixedBank, materialize, pole_mode_tensors
 from .playback import modes_at_rate, spec_at_rate
@@ -25,8 +25,10 @@ def to_instrument(
     training: dict[str, Any] | None = None,
     final_loss: float | None = None,
     source: SourceInfo | None = None,
+    noise_seed: int | None = None,
 ) -> Instrument:
-    """Store oscillators as physical quantities (Hz, 1/s, amplitude, phase) with the unit norm folded in."""
+    """Store oscillators as physical quantities (Hz, 1/s, amplitude, phase) with the unit norm folded in.
+    ``noise_seed``: the seed of the attack noise the model was fitted with (None: fitted on fresh noise)."""
     spec = model.spec
     modes = model.bank.modes()
     ir = materialize(modes, spec.n_samples)
@@ -40,7 +42,8 @@ def to_instrument(
     rate = spec.sample_rate
     index, value = sparse_control(_f32(model.control_signal))
     return Instrument(
-        manifest=Manifest(name=name, spec=spec, training=training or {}, final_loss=final_loss, source=source),
+        manifest=Manifest(name=name, spec=spec, training=training or {}, final_loss=final_loss, source=source,
+                          attack_noise=None if noise_seed is None else AttackNoise(seed=noise_seed)),
         freq_hz=_f32(omega * rate / (2 * math.pi)),
         decay_per_s=_f32(alpha * rate),
         amplitude=_f32(coef.abs()),

@@ -32,12 +32,26 @@ LossName = Literal["seed", "multires"]  # the names loss.py accepts (kept here s
 Stage = Literal["reading", "analysis", "frozen", "full", "export"]
 
 
+Quality = Literal["fast", "default", "best"]
+
+# What each quality sets, unless the settings name the field themselves (README "Fitting" has the curves
+# these were chosen from). fast: the whole recipe compressed into under a minute of wall time, analysis
+# included, with room left for reading the clip and writing the file.
+QUALITY_PRESETS: dict[str, dict[str, Any]] = {
+    "fast": {"steps": 900, "time_budget_s": 52.0},
+    "default": {},
+    "best": {"steps": 2700},
+}
+
+
 class FitSettings(BaseModel):
-    """How to fit. Defaults are the fast recipe with the seed's loss. The seed's own recipe is
-    ``init="random", parameterization="seed", frozen_steps=0, mode_every=1, lr=1e-3, schedule="constant",
-    steps=10000``."""
+    """How to fit. Defaults are the analysed recipe with the seed's loss and the instrument's own attack
+    noise. ``quality`` picks a preset (:data:`QUALITY_PRESETS`) for the fields not given explicitly. The
+    seed's own recipe is ``init="random", parameterization="seed", frozen_steps=0, mode_every=1, lr=1e-3,
+    schedule="constant", steps=10000, noise="fresh"``."""
 
     model_config = ConfigDict(extra="forbid")
+    quality: Quality = Field("default", description="fast (under a minute), default (a few minutes) or best")
     steps: int = Field(900, ge=1, le=1_000_000, description="total optimiser steps, frozen stage included")
     frozen_steps: int = Field(150, ge=0, description="first steps with the oscillators frozen")
     loss: LossName = "seed"
@@ -50,10 +64,20 @@ class FitSettings(BaseModel):
     schedule: Literal["cosine", "constant"] = "cosine"
     init: Literal["analysis", "random"] = "analysis"
     parameterization: Literal["physical", "seed"] = "physical"
+    noise: Literal["instrument", "fresh"] = Field(
+        "instrument", description="instrument: one attack-noise draw (from seed) for the whole fit, stored with "
+        "the instrument and replayed; fresh: a new draw every step, as the seed does")
     time_budget_s: float | None = Field(None, gt=0, allow_inf_nan=False, description="stop early when this much time has passed")
     seed: int = Field(0, ge=0, lt=2**63)
     device: str = "cpu"
     threads: int | None = Field(None, ge=1, le=1024)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("quality") in QUALITY_PRESETS:
+            data = {**QUALITY_PRESETS[data["quality"]], **data}
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> "FitSettings":
@@ -259,7 +283,8 @@ def fit_clip(
                     loss=_finite(result.final_loss), elapsed_s=round(wall, 3), eta_s=0.0))
     training = {**settings.model_dump(mode="json"), "wall_time_s": round(wall, 3)}
     instrument = to_instrument(
-        result.model, name, training=training, final_loss=_finite(result.final_loss), source=clip.source
+        result.model, name, training=training, final_loss=_finite(result.final_loss), source=clip.source,
+        noise_seed=result.noise_seed,
     )
     try:
         instrument.validate()

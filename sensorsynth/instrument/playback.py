@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..instrument_file import Instrument
+from .noise import attack_noise
 from .spec import ModelSpec
 
 
@@ -71,6 +72,7 @@ class Playback:
     router: np.ndarray  # (K, R) float32
     mix: np.ndarray  # (R, 2) float32 weights (dry, wet), softmaxed
     gains: np.ndarray  # (R,) float32, |gain|
+    noise: np.ndarray | None = None  # (K, attack_size) float32: the instrument's own attack noise, if it has one
 
 
 def modes_at_rate(instrument: Instrument, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
@@ -101,4 +103,14 @@ def playback(instrument: Instrument, sample_rate: int | None = None) -> Playback
         router=instrument.router.astype(np.float32),
         mix=softmax(instrument.mix.astype(np.float64), axis=-1).astype(np.float32),
         gains=np.abs(instrument.gains).astype(np.float32),
+        noise=owned_noise(instrument, spec.attack_size),
     )
+
+
+def owned_noise(instrument: Instrument, attack_size: int | None = None) -> np.ndarray | None:
+    """The (K, attack_size) noise the instrument was fitted with, or None when it plays fresh noise."""
+    owned = instrument.manifest.attack_noise
+    if owned is None:
+        return None
+    size = instrument.spec.attack_size if attack_size is None else int(attack_size)
+    return attack_noise(owned.seed, instrument.spec.control_plane_dim, size)

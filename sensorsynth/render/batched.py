@@ -78,6 +78,7 @@ class BatchedRenderer:
         device: str | torch.device = "cpu",
         seed: int | None = None,
         noise: np.ndarray | None = None,
+        noise_mode: str = "instrument",
         voice_instruments: Sequence[int] | None = None,
         gain_ramp_ms: float = 5.0,
         limit: float | None = 1.0,
@@ -112,7 +113,14 @@ class BatchedRenderer:
             coef = _pad(_pad(p.coef, (ri, e, m)), (r, e, m)).reshape(g, m)
             self._banks.append(_Bank(poles, coef, chunk, dev))
         self._router = f32(np.stack([_pad(p.router, (k, r)) for p in pbs]))  # (I, K, R)
-        self._attacks = f32(np.stack([_pad(p.attacks, (k, a)) for p in pbs]))  # (I, K, A)
+        if noise_mode not in ("instrument", "fresh"):
+            raise ValueError(f"noise_mode must be 'instrument' or 'fresh', got {noise_mode!r}")
+        # as Renderer: an instrument that owns its noise plays it (folded into its attacks), unless fresh noise
+        # is asked for or one fixed array is given for all
+        owned = [noise is None and noise_mode == "instrument" and p.noise is not None for p in pbs]
+        self._owned = torch.tensor(owned, device=dev)
+        attacks = [p.attacks * p.noise if own else p.attacks for p, own in zip(pbs, owned)]
+        self._attacks = f32(np.stack([_pad(x, (k, a)) for x in attacks]))  # (I, K, A)
         self._mixd = f32(np.stack([_pad(p.mix[:, 0], (r,)) for p in pbs]))
         self._mixw = f32(np.stack([_pad(p.mix[:, 1], (r,)) for p in pbs]))
         self._gains = f32(np.stack([_pad(p.gains, (r,)) for p in pbs]))
@@ -200,6 +208,8 @@ class BatchedRenderer:
                 noise = self._noise[None]
             else:
                 noise = torch.rand(len(controls), self.k, self.a, generator=self._gen, device=dev) * 2 - 1
+                own = self._owned[self._assign[voices]]
+                noise = torch.where(own[:, None, None], torch.ones_like(noise), noise)
             burst = vecs[:, :, None] * (att * noise)
             pos = (times[:, None] + torch.arange(self.a, device=dev)) & (self._ring - 1)  # (n, A)
             kk = torch.arange(self.k, device=dev)

@@ -47,9 +47,10 @@ from numba.extending import intrinsic
 FAST = {"nsz", "arcp", "contract", "reassoc"}
 EXACT = {"contract"}
 
-# imeta columns: sizes of an instrument row, then offsets of its slices of the flat bank arrays
-I_K, I_R, I_E, I_M, I_A, I_F, I_MODE, I_ROUTER, I_ATT, I_RES = range(10)
-N_IMETA = 10
+# imeta columns: sizes of an instrument row, then offsets of its slices of the flat bank arrays, then whether
+# its attacks already carry the instrument's own noise (1) or take fresh or fixed noise at each burst (0)
+I_K, I_R, I_E, I_M, I_A, I_F, I_MODE, I_ROUTER, I_ATT, I_RES, I_OWNED = range(11)
+N_IMETA = 11
 # vmeta columns: instrument row, sample where the deformation ramp started, resonate() status of the last
 # block (SILENT or RINGING), sample until which the excitation ring may hold bursts
 V_INST, V_RAMP_START, V_LIVE, V_EXC_UNTIL = range(4)
@@ -359,8 +360,9 @@ def add_burst(
     table: np.ndarray,  # (NOISE_TABLE + ≥A,) uniform noise for fresh bursts, or size 0
     key: np.uint64,
     scratch: np.ndarray,  # (≥ A,) float32
+    owned: bool,  # the attacks already hold the instrument's own noise
 ) -> None:
-    """exc_k[t + i] += v_k · attack_k[i] · noise_k[i].
+    """exc_k[t + i] += v_k · attack_k[i] · noise_k[i] (noise_k = 1 when the attacks own their noise).
 
     Fresh noise is the table window at an offset hashed from (key, k): one hash per burst and dimension
     instead of one per sample, so a burst costs one fused multiply-add pass.
@@ -374,13 +376,17 @@ def add_burst(
             continue
         row = exc[k]
         att = attacks[k * a_len : (k + 1) * a_len]
-        if fresh:
-            off = np.int64(_hash32(key + np.uint64(k) * np.uint64(0x9E3779B9)) & np.uint64(NOISE_TABLE - 1))
-            nz = table[off : off + a_len]
+        if owned:
+            for i in range(a_len):
+                scratch[i] = v * att[i]
         else:
-            nz = noise[k]
-        for i in range(a_len):
-            scratch[i] = v * att[i] * nz[i]
+            if fresh:
+                off = np.int64(_hash32(key + np.uint64(k) * np.uint64(0x9E3779B9)) & np.uint64(NOISE_TABLE - 1))
+                nz = table[off : off + a_len]
+            else:
+                nz = noise[k]
+            for i in range(a_len):
+                scratch[i] = v * att[i] * nz[i]
         # the ring's two contiguous segments
         seg = row[start : start + first]
         for i in range(first):
@@ -809,7 +815,8 @@ def _apply_bursts(a, t0, n_due) -> None:
         att = a.attacks[imeta[inst, I_ATT] : imeta[inst, I_ATT] + k_dims * a_len]
         key = _hash32(np.uint64(a.rng[R_SEED]) ^ _hash32(np.uint64(a.rng[R_COUNT])))
         a.rng[R_COUNT] += 1
-        add_burst(a.exc[s], mask, t, a.qdata[q], att, k_dims, a_len, a.noise, a.table, key, a.nbuf)
+        add_burst(a.exc[s], mask, t, a.qdata[q], att, k_dims, a_len, a.noise, a.table, key, a.nbuf,
+                  imeta[inst, I_OWNED] != 0)
         if t + a_len > a.vmeta[s, V_EXC_UNTIL]:
             a.vmeta[s, V_EXC_UNTIL] = t + a_len
         a.counters[C_EVENTS] += 1

@@ -50,16 +50,19 @@ def render_reconstruction(
 
     Control frame f fires at sample f·hop of the output rate; deformation frame j ramps from sample j·F
     (frame 0 is set at once, as the offline model does). By default every event of a control dimension
-    shares one noise burst drawn from ``seed``, as in the fit (the seed draws one (K, attack) noise array
-    per forward pass), so consecutive events add as they did in training; ``noise`` fixes that array.
-    ``fresh_noise=True`` draws noise per event instead, as live play does.
+    shares one noise burst, as in the fit: the instrument's own noise when it owns one (the fit used it for
+    every pass, so this replays the clip), else one array drawn from ``seed`` (the seed draws one (K, attack)
+    noise array per forward pass), so consecutive events add as they did in training. ``noise`` fixes that
+    array; ``fresh_noise=True`` draws noise per event instead, as live play with fresh noise does.
     """
     rate = int(sample_rate or instrument.spec.sample_rate)
     spec = spec_at_rate(instrument.spec, rate)
-    if noise is None and not fresh_noise:
+    owns = instrument.manifest.attack_noise is not None
+    if noise is None and not fresh_noise and not owns:
         noise = np.random.default_rng(seed).uniform(-1.0, 1.0, (spec.control_plane_dim, spec.attack_size))
         noise = noise.astype(np.float32)
-    renderer = Renderer(instrument, rate, block_size=block_size, max_voices=1, seed=seed, noise=noise, limit=limit)
+    renderer = Renderer(instrument, rate, block_size=block_size, max_voices=1, seed=seed, noise=noise, limit=limit,
+                        noise_mode="fresh" if fresh_noise else "instrument")
     cs = instrument.control_signal()
     controls = [(f * spec.control_hop, cs[:, f]) for f in np.flatnonzero(cs.any(axis=0))]
     logits = instrument.deformations

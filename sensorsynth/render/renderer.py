@@ -44,6 +44,8 @@ from . import kernel as K
 from .checks import check_control, check_gain, check_instrument, check_time, check_vector, check_voice
 from .layout import Allocation, allocate, buffer_args, layout_array
 
+NOISE_MODES = ("instrument", "fresh")  # see Renderer: replay the noise an instrument owns, or draw afresh
+
 
 def _next_pow2(n: int) -> int:
     return 1 << max(0, int(n - 1).bit_length())
@@ -123,7 +125,10 @@ class Renderer:
     max_voices: number of voices; each has its own state. Voice ``i`` starts on instrument
         ``voice_instruments[i]`` (default: all on instrument 0).
     seed: seeds the fresh attack noise drawn for every control event (reproducible renders).
-    noise: optional fixed (K, attack_size) noise used for every event instead (what the offline model does).
+    noise: optional fixed (K, attack_size) noise used for every event of every instrument instead.
+    noise_mode: ``"instrument"`` (default) replays the attack noise an instrument was fitted with, when it
+        owns one (format 3), and fresh noise otherwise; ``"fresh"`` draws fresh noise for every event, for
+        live variety.
     queue_size: capacity of the event queue; when full, new events are dropped and counted.
     gain_ramp_ms: time a voice gain change takes (linear ramp, click-free).
     crossfade_ms: time an instrument swap on a voice takes (old tail fades out, new voice fades in).
@@ -140,6 +145,7 @@ class Renderer:
         max_voices: int = 8,
         seed: int | None = None,
         noise: np.ndarray | None = None,
+        noise_mode: str = "instrument",
         queue_size: int = 4096,
         gain_ramp_ms: float = 5.0,
         crossfade_ms: float = 20.0,
@@ -178,6 +184,9 @@ class Renderer:
             if not np.all(np.isfinite(noise)):
                 raise ValueError("fixed noise holds NaN or inf")
         self._noise = noise
+        if noise_mode not in NOISE_MODES:
+            raise ValueError(f"noise_mode must be one of {', '.join(NOISE_MODES)}, got {noise_mode!r}")
+        self.noise_mode = noise_mode
         if seed is None:
             seed = int(np.random.SeedSequence().generate_state(1, np.uint64)[0])
         self._seed = int(seed) & 0xFFFFFFFFFFFFFFFF
@@ -255,6 +264,7 @@ class Renderer:
             sized = self._allocate_sized(capacity)
 
         p = [x.playback for x in rows]
+        owned = [self._noise is None and self.noise_mode == "instrument" and x.noise is not None for x in p]
         noise = self._noise if self._noise is not None else np.zeros((0, 0), np.float32)
         table = self._fresh_table(need.a)
         flat = lambda parts: np.concatenate([np.asarray(x, np.float32).reshape(-1) for x in parts])  # noqa: E731
@@ -262,7 +272,7 @@ class Renderer:
         coefs = np.concatenate([x.coef.reshape(-1) for x in p])
         arrays = {
             "pole_re": poles.real, "pole_im": poles.imag, "coef_re": coefs.real, "coef_im": coefs.imag,
-            "router": flat(x.router for x in p), "attacks": flat(x.attacks for x in p),
+            "router": flat(x.router for x in p), "attacks": flat(x.attacks * x.noise if own else x.attacks for x, own in zip(p, owned)),
             "mixd": flat(x.mix[:, 0] for x in p), "mixw": flat(x.mix[:, 1] for x in p),
             "gains": flat(x.gains for x in p), "noise": noise, "table": table,
         }  # fmt: skip
@@ -275,7 +285,7 @@ class Renderer:
             v[name][...] = a
         offsets = np.zeros(4, np.int64)  # modes, router, attacks, resonances
         for i, x in enumerate(rows):
-            v["imeta"][i] = (x.k, x.r, x.e, x.m, x.attack, x.frame, *offsets)
+            v["imeta"][i] = (x.k, x.r, x.e, x.m, x.attack, x.frame, *offsets, owned[i])
             v["irest"][i, : x.e] = x.rest
             offsets += (x.r * x.e * x.m, x.k * x.r, x.k * x.attack, x.r)
         generation = 0 if base is None else base.generation + 1

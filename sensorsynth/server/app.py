@@ -125,7 +125,7 @@ async def serve(config: ServeConfig, say: Callable[[str], None] = print) -> int:
         EngineSettings(
             sample_rate=rate, block_size=config.block_size, max_voices=config.max_voices,
             prefill_blocks=config.prefill_blocks, latency=config.latency, fixed_delay_ms=config.fixed_delay_ms,
-            seed=config.seed, instrument=default, realtime_priority=config.realtime_priority,
+            seed=config.seed, noise=config.noise, instrument=default, realtime_priority=config.realtime_priority,
             audio_path=config.audio_path,
             device="cpu" if config.device == "cpu" else config.device.removeprefix("torch:"),
         ),

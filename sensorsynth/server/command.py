@@ -50,6 +50,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                    help=_HELP["allowed_origins"] + " (repeatable)")
     p.add_argument("--stall-exit-s", type=float, metavar="S", help=_HELP["stall_exit_s"] + " (default 5)")
     p.add_argument("--seed", type=int, help=_HELP["seed"])
+    p.add_argument("--noise", choices=["instrument", "fresh"], help=_HELP["noise"] + " (default instrument)")
     p.add_argument("--ready-file", metavar="FILE.json", help=_HELP["ready_file"])
     p.add_argument("--preset", action="append", metavar="NAME", dest="presets",
                    help=_HELP["presets"] + " (repeatable)")
@@ -86,7 +87,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 OPTION_KEYS = (
     "models", "instrument", "host", "osc_port", "ws_port", "output", "device", "sound_device", "hostapi", "sample_rate",
     "block_size", "max_voices", "prefill_blocks", "audio_path", "realtime_priority", "record", "latency", "fixed_delay_ms", "timetag_window_s",
-    "osc_allowed_senders", "ws_token", "allowed_origins", "seed", "stall_exit_s", "ready_file", "log_level",
+    "osc_allowed_senders", "ws_token", "allowed_origins", "seed", "noise", "stall_exit_s", "ready_file", "log_level",
     "tls", "tls_cert", "tls_key", "tls_dir", "presets", "trainer",
 )
 

@@ -53,6 +53,10 @@ class ServeConfig(BaseModel):
     idle_release_s: float = Field(60.0, gt=0, le=86400, description="an idle browser gives its voice back")
     stall_exit_s: float = Field(5.0, gt=0, le=3600, description="exit (for a restart) when audio stalls this long")
     seed: int | None = Field(None, description="seed of the attack noise (reproducible renders)")
+    noise: Literal["instrument", "fresh"] = Field(
+        "instrument", description="instrument: every attack replays the noise its instrument was fitted with "
+        "(the clip's own attacks; instruments from before format 3 draw fresh noise); fresh: a new draw per "
+        "event, for variety")
     ready_file: Path | None = Field(None, description="write the bound ports here as JSON once listening")
     presets: list[str] = Field(default_factory=list,
                                description="OSC presets to accept: bundled names (touchdesigner, wekinator, zigsim, "
@@ -67,9 +71,10 @@ class ServeConfig(BaseModel):
     trainer: str | None = Field(None, pattern=r"^(tcp|ipc|inproc)://\S+$",
                                 description="the trainer's endpoint (e.g. tcp://127.0.0.1:5555): the pages' Record "
                                 "buttons send clips there as fitting jobs (default: none, recording off)")
-    record_fit: dict[str, Any] = Field(default_factory=dict,
+    record_fit: dict[str, Any] = Field(default_factory=lambda: {"quality": "fast"},
                                        description="fit settings for recorded clips (FitSettings fields, and a "
-                                       "'spec' table of ModelSpec fields); default: the fitter's defaults")
+                                       "'spec' table of ModelSpec fields); default: quality fast, so a clip "
+                                       "recorded on a phone plays about a minute later")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("record_fit")

@@ -59,6 +59,7 @@ class EngineSettings:
     latency: Literal["asap", "fixed"] = "asap"
     fixed_delay_ms: float = 10.0
     seed: int | None = None
+    noise: Literal["instrument", "fresh"] = "instrument"  # see Renderer's noise_mode
     instrument: str | None = None  # the default instrument; None = the first in the library
     switch_interval_s: float | None = 0.0005
     realtime_priority: int = 10  # SCHED_FIFO priority of the render thread when allowed; 0 = leave it normal
@@ -139,12 +140,13 @@ class Engine:
             self.renderer = Renderer(
                 instruments, sample_rate=settings.sample_rate, block_size=settings.block_size,
                 max_voices=settings.max_voices, seed=settings.seed, voice_instruments=assign,
+                noise_mode=settings.noise,
             )
         else:
             from .torch_renderer import TorchRenderer  # imports torch: only for this path
 
             self.renderer = TorchRenderer(instruments, settings.sample_rate, settings.block_size, settings.max_voices,
-                                          settings.seed, assign, settings.device)
+                                          settings.seed, assign, settings.device, noise_mode=settings.noise)
         self.renderer.warmup()
         self.inbox = self.renderer.inbox
         self.voices = [VoiceState(default) for _ in range(settings.max_voices)]

@@ -49,13 +49,15 @@ class TorchRenderer:
     supports_instrument_changes = False
 
     def __init__(self, instruments: Sequence[Instrument], sample_rate: int, block_size: int, max_voices: int,
-                 seed: int | None, voice_instruments: Sequence[int], device: str, inbox_size: int = 4096) -> None:
+                 seed: int | None, voice_instruments: Sequence[int], device: str, inbox_size: int = 4096,
+                 noise_mode: str = "instrument") -> None:
         import torch  # noqa: F401 - only here
 
         from ..render.batched import BatchedRenderer
 
         self._r = BatchedRenderer(list(instruments), max_voices, sample_rate=sample_rate, block_size=block_size,
-                                  device=device, seed=seed, voice_instruments=list(voice_instruments))
+                                  device=device, seed=seed, voice_instruments=list(voice_instruments),
+                                  noise_mode=noise_mode)
         self._q: queue.SimpleQueue = queue.SimpleQueue()
         self.inbox = TorchInbox(self._q, inbox_size)
         self._out = np.zeros(block_size, np.float32)

@@ -113,3 +113,74 @@ def test_analysis_honours_its_check():
 
     with pytest.raises(RuntimeError, match="stop"):
         analyse(clip("guitar", SPEC.n_samples), SPEC, check=check)
+
+
+# ------------------------------------------------------------------ time budget, quality, the instrument's noise
+
+
+def _simulated(step_s: float):
+    """A clock that only moves when a training step reports: each step costs ``step_s`` simulated seconds."""
+    now = [0.0]
+
+    def on_progress(p) -> None:
+        if p.stage in ("frozen", "full"):
+            now[0] += step_s
+
+    return (lambda: now[0]), on_progress
+
+
+def test_a_time_budget_compresses_the_whole_schedule_into_it():
+    """900 steps asked, 10 s of budget at 0.5 s a step: about 20 steps, the first sixth of the time frozen (as
+    150 of 900 steps are), and none that would end past the budget."""
+    audio = clip("guitar", SPEC.n_samples)
+    clock, on_progress = _simulated(0.5)
+    seen = []
+    settings = FitSettings(steps=900, frozen_steps=150, time_budget_s=10.0, seed=2)
+    result = fit(audio, SPEC, settings, lambda p: (seen.append(p), on_progress(p)), clock=clock)
+    steps = [p for p in seen if p.stage in ("frozen", "full")]
+    assert len(result.history) == len(steps) == 20
+    assert result.history[-1][2] <= 10.0
+    assert [p.stage for p in steps] == ["frozen"] * 4 + ["full"] * 16  # frozen until 10 s / 6 had passed
+    assert steps[-1].eta_s is not None and steps[-1].eta_s <= 0.5  # no more than the budget left
+
+
+def test_without_a_budget_the_schedule_counts_steps():
+    audio = clip("guitar", SPEC.n_samples)
+    clock, on_progress = _simulated(100.0)  # slow steps change nothing without a budget
+    seen = []
+    fit(audio, SPEC, FitSettings(steps=12, frozen_steps=5, seed=2), lambda p: (seen.append(p), on_progress(p)),
+        clock=clock)
+    assert [p.stage for p in seen if p.stage != "analysis"] == ["frozen"] * 5 + ["full"] * 7
+
+
+def test_quality_presets_fill_only_what_is_not_given():
+    fast = FitSettings(quality="fast")
+    assert fast.time_budget_s == 52.0 and fast.steps == 900
+    assert FitSettings(quality="fast", time_budget_s=20).time_budget_s == 20
+    assert FitSettings(quality="best").steps == 3 * FitSettings().steps
+    assert FitSettings().quality == "default" and FitSettings().time_budget_s is None
+    with pytest.raises(ValueError):
+        FitSettings(quality="perfect")
+
+
+@pytest.mark.parametrize("noise", ["instrument", "fresh"])
+def test_the_fit_trains_on_the_noise_it_will_be_played_with(noise):
+    """With the instrument's own noise, every step sees the same draw, and the model fitted with it is what
+    the instrument plays back; fresh noise (the seed's way) names no seed."""
+    from sensorsynth.instrument.export import to_instrument
+    from sensorsynth.instrument.noise import attack_noise
+    from sensorsynth.render.performance import render_reconstruction
+
+    audio = clip("guitar", SPEC.n_samples)
+    result = fit(audio, SPEC, FitSettings(steps=6, frozen_steps=3, seed=9, noise=noise))
+    if noise == "fresh":
+        assert result.noise_seed is None
+        return
+    assert result.noise_seed == 9
+    inst = to_instrument(result.model, "t", noise_seed=result.noise_seed)
+    assert inst.manifest.attack_noise.seed == 9
+    with torch.no_grad():
+        ref = result.model(noise=torch.from_numpy(attack_noise(9, SPEC.control_plane_dim, SPEC.attack_size)))
+    out = render_reconstruction(inst, limit=None)
+    ref = ref.numpy()
+    assert np.linalg.norm(out - ref) / np.linalg.norm(ref) < 1e-3

@@ -141,7 +141,7 @@ def test_specs_and_settings_are_bounded_and_named() -> None:
         make_spec({"n_resonances": 0})
     with pytest.raises(ValueError, match=r"bad spec: bogus: Extra inputs"):
         make_spec({"bogus": 1})
-    with pytest.raises(ValueError, match=r"bad settings: steps: .*settings fields: steps"):
+    with pytest.raises(ValueError, match=r"bad settings: steps: .*settings fields: quality, steps"):
         make_settings({"steps": -1})
     with pytest.raises(ValueError, match="lr"):
         make_settings({"lr": float("nan")})

@@ -66,8 +66,11 @@ def test_resonate_flushes_tiny_state_and_flags_huge_state():
     assert K.resonate(ones * 0.5, zeros, zeros, zeros, sr, zeros.copy(), dry, wet, active, g, 1, m, 4) == 2
 
 
+@pytest.mark.parametrize("owned", [False, True])
 @pytest.mark.parametrize("t", [0, 100, 4000, 4095])
-def test_burst_wraps_around_the_ring(t):
+def test_burst_wraps_around_the_ring(t, owned):
+    """With fixed noise the burst is v·attack·noise; an instrument that owns its noise has it in its attacks
+    already (owned=True), and the burst is v·attack."""
     rng = np.random.default_rng(1)
     k, a, ring = 3, 300, 4096
     exc = np.zeros((k, ring), np.float32)
@@ -75,10 +78,10 @@ def test_burst_wraps_around_the_ring(t):
     att = rng.normal(size=(k, a)).astype(np.float32)
     noise = rng.uniform(-1, 1, (k, a)).astype(np.float32)
     K.add_burst(exc, ring - 1, t, vec, att.reshape(-1), k, a, noise, np.zeros(0, np.float32), np.uint64(0),
-                np.zeros(a, np.float32))
+                np.zeros(a, np.float32), owned)
     want = np.zeros((k, ring), np.float32)
     idx = (t + np.arange(a)) % ring
-    want[:, idx] = vec[:, None] * (att * noise)
+    want[:, idx] = vec[:, None] * (att if owned else att * noise)
     np.testing.assert_allclose(exc, want, atol=1e-6)
 
 
@@ -89,7 +92,7 @@ def test_fresh_noise_is_uniform_and_differs_per_key():
     for key in (1, 2):
         exc = np.zeros((1, 32768), np.float32)
         K.add_burst(exc, 32767, 0, np.ones(1, np.float32), np.ones(a, np.float32), 1, a,
-                    np.zeros((0, 0), np.float32), table, np.uint64(key), np.zeros(a, np.float32))  # fmt: skip
+                    np.zeros((0, 0), np.float32), table, np.uint64(key), np.zeros(a, np.float32), False)  # fmt: skip
         bursts.append(exc[0, :a])
     x = bursts[0]
     assert -1 <= x.min() < -0.99 and 0.99 < x.max() < 1

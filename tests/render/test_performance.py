@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 
+from sensorsynth.instrument.noise import attack_noise
 from sensorsynth.instrument.playback import spec_at_rate
+from sensorsynth.render import Renderer
 from sensorsynth.render.performance import RANDOM_EVENTS, random_events, render_random, render_reconstruction
 
-from .instruments import make_instrument, reference, rel_error
+from .instruments import fitted_events, make_instrument, offline, reference, rel_error, stream
 
 TOLERANCE = 1e-4
 
@@ -75,3 +79,55 @@ def test_random_performance_of_an_empty_control_signal_uses_unit_magnitude():
     assert active.size == RANDOM_EVENTS and np.all((active >= 0.9) & (active <= 1.0))
     with pytest.raises(ValueError):
         random_events(inst, 0.0)
+
+
+# ------------------------------------------------------------------ an instrument that owns its attack noise
+
+
+def _owning(seed: int = 0, noise_seed: int = 11):
+    from sensorsynth.instrument_file import AttackNoise
+
+    inst, _, _ = reference(seed, 22050)
+    owned = copy.copy(inst)
+    owned.manifest = inst.manifest.model_copy(update={"attack_noise": AttackNoise(seed=noise_seed)})
+    return owned
+
+
+@pytest.mark.parametrize("rate", [22050, 44100])
+def test_an_instrument_replays_its_own_noise_whatever_the_seed(rate):
+    """The reconstruction of an instrument that owns its noise is the offline forward pass with that noise
+    (what the fit trained on), at the native rate and at another one, and no render seed changes it."""
+    inst = _owning()
+    spec = spec_at_rate(inst.spec, rate)
+    ref = offline(inst, rate, attack_noise(11, spec.control_plane_dim, spec.attack_size))
+    out = render_reconstruction(inst, rate, seed=1, limit=None)
+    assert rel_error(out, ref) <= TOLERANCE
+    np.testing.assert_array_equal(out, render_reconstruction(inst, rate, seed=2, limit=None))
+
+
+def test_fresh_noise_overrides_the_instruments_own():
+    inst = _owning()
+    own = render_reconstruction(inst, limit=None)
+    a = render_reconstruction(inst, seed=3, fresh_noise=True, limit=None)
+    assert not np.array_equal(a, own) and 0.5 < np.std(a) / np.std(own) < 2.0
+    np.testing.assert_array_equal(a, render_reconstruction(inst, seed=3, fresh_noise=True, limit=None))
+
+
+def test_a_renderer_mixes_owning_and_fresh_instruments_and_can_be_asked_for_fresh():
+    """Voice 0 plays an instrument with its own noise, voice 1 one without; fresh mode changes only voice 0."""
+    owner, plain = _owning(0), reference(1, 22050)[0]
+    controls, deforms, n = fitted_events(owner, 22050)
+
+    def play(mode, voice, seed):
+        r = Renderer([owner, plain], block_size=256, max_voices=2, seed=seed, limit=None, noise_mode=mode,
+                     voice_instruments=[0, 1])
+        return stream(r, controls, deforms, n, voice=voice)
+
+    spec = owner.spec
+    ref = offline(owner, 22050, attack_noise(11, spec.control_plane_dim, spec.attack_size))
+    assert rel_error(play("instrument", 0, 1), ref) <= TOLERANCE
+    assert rel_error(play("fresh", 0, 1), ref) > 0.1
+    # the plain instrument draws fresh noise either way: the same draw for the same seed
+    np.testing.assert_array_equal(play("instrument", 1, 5), play("fresh", 1, 5))
+    with pytest.raises(ValueError, match="noise_mode"):
+        Renderer(owner, noise_mode="loud")

@@ -182,7 +182,8 @@ def test_teach_records_trains_and_runs_a_learned_mapping_from_the_page(start_ser
     audio = audio.mean(axis=1)
     still = audio[int(still_from * rate) : int(still_to * rate)]
     assert still.size > rate, "the still part is missing from the recording"
-    assert np.abs(still).max() < 1e-4, f"sound while the phone was held still (peak {np.abs(still).max():.2g})"
+    # -60 dBFS: the tails of the notes played before may still ring faintly; a note played now is ~0.1-0.5
+    assert np.abs(still).max() < 1e-3, f"sound while the phone was held still (peak {np.abs(still).max():.2g})"
     moved = audio[int(still_to * rate) : int(left_to * rate) + rate // 2]
     rms = float(np.sqrt(np.mean(moved.astype(np.float64) ** 2)))
     assert rms > 5e-3, f"tilting into the learned pose made no sound (rms {rms:.2g})"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -19,10 +20,24 @@ REPO = Path(__file__).resolve().parents[2]
 BEAT = ["--heartbeat-s", "0.3", "--liveness", "8"]
 
 
+_EPHEMERAL_BELOW = 32768  # Linux's default ip_local_port_range starts here
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port P with P and P + 1 free (the trainer binds its PUB socket at P + 1), below the ephemeral range:
+    a port the kernel hands out to outgoing connections (a worker reconnecting while the queue restarts) can
+    be taken between the check and the bind, which one below the range never is."""
+    rng = random.Random(os.getpid() ^ time.monotonic_ns())
+    for _ in range(200):
+        port = rng.randrange(20000, _EPHEMERAL_BELOW - 1)
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 1))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no free pair of ports below the ephemeral range")
 
 
 def _env() -> dict[str, str]:

@@ -4,7 +4,6 @@ workers, stale and repeated results, restarts with running jobs and undelivered 
 from __future__ import annotations
 
 import itertools
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -17,14 +16,9 @@ from sensorsynth.trainer.broker import Broker, BrokerConfig
 from sensorsynth.trainer.store import Store
 
 from .helpers import tiny_instrument_bytes
+from .procs import free_port
 
 _ids = itertools.count()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Peer:
