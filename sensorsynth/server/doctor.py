@@ -154,6 +154,51 @@ def check_realtime() -> Iterable[Check]:
                     "otherwise @audio - rtprio 20 in /etc/security/limits.d/")
 
 
+def preemption_model(debugfs: str | None, cmdline: str, kernel_config: str | None) -> str | None:
+    """The kernel's preemption model (none, voluntary, full, lazy, rt) from what the machine shows, best
+    source first: the active one in debugfs (``none voluntary (full)``), a ``preempt=`` boot parameter, the
+    build's default in its config. None when none of them says."""
+    if debugfs:
+        for word in debugfs.split():
+            if word.startswith("(") and word.endswith(")"):
+                return word.strip("()")
+    for arg in cmdline.split():
+        if arg.startswith("preempt="):
+            return arg.split("=", 1)[1]
+    if kernel_config:
+        options = {line.split("=", 1)[0] for line in kernel_config.splitlines() if line.endswith("=y")}
+        for option, model in (("CONFIG_PREEMPT_RT", "rt"), ("CONFIG_PREEMPT", "full"),
+                              ("CONFIG_PREEMPT_LAZY", "lazy"), ("CONFIG_PREEMPT_VOLUNTARY", "voluntary"),
+                              ("CONFIG_PREEMPT_NONE", "none")):  # fmt: skip
+            if option in options:
+                return model
+    return None
+
+
+def _read(path: str, opener=open) -> str | None:
+    try:
+        with opener(path, "rt") as handle:
+            return handle.read()
+    except (OSError, EOFError, UnicodeDecodeError):
+        return None
+
+
+def check_kernel() -> Iterable[Check]:
+    import gzip
+
+    config = _read("/proc/config.gz", gzip.open) or _read(f"/boot/config-{os.uname().release}")
+    model = preemption_model(_read("/sys/kernel/debug/sched/preempt"), _read("/proc/cmdline") or "", config)
+    if model is None:
+        yield Check("kernel", OK, "preemption model unknown (no /proc/config.gz, /boot/config or preempt=)")
+    elif model == "none":
+        yield Check("kernel", WARN, "kernel preemption 'none': a realtime audio thread can wake several ms late "
+                                    "under load, so short card periods miss cycles (JACK xruns)",
+                    "boot with preempt=full (GRUB_CMDLINE_LINUX in /etc/default/grub, update-grub, reboot) or a "
+                    "realtime kernel; or keep the card's period above what `cyclictest -m -p 80 -D 60` measures")
+    else:
+        yield Check("kernel", OK, f"kernel preemption '{model}'")
+
+
 def check_gpu(config: ServeConfig) -> Iterable[Check]:
     if not config.device.startswith("cuda"):
         yield Check("gpu", OK, "renderer on the CPU (numba): no GPU needed")
@@ -186,6 +231,7 @@ def run_checks(config: ServeConfig) -> list[Check]:
     for fn in (check_config, check_models, check_sound, check_ports, check_gpu):
         out.extend(fn(config))
     out.extend(check_realtime())
+    out.extend(check_kernel())
     out.extend(check_cache())
     return out
 

@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -135,6 +136,11 @@ def phase_load(tmp: Path, args, with_ws: bool) -> None:
         row(name, "output", after["output"][:40])
         row(name, "OSC messages sent / s", f"{result['sent'] / seconds:.0f}", "10000")
         row(name, "under-runs", after["underruns"] - before["underruns"], "0")
+        a, b = after.get("audio_path", {}), before.get("audio_path", {})
+        parts = [f"{k.replace('_', ' ')} {a[k] - b.get(k, 0)}" for k in ("not_rendered", "device_underflow", "late")
+                 if k in a]
+        if parts:
+            row(name, "  of which", ", ".join(parts))
         row(name, "audio block time p99 (µs)", after["block_us"]["p99"], "< 2902")
         row(name, "latency p50 / p99 (ms)", f"{after['latency_ms']['p50']} / {after['latency_ms']['p99']}", "p99 <= 4.9")
         row(name, "to the card p99 (ms)", after["to_card_ms"]["p99"])
@@ -310,6 +316,34 @@ def phase_faults(tmp: Path, args) -> None:
         row("faults", "trainer faults", "see tests/trainer (SIGKILL worker and queue)")
 
 
+def jack_period() -> int | None:
+    """The running JACK server's period in frames (``jack_bufsize`` prints it), or None."""
+    if not (shutil.which("jack_bufsize") and jack_running()):
+        return None
+    out = subprocess.run(["jack_bufsize"], capture_output=True, text=True, timeout=10).stdout
+    match = re.search(r"(\d+)", out)
+    return int(match.group(1)) if match else None
+
+
+def phase_platform(seconds: float, period_us: float) -> None:
+    """How late this machine wakes a realtime thread before any load (``cyclictest``, from rt-tests,
+    when installed): a JACK period shorter than these wake-ups misses cycles whatever the program does."""
+    if not shutil.which("cyclictest"):
+        row("platform", "realtime wake-up latency", "cyclictest not installed (apt-get install rt-tests)")
+        return
+    out = subprocess.run(["cyclictest", "-m", "-p", "80", "-t", "2", "-a", "-i", "1000", "-D", str(int(seconds)),
+                          "-q", "-h", "20000"], capture_output=True, text=True, timeout=seconds + 60).stdout
+    late = 0
+    for line in out.splitlines():
+        parts = line.split()
+        if parts and parts[0].isdigit() and int(parts[0]) > period_us:
+            late += sum(int(x) for x in parts[1:])
+    worst = re.search(r"# Max Latencies:\s+(.*)", out)
+    row("platform", f"realtime wake-up latency before the load, {seconds:.0f} s: max per core (µs)",
+        worst.group(1).strip() if worst else "?")
+    row("platform", f"wake-ups later than one {period_us / 1000:.1f} ms period", late, "0 for xrun-free audio")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--phases", default="load,bad,faults")
@@ -322,7 +356,12 @@ def main() -> None:
     if args.quick:
         args.minutes, args.osc_packets, args.ws_messages = 0.25, 20_000, 2_000
     phases = args.phases.split(",")
-    print(f"soak: {', '.join(phases)}; {os.cpu_count()} cores; JACK {'running' if jack_running() else 'absent'}")
+    period = jack_period()
+    print(f"soak: {', '.join(phases)}; {os.cpu_count()} cores; JACK "
+          f"{f'running, period {period} frames' if period else 'absent'}")
+    if "load" in phases:
+        row("platform", "JACK period (frames)", period if period else "no JACK")
+        phase_platform(30 if not args.quick else 2, 1e6 * (period or 64) / 22050)
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         if "load" in phases:

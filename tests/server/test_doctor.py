@@ -53,3 +53,24 @@ def test_a_running_server_is_recognised(start_server):
     assert code == 0, out
     assert "already runs" in out
     assert server.stop() == 0
+
+
+def test_the_kernel_preemption_model_is_read_from_the_best_source():
+    from sensorsynth.server.doctor import preemption_model
+
+    built_none = "CONFIG_PREEMPT_NONE=y\n# CONFIG_PREEMPT is not set\nCONFIG_PREEMPT_DYNAMIC=y\n"
+    assert preemption_model(None, "console=ttyS0", built_none) == "none"
+    assert preemption_model(None, "ro preempt=full quiet", built_none) == "full"  # the boot parameter wins
+    assert preemption_model("none voluntary (full) lazy\n", "preempt=none", built_none) == "full"  # the live one
+    assert preemption_model(None, "", "CONFIG_PREEMPT_RT=y\nCONFIG_PREEMPT=y\n") == "rt"
+    assert preemption_model(None, "", "CONFIG_PREEMPT_VOLUNTARY=y\n") == "voluntary"
+    assert preemption_model(None, "", None) is None
+
+
+def test_doctor_names_this_machines_kernel_preemption():
+    from sensorsynth.server.doctor import check_kernel
+
+    (check,) = list(check_kernel())
+    assert check.area == "kernel" and check.status in ("ok", "warn")
+    if check.status == "warn":
+        assert "preempt=full" in check.fix and "cyclictest" in check.fix
