@@ -158,6 +158,7 @@ class Instrument:
     control_index: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
     control_value: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     mapping_atoms: np.ndarray | None = None  # (C, K); None until computed (ensure_mapping)
+    stored_version: int | None = None  # the format version of the file it was read from (before upgrades)
 
     ARRAY_NAMES = tuple(expected_shapes(ModelSpec()).keys()) + ("control_index", "control_value", "mapping_atoms")
 
@@ -408,7 +409,7 @@ def _parse(metadata: dict[str, str], arrays: dict[str, np.ndarray], source: str)
     extra = sorted(set(arrays) - set(Instrument.ARRAY_NAMES))
     if extra:
         raise _fail(source, f"unexpected arrays: {', '.join(extra)}")
-    instrument = Instrument(manifest=manifest, **arrays)
+    instrument = Instrument(manifest=manifest, **arrays, stored_version=stored_version)
     try:
         instrument.validate()
     except ValueError as exc:
@@ -423,7 +424,9 @@ def describe(instrument: Instrument, path: str | Path | None = None) -> dict[str
     m = instrument.manifest
     out: dict[str, Any] = {
         "name": m.name,
-        "format": f"{m.format} v{m.format_version}",
+        "format": f"{m.format} v{m.format_version}" + (
+            f" (file v{instrument.stored_version}, upgraded when read)"
+            if instrument.stored_version not in (None, m.format_version) else ""),
         "created": m.created,
         "spec": m.spec.model_dump(),
         "duration_s": round(m.spec.duration, 3),

@@ -524,6 +524,9 @@ def test_a_version2_file_loads_as_fitted_on_fresh_noise(saved: Path) -> None:
     path = _write(saved, arrays, {**manifest, "format_version": 2})
     loaded = load(path)
     assert loaded.manifest.format_version == FORMAT_VERSION and loaded.manifest.attack_noise is None
+    # info says which version the file holds, not only the one it was read as
+    assert describe(loaded)["format"] == f"sensorsynth-instrument v{FORMAT_VERSION} (file v2, upgraded when read)"
+    assert describe(load(save(loaded, saved)))["format"] == f"sensorsynth-instrument v{FORMAT_VERSION}"
 
 
 @pytest.mark.parametrize("bad", [{"generator": "mt19937", "seed": 1}, {"generator": "splitmix64", "seed": -1},
