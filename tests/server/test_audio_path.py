@@ -193,6 +193,7 @@ def run_bully(engine: Engine, seconds: float = 3.0, holds: int = 5) -> dict:
         "underruns": after["underruns"],  # the whole run, like the other counts and the JACK log
         "not_rendered": counters["not_rendered"],
         "device_underflow": counters["device_underflow"],
+        "late": counters.get("late", 0),
         "tap_dropped": counters.get("tap_dropped", 0),
         "recorded": played.size,
         "played": after["callbacks"] * BLOCK,
@@ -222,7 +223,10 @@ def test_a_gil_bully_costs_the_compiled_path_nothing(tmp_path, output):
     assert r["holds"] == 5
     assert r["not_rendered"] == 0, r  # every callback rendered its block
     if output == "null":
-        assert r["underruns"] == 0, r  # nor was any block late
+        # nor did any block wait for the GIL: each hold lasts 200 ms, which would leave ~70 blocks late per hold
+        # and a callback of 200 ms. The machine itself may wake the loop late now and then (the reference VM wakes
+        # a realtime thread up to ~8 ms late with nothing running: README, Reliability), a block or two each time.
+        assert r["callback_max_us"] < 20_000 and r["underruns"] == r["late"] <= 4, r
     else:
         # PortAudio's JACK host API raises the output-underflow flag after any xrun of the JACK graph, including
         # the dummy driver's own timer running late and the catch-up cycles after it (a non-realtime jackd on a
