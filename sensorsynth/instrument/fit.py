@@ -131,12 +131,8 @@ class _Eta:
         return round(eta, 2)
 
 
-def _modes_train(step: int, frozen: int, every: int) -> bool:
-    return step >= frozen and (step - frozen) % every == 0
-
-
 def _count_modes_train(start: int, stop: int, frozen: int, every: int) -> int:
-    """How many steps in [start, stop) train the oscillators (closed form of counting _modes_train)."""
+    """How many steps in [start, stop) train the oscillators: those from ``frozen`` on, every ``every``th."""
     low = max(start, frozen)
     if low >= stop:
         return 0

@@ -107,6 +107,24 @@ def playback(instrument: Instrument, sample_rate: int | None = None) -> Playback
     )
 
 
+NOISE_MODES = ("instrument", "fresh")  # replay the noise an instrument owns, or draw afresh for every event
+
+
+def check_noise_mode(noise_mode: str) -> str:
+    if noise_mode not in NOISE_MODES:
+        raise ValueError(f"noise_mode must be one of {', '.join(NOISE_MODES)}, got {noise_mode!r}")
+    return noise_mode
+
+
+def attacks_to_play(p: Playback, noise_mode: str, fixed_noise: bool) -> tuple[np.ndarray, bool]:
+    """(the attacks a renderer keeps for ``p``, whether they already carry the instrument's own noise).
+
+    An instrument that owns its noise plays it, folded into its attacks once here, unless fresh noise is
+    asked for (``noise_mode="fresh"``) or one fixed noise array is given for every instrument."""
+    owned = check_noise_mode(noise_mode) == "instrument" and not fixed_noise and p.noise is not None
+    return (p.attacks * p.noise if owned else p.attacks), owned
+
+
 def owned_noise(instrument: Instrument, attack_size: int | None = None) -> np.ndarray | None:
     """The (K, attack_size) noise the instrument was fitted with, or None when it plays fresh noise."""
     owned = instrument.manifest.attack_noise

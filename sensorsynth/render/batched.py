@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ..instrument.playback import deformation_targets, playback
+from ..instrument.playback import attacks_to_play, deformation_targets, playback
 from .checks import check_control, check_gain, check_time, check_vector, check_voice
 from ..instrument_file import Instrument
 
@@ -113,14 +113,9 @@ class BatchedRenderer:
             coef = _pad(_pad(p.coef, (ri, e, m)), (r, e, m)).reshape(g, m)
             self._banks.append(_Bank(poles, coef, chunk, dev))
         self._router = f32(np.stack([_pad(p.router, (k, r)) for p in pbs]))  # (I, K, R)
-        if noise_mode not in ("instrument", "fresh"):
-            raise ValueError(f"noise_mode must be 'instrument' or 'fresh', got {noise_mode!r}")
-        # as Renderer: an instrument that owns its noise plays it (folded into its attacks), unless fresh noise
-        # is asked for or one fixed array is given for all
-        owned = [noise is None and noise_mode == "instrument" and p.noise is not None for p in pbs]
-        self._owned = torch.tensor(owned, device=dev)
-        attacks = [p.attacks * p.noise if own else p.attacks for p, own in zip(pbs, owned)]
-        self._attacks = f32(np.stack([_pad(x, (k, a)) for x in attacks]))  # (I, K, A)
+        played = [attacks_to_play(p, noise_mode, noise is not None) for p in pbs]  # as Renderer
+        self._owned = torch.tensor([owned for _, owned in played], device=dev)
+        self._attacks = f32(np.stack([_pad(attacks, (k, a)) for attacks, _ in played]))  # (I, K, A)
         self._mixd = f32(np.stack([_pad(p.mix[:, 0], (r,)) for p in pbs]))
         self._mixw = f32(np.stack([_pad(p.mix[:, 1], (r,)) for p in pbs]))
         self._gains = f32(np.stack([_pad(p.gains, (r,)) for p in pbs]))
@@ -208,8 +203,7 @@ class BatchedRenderer:
                 noise = self._noise[None]
             else:
                 noise = torch.rand(len(controls), self.k, self.a, generator=self._gen, device=dev) * 2 - 1
-                own = self._owned[self._assign[voices]]
-                noise = torch.where(own[:, None, None], torch.ones_like(noise), noise)
+                noise.masked_fill_(self._owned[self._assign[voices]][:, None, None], 1.0)  # attacks own theirs
             burst = vecs[:, :, None] * (att * noise)
             pos = (times[:, None] + torch.arange(self.a, device=dev)) & (self._ring - 1)  # (n, A)
             kk = torch.arange(self.k, device=dev)

@@ -38,13 +38,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..instrument.playback import Playback, deformation_targets, playback
+from ..instrument.playback import Playback, attacks_to_play, check_noise_mode, deformation_targets, playback
 from ..instrument_file import Instrument
 from . import kernel as K
 from .checks import check_control, check_gain, check_instrument, check_time, check_vector, check_voice
 from .layout import Allocation, allocate, buffer_args, layout_array
-
-NOISE_MODES = ("instrument", "fresh")  # see Renderer: replay the noise an instrument owns, or draw afresh
 
 
 def _next_pow2(n: int) -> int:
@@ -184,9 +182,7 @@ class Renderer:
             if not np.all(np.isfinite(noise)):
                 raise ValueError("fixed noise holds NaN or inf")
         self._noise = noise
-        if noise_mode not in NOISE_MODES:
-            raise ValueError(f"noise_mode must be one of {', '.join(NOISE_MODES)}, got {noise_mode!r}")
-        self.noise_mode = noise_mode
+        self.noise_mode = check_noise_mode(noise_mode)
         if seed is None:
             seed = int(np.random.SeedSequence().generate_state(1, np.uint64)[0])
         self._seed = int(seed) & 0xFFFFFFFFFFFFFFFF
@@ -264,7 +260,7 @@ class Renderer:
             sized = self._allocate_sized(capacity)
 
         p = [x.playback for x in rows]
-        owned = [self._noise is None and self.noise_mode == "instrument" and x.noise is not None for x in p]
+        played = [attacks_to_play(x, self.noise_mode, self._noise is not None) for x in p]
         noise = self._noise if self._noise is not None else np.zeros((0, 0), np.float32)
         table = self._fresh_table(need.a)
         flat = lambda parts: np.concatenate([np.asarray(x, np.float32).reshape(-1) for x in parts])  # noqa: E731
@@ -272,7 +268,7 @@ class Renderer:
         coefs = np.concatenate([x.coef.reshape(-1) for x in p])
         arrays = {
             "pole_re": poles.real, "pole_im": poles.imag, "coef_re": coefs.real, "coef_im": coefs.imag,
-            "router": flat(x.router for x in p), "attacks": flat(x.attacks * x.noise if own else x.attacks for x, own in zip(p, owned)),
+            "router": flat(x.router for x in p), "attacks": flat(attacks for attacks, _ in played),
             "mixd": flat(x.mix[:, 0] for x in p), "mixw": flat(x.mix[:, 1] for x in p),
             "gains": flat(x.gains for x in p), "noise": noise, "table": table,
         }  # fmt: skip
@@ -285,7 +281,7 @@ class Renderer:
             v[name][...] = a
         offsets = np.zeros(4, np.int64)  # modes, router, attacks, resonances
         for i, x in enumerate(rows):
-            v["imeta"][i] = (x.k, x.r, x.e, x.m, x.attack, x.frame, *offsets, owned[i])
+            v["imeta"][i] = (x.k, x.r, x.e, x.m, x.attack, x.frame, *offsets, played[i][1])
             v["irest"][i, : x.e] = x.rest
             offsets += (x.r * x.e * x.m, x.k * x.r, x.k * x.attack, x.r)
         generation = 0 if base is None else base.generation + 1

@@ -170,14 +170,14 @@ def main() -> None:
     if args.every_s is None:
         args.every_s = {"fast": 5.0, "default": 20.0, "best": 60.0}[args.quality]
 
+    from sensorsynth.cli import _parse_assignment
+
     distance = load_distance()
     options: dict = {"device": args.device, "quality": args.quality, "threads": args.threads}
     if args.recipe == "seed":
         options.update(init="random", parameterization="seed", frozen_steps=0, mode_every=1, lr=1e-3,
                        schedule="constant", steps=10000, noise="fresh")
-    for item in args.set:
-        key, _, value = item.partition("=")
-        options[key] = json.loads(value) if value[:1] in "0123456789-[{tfn" and value not in ("fresh",) else value
+    options.update(_parse_assignment(item) for item in args.set)  # as `sensorsynth fit --set`
     if args.steps is not None:
         options["steps"] = args.steps
     if args.loss is not None:

@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import bench_serve as bs  # noqa: E402
 from websockets.asyncio.client import connect  # noqa: E402
 
-from tests.server.conftest import launch  # noqa: E402
+from tests.server.conftest import jack_server_running, launch  # noqa: E402
 from tests.server.fuzzing import osc_packets, ws_messages  # noqa: E402
 
 ROWS: list[tuple[str, str, str, str]] = []  # phase, measure, value, target
@@ -52,16 +52,9 @@ def row(phase: str, measure: str, value, target: str = "") -> None:
     print(f"  {phase:6} {measure:48} {value!s:>18}  {target}", flush=True)
 
 
-def jack_running(name: str | None = None) -> bool:
-    """Whether a JACK server answers (``jack_wait -c`` exits 0 either way, so ask ``jack_lsp``)."""
-    cmd = ["jack_lsp"] + (["-s", name] if name else [])
-    env = {**os.environ, "JACK_NO_START_SERVER": "1"}
-    return bool(shutil.which("jack_lsp")) and subprocess.run(cmd, capture_output=True, env=env).returncode == 0
-
-
 def server_args(args) -> list[str]:
     out = ["--block-size", "64", "--max-voices", "32"]
-    if args.output == "sound" or (args.output == "auto" and jack_running()):
+    if args.output == "sound" or (args.output == "auto" and jack_server_running()):
         out += ["--output", "sound", "--hostapi", "JACK"]
     return out
 
@@ -281,7 +274,7 @@ def phase_faults(tmp: Path, args) -> None:
         jack = subprocess.Popen(["jackd", "-n", name, "--no-realtime", "-d", "dummy", "-r", "22050", "-p", "64"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 15
-        while not jack_running(name):
+        while not jack_server_running(name):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the private JACK server {name} did not start")
             time.sleep(0.2)
@@ -318,7 +311,7 @@ def phase_faults(tmp: Path, args) -> None:
 
 def jack_period() -> int | None:
     """The running JACK server's period in frames (``jack_bufsize`` prints it), or None."""
-    if not (shutil.which("jack_bufsize") and jack_running()):
+    if not (shutil.which("jack_bufsize") and jack_server_running()):
         return None
     out = subprocess.run(["jack_bufsize"], capture_output=True, text=True, timeout=10).stdout
     match = re.search(r"(\d+)", out)

@@ -56,6 +56,16 @@ class ServerHandle:
             raise AssertionError(f"server did not stop within {timeout} s after {sig}:\n{self.output()}") from None
 
 
+def jack_server_running(name: str | None = None) -> bool:
+    """Whether a JACK server (the default one, or ``name``) answers. ``jack_lsp`` fails when none does (and
+    when JACK is not installed); ``jack_wait -c`` would not do: it prints "not running" and still exits 0."""
+    if not shutil.which("jack_lsp"):
+        return False
+    cmd = ["jack_lsp"] + (["-s", name] if name else [])
+    env = {**os.environ, "JACK_NO_START_SERVER": "1"}
+    return subprocess.run(cmd, capture_output=True, timeout=10, env=env).returncode == 0
+
+
 def launch(tmp_path: Path, *args: str, record: bool = True, models: Path | None = None, timeout: float = 120.0,
            env: dict[str, str] | None = None, preexec=None) -> ServerHandle:
     if models is None:

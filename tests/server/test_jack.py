@@ -6,21 +6,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import time
 
 import pytest
 from pythonosc.udp_client import SimpleUDPClient
 
+from .conftest import jack_server_running
 from .test_serve import K, http_json, recorded, recorded_seconds, rms, wait_for
-
-
-def jack_server_running(name: str | None = None) -> bool:
-    """Whether a JACK server (the default one, or ``name``) answers. ``jack_lsp`` fails when none does;
-    ``jack_wait -c`` would not do: it prints "not running" and still exits 0."""
-    cmd = ["jack_lsp"] + (["-s", name] if name else [])
-    env = {**os.environ, "JACK_NO_START_SERVER": "1"}
-    return subprocess.run(cmd, capture_output=True, timeout=10, env=env).returncode == 0
 
 
 def _jack_running() -> str | None:

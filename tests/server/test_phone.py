@@ -136,6 +136,15 @@ def state(page) -> dict:
                 latency: p.sendLatency(), voice: p.voice, peak: p.peak}; }""")
 
 
+def recording_and_still(server, still_from: float, still_to: float) -> tuple[np.ndarray, int, np.ndarray]:
+    """(the server's recording as mono, its rate, the part of it while the phone was held still)."""
+    audio, rate = sf.read(str(server.record_path), dtype="float32", always_2d=True)
+    audio = audio.mean(axis=1)
+    still = audio[int(still_from * rate) : int(still_to * rate)]
+    assert still.size > rate, "the still part is missing from the recording"
+    return audio, rate, still
+
+
 def test_phone_streams_its_motion_to_the_server(start_server, browser):
     server = start_server(record=False)
     problems: list[str] = []
@@ -225,10 +234,7 @@ def test_phone_shaken_plays_and_lying_still_is_silent(start_server, browser):
     assert problems == []
     assert server.stop() == 0
 
-    audio, rate = sf.read(str(server.record_path), dtype="float32", always_2d=True)
-    audio = audio.mean(axis=1)
-    still = audio[int(still_from * rate) : int(still_to * rate)]
-    assert still.size > rate, "the still part is missing from the recording"
+    audio, rate, still = recording_and_still(server, still_from, still_to)
     assert np.abs(still).max() < 1e-4, "sound while the phone lay still"
     if not mapping_wired():
         pytest.skip("the frames reach the server and stillness is silent, but no sound can follow a shake yet: "

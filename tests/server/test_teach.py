@@ -17,9 +17,8 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import soundfile as sf
 
-from .test_phone import browser, health, open_phone, wait_until  # noqa: F401 - browser is a fixture
+from .test_phone import browser, health, open_phone, recording_and_still, wait_until  # noqa: F401 - browser is a fixture
 
 LEFT, REST, RIGHT = -40.0, 0.0, 40.0
 CELL_LEFT, CELL_RIGHT = 0, 5
@@ -178,10 +177,7 @@ def test_teach_records_trains_and_runs_a_learned_mapping_from_the_page(start_ser
     assert problems == []
     assert server.stop() == 0
 
-    audio, rate = sf.read(str(server.record_path), dtype="float32", always_2d=True)
-    audio = audio.mean(axis=1)
-    still = audio[int(still_from * rate) : int(still_to * rate)]
-    assert still.size > rate, "the still part is missing from the recording"
+    audio, rate, still = recording_and_still(server, still_from, still_to)
     # -60 dBFS: the tails of the notes played before may still ring faintly; a note played now is ~0.1-0.5
     assert np.abs(still).max() < 1e-3, f"sound while the phone was held still (peak {np.abs(still).max():.2g})"
     moved = audio[int(still_to * rate) : int(left_to * rate) + rate // 2]
