@@ -147,7 +147,7 @@ TRAINER_MEANING: dict[str, dict[str, str]] = {
                   "with the same `job_id` returns the same job",
         "watch": "→ `job` now, then a `job` push on every change (progress included) for 10 s; resend to keep "
                  "watching",
-        "list": "→ `jobs`",
+        "list": "→ `jobs`: `jobs` (oldest first) and the connected `workers`",
         "cancel": "→ `job` (state `cancelled`), or `error` `finished`",
         "fetch": "→ `result` + the instrument's bytes, or `error` `not_done`",
         "ready": "(worker) on connecting and reconnecting",
