@@ -326,7 +326,13 @@ class Service:
             self._notifier.stopping()
             for t in tasks:
                 t.cancel()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                try:
+                    loop.remove_signal_handler(sig)
+                except (NotImplementedError, RuntimeError):
+                    pass
             exit = await self._shutdown()
+            gc.unfreeze()  # back to normal for a caller that lives on (a test, an embedding program)
         return exit
 
     async def _shutdown(self) -> ServiceExit:
