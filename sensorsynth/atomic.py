@@ -23,11 +23,24 @@ from pathlib import Path
 __all__ = ["atomic_write", "default_mode"]
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux shows it (/proc/self/status): setting it to read
+    it back would, for that instant, apply to files other threads create."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    umask = os.umask(0o077)  # elsewhere: the strictest mask for the instant it is in force
+    os.umask(umask)
+    return umask
+
+
 def default_mode() -> int:
     """The permissions a plain ``open(path, "w")`` would give a new file (0666 less the umask)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
+    return 0o666 & ~_umask()
 
 
 def _fsync_folder(folder: Path) -> None:

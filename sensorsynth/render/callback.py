@@ -16,7 +16,7 @@ same, paced by ``clock_nanosleep``. Python reads the tap ring (recording, browse
 never sits between the renderer and the card.
 
 Control block. One int64 array, ``ctl``, whose address is the callback's ``userdata``: every pointer the audio
-side uses is a word in it (``C_*`` below; pointers are plain integers, turned back into typed pointers by a
+side uses is a word in it (``C_*``, offsets generated from the :data:`CONTROL` table; pointers are plain integers, turned back into typed pointers by a
 tiny ``inttoptr`` intrinsic so that ``numba.carray`` can view them), with the parameters, the counters and the
 ownership word. Nothing in the compiled functions is a global array (numba would freeze a copy of it), nothing
 allocates, nothing raises (``error_model="numpy"``, no asserts), and the clock is libc's ``clock_gettime``
@@ -44,6 +44,10 @@ Under-runs, counted by the audio side: callbacks that could not render (``not_re
 output-underflow flag (``device_underflow``; on JACK it is set for any xrun of the JACK graph, including the
 dummy driver's own timer lateness on a loaded machine), and on the null output blocks rendered later than their
 due time plus the prefill slack (``late``).
+
+Why one module of about 900 lines: numba's on-disk cache is keyed on the file that defines a compiled function,
+and the audio side's functions share the control block's constants (compiled in as globals) and its intrinsics;
+split across files, a change to one could leave another's cached machine code with stale offsets.
 """
 
 from __future__ import annotations

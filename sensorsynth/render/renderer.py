@@ -1,5 +1,8 @@
 """The streaming renderer: a pure core with no I/O, no clock, no logging.
 
+(One module past 500 lines on purpose: :class:`Renderer` and its :class:`Inbox` share the renderer's arrays and
+banks, which stay private to this file; what other modules need is the small public interface below.)
+
     r = Renderer(instrument, sample_rate=44100, block_size=256, max_voices=8, seed=0)
     r.warmup()                                     # compile or load the kernel now, not in the first block
     r.control(time=1000, voice=0, vector=v)        # sample-accurate, absolute sample index since start
