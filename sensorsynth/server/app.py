@@ -331,9 +331,9 @@ class Service:
                     loop.remove_signal_handler(sig)
                 except (NotImplementedError, RuntimeError):
                     pass
-            exit = await self._shutdown()
+            ended = await self._shutdown()
             gc.unfreeze()  # back to normal for a caller that lives on (a test, an embedding program)
-        return exit
+        return ended
 
     async def _shutdown(self) -> ServiceExit:
         engine, recorder = self.engine, self.recorder
