@@ -333,6 +333,7 @@ class Service:
                     pass
             ended = await self._shutdown()
             gc.unfreeze()  # back to normal for a caller that lives on (a test, an embedding program)
+            self._notifier.close()
         return ended
 
     async def _shutdown(self) -> ServiceExit:
