@@ -8,7 +8,6 @@ instead of a NaN loss twenty minutes later.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from .atomic import atomic_write
 from .instrument_file import SourceInfo, sha256_of
 
 # A peak below this is silence for fitting purposes: -100 dBFS, under the noise floor of 16-bit audio.
@@ -136,15 +136,10 @@ def write_wav(path: str | os.PathLike[str], samples: np.ndarray, sample_rate: in
     data = np.clip(data.astype(np.float32, copy=False), -1.0, 1.0)
     if path.is_dir():
         raise AudioOutputError(f"{path}: is a directory")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        sf.write(str(tmp), data, int(sample_rate), subtype="PCM_16", format="WAV")
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: sf.write(str(tmp), data, int(sample_rate), subtype="PCM_16", format="WAV"))
     except (OSError, sf.LibsndfileError, RuntimeError) as exc:
         detail = getattr(exc, "strerror", None) or str(exc)
         raise AudioOutputError(f"{path}: cannot write ({detail})") from None
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
     return path

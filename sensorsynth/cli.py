@@ -14,10 +14,8 @@ import contextlib
 import json
 import math
 import os
-import shutil
 import signal
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -191,20 +189,14 @@ def _model_spec(args: argparse.Namespace) -> Any:
 
 
 def _save_atomically(instrument: Any, out: Path, force: bool) -> None:
-    """Save into a private temp dir beside ``out``, then rename: Ctrl-C or a crash leaves nothing behind."""
+    """Save beside ``out`` under a temporary name, then rename: Ctrl-C or a crash leaves nothing behind."""
+    from .atomic import atomic_write
     from .instrument_file import save
 
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
-    try:
-        staged = save(instrument, staging / out.name)
-        if out.exists() and not force:
-            raise CliError(f"{out}: appeared while fitting; use --force to overwrite it")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(staged, 0o666 & ~umask)  # safetensors writes 0600; an instrument is meant to be shared
-        os.replace(staged, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    try:  # the default mode: safetensors writes 0600; an instrument is meant to be shared
+        atomic_write(out, lambda tmp: save(instrument, tmp), clobber=force)
+    except FileExistsError:
+        raise CliError(f"{out}: appeared while fitting; use --force to overwrite it") from None
 
 
 class _DeferredInterrupt:

@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import struct
 import uuid
 from collections.abc import Callable
@@ -57,6 +56,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .atomic import atomic_write
 from .instrument.spec import ModelSpec
 
 FORMAT = "sensorsynth-instrument"
@@ -283,13 +283,8 @@ def save(instrument: Instrument, path: str | Path) -> Path:
     arrays, metadata = _packed(instrument)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(arrays, str(tmp), metadata=metadata)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # safetensors writes 0600; an instrument is meant to be shared
-    tmp.replace(path)
-    return path
+    # the default mode: safetensors writes 0600; an instrument is meant to be shared
+    return atomic_write(path, lambda tmp: save_file(arrays, str(tmp), metadata=metadata))
 
 
 def dumps(instrument: Instrument) -> bytes:
@@ -496,41 +491,13 @@ def write_instrument(folder: Path, name: str, blob: bytes, tag: str, *, replace:
     """Write ``blob`` as ``folder/NAME.instrument`` atomically: a dot-named temporary file (the library's scan
     ignores it), fsynced, then linked into place. Without ``replace`` it never overwrites: an existing name
     (one that appeared meanwhile, too) gets the next free suffix. Returns the path written."""
-    tmp = folder / f".{name}.instrument.{tag[:8]}.partial"
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(blob)
-            handle.flush()
-            os.fsync(handle.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        if replace:
-            target = folder / f"{name}.instrument"
-            os.replace(tmp, target)
-        else:
-            is_taken = taken or (lambda n: False)
-            while True:
-                target = folder / f"{free_name(name, lambda n: is_taken(n) or (folder / f'{n}.instrument').exists())}.instrument"
-                try:
-                    os.link(tmp, target)  # atomic, and fails if the name exists: never clobbers
-                    break
-                except FileExistsError:
-                    continue  # appeared between the check and the link: the next suffix
-                except OSError:  # a file system without hard links: check, then rename
-                    if target.exists():
-                        continue
-                    os.replace(tmp, target)
-                    break
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return target
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    return target
+    del tag  # the temporary name is unique without it (see sensorsynth.atomic)
+    if replace:
+        return atomic_write(folder / f"{name}.instrument", blob)
+    is_taken = taken or (lambda n: False)
+    while True:
+        target = folder / f"{free_name(name, lambda n: is_taken(n) or (folder / f'{n}.instrument').exists())}.instrument"
+        try:
+            return atomic_write(target, blob, clobber=False)  # never clobbers
+        except FileExistsError:
+            continue  # appeared between the check and the link: the next suffix

@@ -16,7 +16,7 @@ same, paced by ``clock_nanosleep``. Python reads the tap ring (recording, browse
 never sits between the renderer and the card.
 
 Control block. One int64 array, ``ctl``, whose address is the callback's ``userdata``: every pointer the audio
-side uses is a word in it (``C_*`` below; pointers are plain integers, turned back into typed pointers by a
+side uses is a word in it (``C_*``, offsets generated from the :data:`CONTROL` table; pointers are plain integers, turned back into typed pointers by a
 tiny ``inttoptr`` intrinsic so that ``numba.carray`` can view them), with the parameters, the counters and the
 ownership word. Nothing in the compiled functions is a global array (numba would freeze a copy of it), nothing
 allocates, nothing raises (``error_model="numpy"``, no asserts), and the clock is libc's ``clock_gettime``
@@ -44,6 +44,10 @@ Under-runs, counted by the audio side: callbacks that could not render (``not_re
 output-underflow flag (``device_underflow``; on JACK it is set for any xrun of the JACK graph, including the
 dummy driver's own timer lateness on a loaded machine), and on the null output blocks rendered later than their
 due time plus the prefill slack (``late``).
+
+Why one module of about 900 lines: numba's on-disk cache is keyed on the file that defines a compiled function,
+and the audio side's functions share the control block's constants (compiled in as globals) and its intrinsics;
+split across files, a change to one could leave another's cached machine code with stale offsets.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+from typing import NamedTuple
 
 import numpy as np
 from llvmlite import ir
@@ -62,65 +67,98 @@ from numba.extending import intrinsic
 from . import kernel as K
 
 # ------------------------------------------------------------------------------------- control block
-C_OWNER = 0  # 0 free, OWNER_AUDIO (callback or null loop renders), OWNER_SUPERVISOR (installs a reload)
-C_STOP = 1  # the null loop stops when this is non-zero
-C_TIME = 2  # renderer time: absolute index of the first sample of the next block (the producer reads it)
-C_BLOCK = 3  # samples per rendered block
-C_RATE = 4  # sample rate
-C_CLOCK_GETTIME = 5  # address of libc clock_gettime
-C_CLOCK_NANOSLEEP = 6  # address of libc clock_nanosleep
-C_RENDER_FN = 7  # address of the kernel's compiled render_block (numba calling convention)
-C_LIMIT = 8  # address of a float64: the renderer's clip limit
-C_AUX = 9  # address of float32 [hold (B) | last sample played | spare]
-C_HOLD_POS = 10  # next sample of the hold (a rendered block partly played) to play
-C_HOLD_LEN = 11  # samples in the hold
-C_OUT = 12  # address of the renderer's `out` field (the kernel renders there)
-C_DEVICE = 13  # address of float32 (B): the null output's "device buffer"
-C_TAP_SAMPLES = 14  # address of the tap ring's float32 (slots, B)
-C_TAP_META = 15  # address of the tap ring's int64 (slots, N_TAP_META)
-C_TAP_SLOTS = 16
-C_TAP_WRITE = 17  # blocks written (the audio side publishes it after the slot)
-C_TAP_READ = 18  # blocks read (Python publishes it after copying)
-C_TAP_DROPPED = 19  # blocks not tapped because Python had not read the ring (audio unaffected)
-C_HIST = 20  # address of int64 (HIST_BINS,): callback durations, 1 µs bins, the last one open-ended
-C_HIST_BINS = 21
-C_CALLBACKS = 22  # callbacks (null output: blocks it consumed)
-C_FRAMES = 23  # frames delivered
-C_BLOCKS = 24  # blocks rendered
-C_NOT_RENDERED = 25  # callbacks that could not render (renderer owned by the supervisor past spin_us)
-C_UNDERFLOW = 26  # callbacks with PortAudio's output-underflow flag
-C_FLAGS = 27  # callbacks with any status flag
-C_LATE = 28  # null output: blocks rendered later than due + slack
-C_MAX_NS = 29  # longest callback, ns
-C_LAST_NS = 30  # monotonic ns when the last block left the renderer
-C_CONTENDED = 31  # callbacks that found the renderer owned and had to wait
-C_WAIT_MAX_NS = 32  # longest such wait
-C_SPIN_NS = 33  # how long a callback waits for the renderer before giving up
-C_SLACK_NS = 34  # null output: lateness tolerated (the prefill)
-C_RELOADS = 35  # reloads installed
-C_FADE_IN = 36  # 1: the next rendered block fades in (after a callback that could not render)
-C_NULL_START = 37  # monotonic ns at which the null output's sample 0 was due
-C_SCHED_FN = 38  # address of libc sched_setscheduler
-C_RT_PRIORITY = 39  # SCHED_FIFO priority the rendering thread asks for at its first block (0: leave it)
-C_RT_STATE = 40  # 0 not asked yet, 1 granted, 2 refused (kept its policy), 3 already realtime (left alone)
-C_INBOX_READ = 41  # address of the inbox's read index (the kernel's inbox_state[IB_READ])
-C_INSTALL_MAX_NS = 42  # longest time the supervisor held the renderer for an install
-C_GETSCHED_FN = 43  # address of libc sched_getscheduler
-C_BUF = 44  # the renderer's kernel buffers: (address, size) × N_BUF, in kernel.BUFFERS order
+class Slot(NamedTuple):
+    """One word (or ``width`` words) of the control block: a ``C_<NAME>`` constant is its offset."""
+
+    name: str
+    doc: str
+    width: int = 1
+
+
 N_BUF = len(K.BUFFERS)
-N_CTL = C_BUF + 2 * N_BUF
+
+# The control block's layout, in order: offsets are generated from this table (as kernel.FIELDS generates the
+# kernel's), never numbered by hand. Every slot here is read by someone (the audio side, the supervisor, or
+# AudioPath's counters); a slot nothing reads does not belong here.
+CONTROL: tuple[Slot, ...] = (
+    Slot("OWNER", "0 free, OWNER_AUDIO (callback or null loop renders), OWNER_SUPERVISOR (installs a reload)"),
+    Slot("STOP", "the null loop stops when this is non-zero"),
+    Slot("TIME", "renderer time: absolute index of the first sample of the next block (the producer reads it)"),
+    Slot("BLOCK", "samples per rendered block"),
+    Slot("RATE", "sample rate"),
+    Slot("CLOCK_GETTIME", "address of libc clock_gettime"),
+    Slot("CLOCK_NANOSLEEP", "address of libc clock_nanosleep"),
+    Slot("SCHED_FN", "address of libc sched_setscheduler"),
+    Slot("GETSCHED_FN", "address of libc sched_getscheduler"),
+    Slot("RENDER_FN", "address of the kernel's compiled render_block (numba calling convention)"),
+    Slot("LIMIT", "address of a float64: the renderer's clip limit"),
+    Slot("AUX", "address of float32 [hold (B) | last sample played | spare]"),
+    Slot("HOLD_POS", "next sample of the hold (a rendered block partly played) to play"),
+    Slot("HOLD_LEN", "samples in the hold"),
+    Slot("OUT", "address of the renderer's `out` field (the kernel renders there)"),
+    Slot("INBOX_READ", "address of the inbox's read index (the kernel's inbox_state[IB_READ])"),
+    Slot("TAP_SAMPLES", "address of the tap ring's float32 (slots, B)"),
+    Slot("TAP_META", "address of the tap ring's int64 (slots, N_TAP_META)"),
+    Slot("TAP_SLOTS", "blocks the tap ring holds"),
+    Slot("TAP_WRITE", "blocks written (the audio side publishes it after the slot)"),
+    Slot("TAP_READ", "blocks read (Python publishes it after copying)"),
+    Slot("TAP_DROPPED", "blocks not tapped because Python had not read the ring (audio unaffected)"),
+    Slot("HIST", "address of int64 (HIST_BINS,): callback durations, 1 µs bins, the last one open-ended"),
+    Slot("HIST_BINS", "bins of that histogram"),
+    Slot("CALLBACKS", "callbacks (null output: blocks it consumed)"),
+    Slot("FRAMES", "frames delivered"),
+    Slot("BLOCKS", "blocks rendered"),
+    Slot("NOT_RENDERED", "callbacks that could not render (renderer owned by the supervisor past spin_us)"),
+    Slot("UNDERFLOW", "callbacks with PortAudio's output-underflow flag"),
+    Slot("FLAGS", "callbacks with any status flag"),
+    Slot("LATE", "null output: blocks rendered later than due + slack"),
+    Slot("MAX_NS", "longest callback, ns"),
+    Slot("LAST_NS", "monotonic ns when the last block left the renderer"),
+    Slot("CONTENDED", "callbacks that found the renderer owned and had to wait"),
+    Slot("WAIT_MAX_NS", "longest such wait"),
+    Slot("SPIN_NS", "how long a callback waits for the renderer before giving up"),
+    Slot("SLACK_NS", "null output: lateness tolerated (the prefill)"),
+    Slot("RELOADS", "reloads installed"),
+    Slot("INSTALL_MAX_NS", "longest time the supervisor held the renderer for an install"),
+    Slot("FADE_IN", "1: the next rendered block fades in (after a callback that could not render)"),
+    Slot("NULL_START", "monotonic ns at which the null output's sample 0 was due"),
+    Slot("RT_PRIORITY", "SCHED_FIFO priority the rendering thread asks for at its first block (0: leave it)"),
+    Slot("RT_STATE", "0 not asked yet, 1 granted, 2 refused (kept its policy), 3 already realtime (left alone)"),
+    Slot("BUF", "the renderer's kernel buffers: (address, size) × N_BUF, in kernel.BUFFERS order", 2 * N_BUF),
+)  # fmt: skip
+
+# Tap ring meta columns, in order (TM_<NAME> is the column).
+TAP_META: tuple[Slot, ...] = (
+    Slot("FIRST", "renderer sample index of the block's first sample (a not-rendered chunk: the renderer's time)"),
+    Slot("NS", "monotonic ns when the block left the renderer (not rendered: when it was played)"),
+    Slot("LEN", "samples in the slot"),
+    Slot("KIND", "TAP_RENDERED or TAP_NOT_RENDERED"),
+    Slot("AHEAD", "samples of the device buffer before the block's first sample (played from the hold)"),
+    Slot("INBOX", "inbox messages taken by the end of the block (every message below it had been applied or queued)"),
+)  # fmt: skip
+
+# What install_exclusive needs from kernel.py, passed at run time as an int64 array (nothing of kernel.py is
+# compiled in here); K_<NAME> is the index, AudioPath fills the values.
+INSTALL_CONSTS = ("V_INST", "NO_INSTRUMENT", "MSG_INSTRUMENT", "N_MAIN", "V_LIVE", "SILENT", "V_EXC_UNTIL", "EXC_SLOT")
+
+
+def _offsets(table: tuple[Slot, ...], prefix: str) -> tuple[dict[str, int], int]:
+    offsets, at = {}, 0
+    for slot in table:
+        offsets[prefix + slot.name] = at
+        at += slot.width
+    if len(offsets) != len(table):
+        raise ImportError(f"render/callback.py: duplicate names in the {prefix}* table")
+    return offsets, at
+
+
+# the C_*, TM_* and K_* constants as module globals: numba compiles them in as constants
+_CTL_OFFSETS, N_CTL = _offsets(CONTROL, "C_")
+_TM_OFFSETS, N_TAP_META = _offsets(TAP_META, "TM_")
+_K_OFFSETS, N_CONSTS = _offsets(tuple(Slot(n, "") for n in INSTALL_CONSTS), "K_")
+globals().update(_CTL_OFFSETS, **_TM_OFFSETS, **_K_OFFSETS)
 
 OWNER_FREE, OWNER_AUDIO, OWNER_SUPERVISOR = 0, 1, 2
-
-# tap ring meta columns
-TM_FIRST = 0  # renderer sample index of the block's first sample (a not-rendered chunk: the renderer's time)
-TM_NS = 1  # monotonic ns when the block left the renderer (not rendered: when it was played)
-TM_LEN = 2  # samples in the slot
-TM_KIND = 3  # TAP_RENDERED or TAP_NOT_RENDERED
-TM_AHEAD = 4  # samples of the device buffer before the block's first sample (played from the hold)
-TM_RENDER_NS = 5  # render_block's own time for the block
-TM_INBOX = 6  # inbox messages taken by the end of the block (every message below it had been applied or queued)
-N_TAP_META = 8
 TAP_RENDERED, TAP_NOT_RENDERED = 1, 2
 
 HIST_BINS = 20000  # 1 µs bins up to 20 ms
@@ -338,7 +376,7 @@ def _acquire(ctl, t_in) -> bool:
 
 
 @njit(cache=True, error_model="numpy", inline="always")
-def _tap_push(ctl, src, off, n, first, t_ns, kind, ahead, render_ns, inbox) -> None:
+def _tap_push(ctl, src, off, n, first, t_ns, kind, ahead, inbox) -> None:
     """Append src[off:off + n] (n ≤ B) and its meta to the tap ring, or count it as dropped when Python has not
     read the ring (the ring never waits)."""
     w = ctl[C_TAP_WRITE]
@@ -358,7 +396,6 @@ def _tap_push(ctl, src, off, n, first, t_ns, kind, ahead, render_ns, inbox) -> N
     meta[TM_LEN] = n
     meta[TM_KIND] = kind
     meta[TM_AHEAD] = ahead
-    meta[TM_RENDER_NS] = render_ns
     meta[TM_INBOX] = inbox
     _store_release(ctl, C_TAP_WRITE, w + 1)
 
@@ -392,7 +429,6 @@ def _serve(ctl, out, frames, status) -> None:
             inbox_read = carray(_i64p(ctl[C_INBOX_READ]), (1,))
             while i < frames:
                 t0 = ctl[C_TIME]
-                r0 = _mono_ns(clock)
                 _call_render(fn, t0, b, limit, _buffer_f(ctl, 0), _buffer_q(ctl, 1), _buffer_f(ctl, 2),
                              _buffer_q(ctl, 3), _buffer_f(ctl, 4))  # fmt: skip
                 r1 = _mono_ns(clock)
@@ -403,7 +439,7 @@ def _serve(ctl, out, frames, status) -> None:
                 ctl[C_TIME] = t0 + b
                 ctl[C_BLOCKS] += 1
                 ctl[C_LAST_NS] = r1
-                _tap_push(ctl, rout, 0, b, t0, r1, TAP_RENDERED, i, r1 - r0, inbox_read[0])
+                _tap_push(ctl, rout, 0, b, t0, r1, TAP_RENDERED, i, inbox_read[0])
                 m = min(b, frames - i)
                 for j in range(m):
                     out[i + j] = rout[j]
@@ -422,7 +458,7 @@ def _serve(ctl, out, frames, status) -> None:
             j = 0
             while j < n:
                 m = min(b, n - j)
-                _tap_push(ctl, out, i + j, m, ctl[C_TIME], now, TAP_NOT_RENDERED, i + j, 0, -1)
+                _tap_push(ctl, out, i + j, m, ctl[C_TIME], now, TAP_NOT_RENDERED, i + j, -1)
                 j += m
             ctl[C_NOT_RENDERED] += 1
             ctl[C_FADE_IN] = 1
@@ -500,9 +536,6 @@ def run_null(ctl, device) -> None:
 # --------------------------------------------------------------------------------------- supervisor
 # what the install's migration does with each sized field (see AudioPath: derived from kernel.FIELDS)
 MIGRATE_SKIP, MIGRATE_ALL, MIGRATE_LIVE_SLOTS, MIGRATE_EXCITED_SLOTS, MIGRATE_QUEUED_ROWS = -1, 0, 1, 2, 3
-# consts of install_exclusive (kernel.py's values, passed at run time: nothing of kernel.py is compiled in here)
-K_V_INST, K_NO_INSTRUMENT, K_MSG_INSTRUMENT, K_N_MAIN, K_V_LIVE, K_SILENT, K_V_EXC_UNTIL, K_EXC_SLOT = range(8)
-N_CONSTS = 8
 
 
 @njit(cache=True, error_model="numpy")
@@ -659,8 +692,19 @@ def native_address(dispatcher, sig: tuple) -> int:
     return int(cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name))
 
 
-_MIGRATION_RULES = {"state_re": MIGRATE_LIVE_SLOTS, "state_im": MIGRATE_LIVE_SLOTS, "exc": MIGRATE_EXCITED_SLOTS,
-                    "qdata": MIGRATE_QUEUED_ROWS}  # the other state fields are copied whole, scratch not at all
+# What an install's migration does with each sized field of kernel.FIELDS, declared for every one of them (a
+# sized field added to the kernel without a rule here is an import error, not a silent default): oscillator
+# state only for slots still sounding, excitation rings only for slots with bursts ahead, payloads only of
+# queued events, the ramps whole, and scratch (rewritten by every block before it is read) not at all.
+MIGRATION: dict[str, int] = {
+    "state_re": MIGRATE_LIVE_SLOTS, "state_im": MIGRATE_LIVE_SLOTS, "exc": MIGRATE_EXCITED_SLOTS,
+    "ramp_prev": MIGRATE_ALL, "ramp_target": MIGRATE_ALL, "qdata": MIGRATE_QUEUED_ROWS,
+    "nbuf": MIGRATE_SKIP, "excb": MIGRATE_SKIP, "dry": MIGRATE_SKIP, "dry_active": MIGRATE_SKIP, "wet": MIGRATE_SKIP,
+    "w": MIGRATE_SKIP,
+}  # fmt: skip
+if set(MIGRATION) != {f.name for f in K.FIELDS if f.group == "sized"}:
+    raise ImportError("render/callback.py: MIGRATION must name every sized field of kernel.FIELDS, and only those: "
+                      f"{sorted(set(MIGRATION) ^ {f.name for f in K.FIELDS if f.group == 'sized'})}")
 
 
 class AudioPath:
@@ -681,13 +725,13 @@ class AudioPath:
 
     def __init__(self, renderer, prefill_blocks: int = 3, realtime_priority: int = 0, tap_seconds: float = 8.0,
                  spin_us: float | None = None, tap_read_blocks: int = 1024) -> None:  # fmt: skip
-        renderer._sync()  # a reload posted before the start is installed the plain way
+        renderer.install_posted()  # a reload posted before the start is installed the plain way
         self.renderer = renderer
         b, rate = renderer.block_size, renderer.sample_rate
         self.block_size, self.sample_rate = b, rate
         slots = max(64, int(np.ceil(tap_seconds * rate / b)))
         self.ctl = np.zeros(N_CTL, np.int64)
-        self._limit = np.array([renderer._limit], np.float64)
+        self._limit = np.array([renderer.limit], np.float64)
         self._aux = np.zeros(b + 2, np.float32)
         self._device = np.zeros(b, np.float32)
         self._tap_samples = np.zeros((slots, b), np.float32)
@@ -702,37 +746,35 @@ class AudioPath:
         c[C_RT_PRIORITY] = max(0, int(realtime_priority))
         c[C_LIMIT] = self._limit.ctypes.data
         c[C_AUX] = self._aux.ctypes.data
-        c[C_DEVICE] = self._device.ctypes.data
         c[C_TAP_SAMPLES], c[C_TAP_META], c[C_TAP_SLOTS] = self._tap_samples.ctypes.data, self._tap_meta.ctypes.data, slots
         c[C_HIST], c[C_HIST_BINS] = self.hist.ctypes.data, HIST_BINS
         period_ns = b * 1_000_000_000 // rate
         c[C_SPIN_NS] = period_ns // 2 if spin_us is None else int(spin_us * 1000)
         c[C_SLACK_NS] = int(max(1, prefill_blocks)) * b * 1_000_000_000 // rate
-        c[C_OUT] = renderer._fixed.views["out"].ctypes.data
-        c[C_INBOX_READ] = renderer._fixed.views["inbox_state"][K.IB_READ:].ctypes.data
-        c[C_TIME] = renderer._time
-        args = renderer._bank.args
-        render_sig = tuple(K.render_block.typeof_pyval(a) for a in (0, b, renderer._limit, *args))
+        c[C_OUT] = renderer.fixed_view("out").ctypes.data
+        c[C_INBOX_READ] = renderer.fixed_view("inbox_state")[K.IB_READ:].ctypes.data
+        c[C_TIME] = renderer.time
+        args = renderer.installed.args
+        render_sig = tuple(K.render_block.typeof_pyval(a) for a in (0, b, renderer.limit, *args))
         message_sig = tuple(K.apply_message.typeof_pyval(a) for a in (K.MSG_NOP, 0, 0, 0.0, *args))
         if render_sig != RENDER_SIG or message_sig != MESSAGE_SIG:
             raise TypeError(f"the renderer's kernel arguments {render_sig} are not what the audio path calls")
         c[C_RENDER_FN] = native_address(K.render_block, render_sig)
         self._message_fn = native_address(K.apply_message, message_sig)
-        self._addrs = self._addresses(renderer._bank)
+        self._addrs = self._addresses(renderer.installed)
         c[C_BUF : C_BUF + 2 * N_BUF] = self._addrs
         sized = [f for f in K.FIELDS if f.group == "sized"]
         self._sized_slots = np.array([K.SLOT[f.name] for f in sized], np.int64)
         self._sized_ndims = np.array([f.ndim for f in sized], np.int64)
-        self._sized_rules = np.array([_MIGRATION_RULES.get(f.name, MIGRATE_SKIP if "scratch:" in f.doc
-                                                           else MIGRATE_ALL) for f in sized], np.int64)  # fmt: skip
-        consts = {K_V_INST: K.V_INST, K_NO_INSTRUMENT: K.NO_INSTRUMENT, K_MSG_INSTRUMENT: K.MSG_INSTRUMENT,
-                  K_N_MAIN: renderer.max_voices, K_V_LIVE: K.V_LIVE, K_SILENT: K.SILENT, K_V_EXC_UNTIL: K.V_EXC_UNTIL,
-                  K_EXC_SLOT: K.SLOT["exc"]}  # fmt: skip
-        self._consts = np.array([consts[i] for i in range(N_CONSTS)], np.int64)
+        self._sized_rules = np.array([MIGRATION[f.name] for f in sized], np.int64)
+        consts = {"V_INST": K.V_INST, "NO_INSTRUMENT": K.NO_INSTRUMENT, "MSG_INSTRUMENT": K.MSG_INSTRUMENT,
+                  "N_MAIN": renderer.max_voices, "V_LIVE": K.V_LIVE, "SILENT": K.SILENT, "V_EXC_UNTIL": K.V_EXC_UNTIL,
+                  "EXC_SLOT": K.SLOT["exc"]}  # fmt: skip
+        self._consts = np.array([consts[name] for name in INSTALL_CONSTS], np.int64)
         self._retired = None
         self.callback_address = int(portaudio_callback().address)
         self._warm()
-        renderer._clock = c[C_TIME : C_TIME + 1]  # renderer.time reads the audio side's clock from now on
+        renderer.attach_clock(c[C_TIME : C_TIME + 1])  # renderer.time reads the audio side's clock from now on
 
     def _warm(self) -> None:
         """Compile (or load from numba's cache) every entry point now, not on the audio side's first call: the
@@ -741,12 +783,12 @@ class AudioPath:
         c[C_STOP] = 1
         run_null(c, self._device)
         c[C_STOP] = 0
-        bank = self.renderer._bank
+        bank = self.renderer.installed
         rows = np.arange(len(bank.entries), dtype=np.int64)
         f = bank.sized.buffers[F32]
-        fv = self.renderer._fixed.views
+        vmeta, qused = self.renderer.fixed_view("vmeta"), self.renderer.fixed_view("qused")
         rt, c[C_RT_PRIORITY] = c[C_RT_PRIORITY], 0  # no priority change for this one
-        waited = install_exclusive(c, self._addrs, fv["vmeta"], fv["qused"], rows, np.zeros_like(rows), self._swaps,
+        waited = install_exclusive(c, self._addrs, vmeta, qused, rows, np.zeros_like(rows), self._swaps,
                                    self._consts, self._message_fn, False, f, f, bank.views.layout, bank.views.layout,
                                    self._sized_slots, self._sized_ndims, self._sized_rules, *bank.args, 10**9)  # fmt: skip
         c[C_RT_PRIORITY] = rt
@@ -775,6 +817,11 @@ class AudioPath:
         return int(self.ctl[C_LAST_NS])
 
     @property
+    def null_start_ns(self) -> int:
+        """Monotonic ns at which the null output's sample 0 was due (0 before it started)."""
+        return int(self.ctl[C_NULL_START])
+
+    @property
     def priority(self) -> str:
         """The rendering thread's scheduling, as it asked for it at its first block."""
         state, prio = int(self.ctl[C_RT_STATE]), int(self.ctl[C_RT_PRIORITY])
@@ -788,7 +835,7 @@ class AudioPath:
         """Install the renderer's posted reload, if any, while the audio side plays (see the module doc).
         Returns whether one was installed."""
         r = self.renderer
-        new, old = r._posted, r._bank
+        new, old = r.posted, r.installed
         if new is old:
             self._retired = None
             return False
@@ -800,16 +847,15 @@ class AudioPath:
         if migrate:  # first touches (page faults) here, not while the audio side waits for the renderer
             new.sized.buffers[F32][::1024] = 0.0
         addrs = self._addresses(new)
-        fv = r._fixed.views
+        vmeta, qused = r.fixed_view("vmeta"), r.fixed_view("qused")
         waited = install_exclusive(
-            self.ctl, addrs, fv["vmeta"], fv["qused"], remap, swap, self._swaps, self._consts, self._message_fn,
+            self.ctl, addrs, vmeta, qused, remap, swap, self._swaps, self._consts, self._message_fn,
             migrate, old.sized.buffers[F32], new.sized.buffers[F32], old.views.layout, new.views.layout,
             self._sized_slots, self._sized_ndims, self._sized_rules, *new.args, int(timeout_s * 1e9),
         )  # fmt: skip
         if waited < 0:
             raise RuntimeError("the audio side kept the renderer for longer than the install timeout")
-        r._args, r._views, r._bank = new.args, new.views, new
-        r._time = self.time
+        r.adopt(new, self.time)
         self._addrs = addrs
         self._retired = old  # the old arrays stay alive until the next call (nothing points at them any more)
         return True
@@ -853,6 +899,4 @@ class AudioPath:
 
     def detach(self) -> None:
         """After the audio side stopped for good: the renderer is a plain renderer again, at the path's time."""
-        r = self.renderer
-        r._time = self.time
-        r._clock = None
+        self.renderer.detach_clock(self.time)

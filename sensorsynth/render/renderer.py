@@ -1,5 +1,8 @@
 """The streaming renderer: a pure core with no I/O, no clock, no logging.
 
+(One module past 500 lines on purpose: :class:`Renderer` and its :class:`Inbox` share the renderer's arrays and
+banks, which stay private to this file; what other modules need is the small public interface below.)
+
     r = Renderer(instrument, sample_rate=44100, block_size=256, max_voices=8, seed=0)
     r.warmup()                                     # compile or load the kernel now, not in the first block
     r.control(time=1000, voice=0, vector=v)        # sample-accurate, absolute sample index since start
@@ -417,6 +420,47 @@ class Renderer:
     def _voice_entry(self, voice: int) -> _Entry:
         return self._bank.entries[int(self._fixed.views["vmeta"][voice, K.V_INST])]
 
+    # ------------------------------------------------------------------ for a compiled audio path
+    # The interface render/callback.py's AudioPath plays the renderer through (the kernel's arrays in place, the
+    # banks, the clock), so that nothing outside this module reaches the renderer's private state.
+    @property
+    def limit(self) -> float:
+        """The clip limit the kernel is called with (0.0: no clip)."""
+        return self._limit
+
+    def fixed_view(self, name: str) -> np.ndarray:
+        """A field of the fixed group of :data:`kernel.FIELDS` (``out``, ``inbox_state``, ``vmeta``, ...): the
+        array itself, which the kernel reads and writes in place (its address never changes)."""
+        return self._fixed.views[name]
+
+    @property
+    def installed(self) -> _Bank:
+        """The bank the audio side plays (its rows, sized arrays and kernel arguments)."""
+        return self._bank
+
+    @property
+    def posted(self) -> _Bank:
+        """The latest bank a reload built; :attr:`installed` until the audio side installs it."""
+        return self._posted
+
+    def install_posted(self) -> None:
+        """Install a posted reload the plain way, here and now (on the audio thread, or before it starts)."""
+        self._sync()
+
+    def attach_clock(self, clock: np.ndarray) -> None:
+        """From now on :attr:`time` reads ``clock[0]`` (an audio path's own sample clock, advanced by it)."""
+        self._clock = clock
+
+    def adopt(self, bank: _Bank, time: int) -> None:
+        """An audio path installed ``bank`` (the posted one) itself, at sample ``time``: take it as installed."""
+        self._args, self._views, self._bank = bank.args, bank.views, bank
+        self._time = int(time)
+
+    def detach_clock(self, time: int) -> None:
+        """The audio path stopped at sample ``time``: a plain renderer again, rendering on from there."""
+        self._time = int(time)
+        self._clock = None
+
     # ------------------------------------------------------------------ scheduling (audio thread)
     def control(self, time: int, voice: int, vector) -> bool:
         """Fire an attack on every control dimension at absolute sample ``time``: burst_k = v_k·attack_k·noise.
@@ -593,6 +637,12 @@ class Inbox:
         if ok:
             self._voice_instrument[voice] = index
         return ok
+
+    @property
+    def posted(self) -> int:
+        """Messages posted so far (the ring's write index): a message numbered below what the audio side has
+        taken (the kernel's read index) has been applied or queued."""
+        return int(self._state[K.IB_WRITE])
 
     @property
     def waiting(self) -> int:

@@ -11,13 +11,15 @@ import os
 import signal
 import socket
 import time
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Callable
 
+from ..atomic import atomic_write
 from ..mapping.presets import PresetError, PresetTable, load_preset
 from ..protocol.commands import Control, ControlChannel, Deform, Gain, SelectInstrument
 from .config import ServeConfig
 from .engine import Engine, EngineSettings
+from .faults import Faults
 from .fits import FitEdge
 from .library import Library, LibraryError
 from .mapping_edge import MappingEdge
@@ -34,9 +36,6 @@ from .web import WebLimits, WebServer
 log = logging.getLogger("sensorsynth.serve")
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_STALLED = 0, 1, 2, 3
-
-
-ABANDONED_DEVICE = False  # set when a vanished sound card was abandoned while serving
 
 
 class ServeError(Exception):
@@ -85,188 +84,292 @@ def open_output(config: ServeConfig, native_rate: int) -> tuple[Output, str | No
         return NullOutput(rate, config.block_size), f"no sound card ({exc})"
 
 
-async def serve(config: ServeConfig, say: Callable[[str], None] = print) -> int:
-    try:
-        library = Library(config.models)
-    except LibraryError as exc:
-        raise ServeError(str(exc)) from None
-    try:
-        presets = PresetTable([load_preset(name) for name in config.presets])
-    except PresetError as exc:
-        raise ServeError(f"preset: {exc}") from None
-    change = library.scan(settle=False)
-    for path, why in change.refused:
-        say(f"  refused {path}: {why}")
-    if not library.entries:
-        raise ServeError(f"no usable instruments in {config.models}: fit one with `sensorsynth fit CLIP`")
-    default = config.instrument or library.names[0]
-    if default not in library.entries:
-        raise ServeError(f"instrument {default!r} is not in {config.models} (there: {', '.join(library.names)})")
+@dataclass(frozen=True)
+class ServiceExit:
+    """How a run ended, for the command and for tests (replaces a module global another module read)."""
+
+    reason: str  # "SIGINT", "SIGTERM", "watchdog" (the audio stalled) or "stopped" (Service.stop())
+    code: int  # the process exit code: EXIT_OK, or EXIT_STALLED for the watchdog
+    underruns: int
+    recorded_s: float | None = None  # seconds in the --record file, None without one
+    #: a vanished sound card was abandoned while serving: PortAudio's exit handler can wait forever on a dead
+    #: host API (a killed JACK server), so the command leaves without interpreter exit handlers (all is written)
+    abandoned_device: bool = False
+
+
+def check_device(config: ServeConfig) -> None:
+    """Refuse a render device this machine does not have, before anything starts (see Engine's make_renderer:
+    the one place that picks the renderer for a device)."""
     if config.device.startswith("cuda"):
         import torch  # the CUDA path is the batched torch renderer
 
         if not torch.cuda.is_available():
             raise ServeError(f"--device {config.device}: torch sees no CUDA GPU here; use --device cpu")
-    try:  # before anything starts: a bad certificate is a start-up error naming the file
-        tls = tls_setup(config.tls, config.tls_cert, config.tls_key, config.tls_dir)
-    except TlsError as exc:
-        raise ServeError(str(exc)) from None
-    native = library.entries[default].instrument.spec.sample_rate
-    output, note = open_output(config, native)
-    rate = output.sample_rate
-    recorder = None
-    if config.record is not None:
+
+
+def renderer_name(device: str) -> str:
+    """What renders, in words, for the start-up banner."""
+    return "cpu (numba)" if device == "cpu" else device + " (torch, batched)"
+
+
+class Service:
+    """``sensorsynth serve`` as an object: :meth:`start` assembles and binds everything (raising
+    :class:`ServeError` for what a user can mend), :meth:`run` plays until a signal, the watchdog or
+    :meth:`stop`, then closes everything in order and returns a :class:`ServiceExit`.
+
+    Why a class: the parts (engine, edges, tasks) are fields a test or a supervisor can reach, the shutdown order
+    is written once, and how the run ended is a value returned, not a global set."""
+
+    def __init__(self, config: ServeConfig, say: Callable[[str], None] = print,
+                 faults: Faults | None = None) -> None:  # fmt: skip
+        self.config = config
+        self.say = say
         try:
-            recorder = Recorder(config.record, rate)
-        except RecorderError as exc:
+            self.faults = Faults.from_env() if faults is None else faults  # parsed once, here at the edge
+        except ValueError as exc:
             raise ServeError(str(exc)) from None
-    engine = Engine(
-        library,
-        EngineSettings(
-            sample_rate=rate, block_size=config.block_size, max_voices=config.max_voices,
-            prefill_blocks=config.prefill_blocks, latency=config.latency, fixed_delay_ms=config.fixed_delay_ms,
-            seed=config.seed, noise=config.noise, instrument=default, realtime_priority=config.realtime_priority,
-            audio_path=config.audio_path,
-            device="cpu" if config.device == "cpu" else config.device.removeprefix("torch:"),
-        ),
-        output,
-        recorder,
-    )
-    try:
-        engine.start()
-    except SoundDeviceError as exc:
-        if config.output == "sound":
+        self.engine: Engine | None = None
+        self.output: Output | None = None
+        self.recorder: Recorder | None = None
+        self.osc: OscServer | None = None
+        self.extra: dict[int, OscServer] = {}  # OSC ports presets ask for
+        self.extra_bound: dict[int, int] = {}
+        self.osc_port = self.ws_port = 0
+        self._stop = asyncio.Event()
+        self._reason: str | None = None
+        self._code = EXIT_OK
+        self._notifier = Notifier()
+
+    # ------------------------------------------------------------------ start
+    async def start(self) -> None:
+        """Load, open the output, start the engine, bind the ports, say how to play; ServeError on a problem."""
+        config, say = self.config, self.say
+        library, presets, default = self._load()
+        check_device(config)
+        try:  # before anything starts: a bad certificate is a start-up error naming the file
+            tls = tls_setup(config.tls, config.tls_cert, config.tls_key, config.tls_dir)
+        except TlsError as exc:
+            raise ServeError(str(exc)) from None
+        native = library.entries[default].instrument.spec.sample_rate
+        output, note = open_output(config, native)
+        rate = output.sample_rate
+        if config.record is not None:
+            try:
+                self.recorder = Recorder(config.record, rate)
+            except RecorderError as exc:
+                raise ServeError(str(exc)) from None
+        engine = self.engine = Engine(library, engine_settings(config, rate, default), output, self.recorder,
+                                      faults=self.faults)  # fmt: skip
+        try:
+            engine.start()
+        except SoundDeviceError as exc:
+            if config.output == "sound":
+                engine.stop()
+                raise ServeError(f"no usable sound card: {exc}") from None
+            note = f"the sound card failed to start ({exc})"
+            engine.output = output = NullOutput(rate, config.block_size)
+            engine.start()
+        self.output = output
+        rejections = Rejections()
+        access = AccessPolicy.for_host(config.host, config.ws_token, config.allowed_origins)
+        self.mappings = mappings = MappingEdge(engine, rejections, presets)
+        self.web = web = WebServer(engine, rejections, WebLimits(
+            max_message_bytes=config.ws_max_message_bytes, messages_per_s=config.ws_messages_per_s,
+            burst=2 * config.ws_messages_per_s, max_clients=config.max_clients, idle_release_s=config.idle_release_s,
+        ), access, mappings=mappings)
+        self.fits = fits = FitEdge(engine, config.trainer, config.record_fit, rejections, config.reload_interval_s)
+        web.fits = fits  # Record buttons: uploaded clips → trainer jobs → the uploader's voice
+        self.osc = self._osc_server(rejections, presets)
+        self.extra = {port: self._osc_server(rejections, presets) for port in presets.ports}
+        try:
+            await self._listen(presets, tls)
+        except ServeError:
+            await self._stop_osc()
             engine.stop()
-            raise ServeError(f"no usable sound card: {exc}") from None
-        note = f"the sound card failed to start ({exc})"
-        engine.output = output = NullOutput(rate, config.block_size)
-        engine.start()
-    rejections = Rejections()
-    access = AccessPolicy.for_host(config.host, config.ws_token, config.allowed_origins)
-    mappings = MappingEdge(engine, rejections, presets)
-    web = WebServer(engine, rejections, WebLimits(
-        max_message_bytes=config.ws_max_message_bytes, messages_per_s=config.ws_messages_per_s,
-        burst=2 * config.ws_messages_per_s, max_clients=config.max_clients, idle_release_s=config.idle_release_s,
-    ), access, mappings=mappings)
-    fits = FitEdge(engine, config.trainer, config.record_fit, rejections, config.reload_interval_s)
-    web.fits = fits  # Record buttons: uploaded clips → trainer jobs → the uploader's voice
+            raise
+        await mappings.start()
+        web.extra_status["osc"] = self.osc.stats
+        web.extra_status["ws"] = web.stats  # connections, messages, sensor_frames, audio_frames_dropped
+        web.extra_status["record"] = fits.stats
+        say(self._banner(library, presets, default, output, note, access, tls))
+        if config.ready_file is not None:
+            atomic_write(config.ready_file, json.dumps({
+                "osc_port": self.osc_port, "ws_port": self.ws_port, "pid": os.getpid(), "sample_rate": rate,
+                "preset_ports": {str(k): v for k, v in self.extra_bound.items()}}))  # fmt: skip
+        if self._notifier.enabled:
+            self._notifier.ready(f"playing {default}; OSC {self.osc_port}, web {self.ws_port}")
 
-    def osc_sink(item, arrival: int) -> None:
+    def _load(self) -> tuple[Library, PresetTable, str]:
+        config = self.config
+        try:
+            library = Library(config.models)
+        except LibraryError as exc:
+            raise ServeError(str(exc)) from None
+        try:
+            presets = PresetTable([load_preset(name) for name in config.presets])
+        except PresetError as exc:
+            raise ServeError(f"preset: {exc}") from None
+        change = library.scan(settle=False)
+        for path, why in change.refused:
+            self.say(f"  refused {path}: {why}")
+        if not library.entries:
+            raise ServeError(f"no usable instruments in {config.models}: fit one with `sensorsynth fit CLIP`")
+        default = config.instrument or library.names[0]
+        if default not in library.entries:
+            raise ServeError(f"instrument {default!r} is not in {config.models} (there: {', '.join(library.names)})")
+        return library, presets, default
+
+    def _osc_sink(self, item, arrival: int) -> None:
+        """Commands to the engine (and the mappings' targets); sensor input, presets, learn, calibrate to the
+        mappings."""
         if isinstance(item, (Control, ControlChannel, Deform, Gain, SelectInstrument)):
-            engine.submit(item, arrival)
+            self.engine.submit(item, arrival)  # type: ignore[union-attr]
             if isinstance(item, (Control, ControlChannel)):
-                owner, voice = mappings.osc_owner(item.voice)
-                mappings.target(owner, voice, item)
-        else:  # sensor input, preset values, learn, calibrate: the mappings
-            mappings.osc_item(item, arrival)
+                owner, voice = self.mappings.osc_owner(item.voice)
+                self.mappings.target(owner, voice, item)
+        else:
+            self.mappings.osc_item(item, arrival)
 
-    def osc_server() -> OscServer:
+    def _osc_server(self, rejections: Rejections, presets: PresetTable) -> OscServer:
+        config = self.config
         return OscServer(
-            osc_sink, web.status, rejections, timetag_window_s=config.timetag_window_s,
+            self._osc_sink, self.web.status, rejections, timetag_window_s=config.timetag_window_s,
             allowed_senders=set(config.osc_allowed_senders) if config.osc_allowed_senders else None,
-            presets=presets, on_bundle_end=mappings.bundle_end,
+            presets=presets, on_bundle_end=self.mappings.bundle_end,
         )
 
-    osc = osc_server()
-    extra: dict[int, OscServer] = {port: osc_server() for port in presets.ports}  # ports presets ask for
-    extra_bound: dict[int, int] = {}
-    try:
+    async def _listen(self, presets: PresetTable, tls) -> None:
+        config = self.config
+        assert self.osc is not None
         try:
-            osc_host, osc_port = await osc.start(config.host, config.osc_port)
+            self.osc_host, self.osc_port = await self.osc.start(config.host, config.osc_port)
         except OSError as exc:
             raise ServeError(f"cannot listen for OSC on {config.host}:{config.osc_port}: {exc.strerror or exc}") from None
-        for port, server in extra.items():
+        for port, server in self.extra.items():
             owners = ", ".join(p.name for p in presets.presets if port in p.ports)
             try:
-                extra_bound[port] = (await server.start(config.host, port))[1]
+                self.extra_bound[port] = (await server.start(config.host, port))[1]
             except OSError as exc:
                 raise ServeError(f"cannot listen for OSC on {config.host}:{port} (preset {owners}): "
                                  f"{exc.strerror or exc}") from None
         try:
-            _, ws_port = await web.start(config.host, config.ws_port, ssl=tls.context if tls else None)
+            _, self.ws_port = await self.web.start(config.host, config.ws_port, ssl=tls.context if tls else None)
         except OSError as exc:
             raise ServeError(f"cannot listen on {config.host}:{config.ws_port}: {exc.strerror or exc}") from None
-    except ServeError:
-        await osc.stop()
-        for server in extra.values():
+
+    async def _stop_osc(self) -> None:
+        if self.osc is not None:
+            await self.osc.stop()
+        for server in self.extra.values():
             await server.stop()
-        engine.stop()
-        raise
-    await mappings.start()
-    web.extra_status["osc"] = osc.stats
-    web.extra_status["ws"] = web.stats  # connections, messages, sensor_frames, audio_frames_dropped
-    web.extra_status["record"] = fits.stats
 
-    shown = _lan_address() if config.host in ("0.0.0.0", "::", "") else config.host
-    q = f"?token={access.token}" if access.token else ""  # the pages pass it on to the WebSocket
-    web_scheme, ws_scheme = ("https", "wss") if tls else ("http", "ws")
-    first = library.entries[default].instrument.spec
-    lines = [
-        "sensorsynth serve: playing",
-        f"  instruments: {', '.join(library.names)} (from {library.folder}); voices start on {default} "
-        f"({first.control_plane_dim} control dimensions, {first.expressivity} deformation variants)",
-        f"  sound: {output.description}, block {config.block_size} ({1000 * config.block_size / rate:.1f} ms), "
-        f"rendered on {'cpu (numba)' if config.device == 'cpu' else config.device + ' (torch, batched)'}"
-        + (f"; {note}" if note else ""),
-    ]
-    if recorder is not None:
-        lines.append(f"  recording: {recorder.path}")
-    elif isinstance(output, NullOutput):
-        lines.append("  recording: none (add --record FILE.wav to keep what plays)")
-    lines += [
-        f"  OSC: udp {osc_host}:{osc_port}, e.g. /sensorsynth/control with {first.control_plane_dim} floats",
-        "  sensors: OSC /sensorsynth/input/<source> with N floats, WebSocket 'sensor' frames (phone, hands)"
-        + (f"; presets: {', '.join(p.name + (' (also udp ' + ', '.join(str(extra_bound[q]) for q in p.ports) + ')' if p.ports else '') for p in presets.presets)}"
-           if presets.presets else ""),
-        f"  page: {web_scheme}://{shown}:{ws_port}/{q}  (WebSocket {ws_scheme}://{shown}:{ws_port}/ws{q})",
-        f"  phone: {web_scheme}://{shown}:{ws_port}/phone{q}  (type this on the phone"
-        + ("" if tls else "; its motion sensors need https: add --tls self-signed") + ")",
-        *(tls.lines if tls else []),
-        f"  record: the pages' Record buttons fit on the trainer at {config.trainer}" if config.trainer else
-        "  record: off (start `sensorsynth trainer` and add --trainer tcp://127.0.0.1:5555 to record on the pages)",
-        "  Ctrl-C stops.",
-    ]
-    say("\n".join(lines))
-    if config.ready_file is not None:
-        tmp = Path(str(config.ready_file) + ".tmp")
-        tmp.write_text(json.dumps({"osc_port": osc_port, "ws_port": ws_port, "pid": os.getpid(), "sample_rate": rate,
-                                   "preset_ports": {str(k): v for k, v in extra_bound.items()}}))
-        tmp.replace(config.ready_file)
+    def _banner(self, library: Library, presets: PresetTable, default: str, output: Output, note: str | None,
+                access: AccessPolicy, tls) -> str:  # fmt: skip
+        config, recorder, extra_bound = self.config, self.recorder, self.extra_bound
+        rate, ws_port = output.sample_rate, self.ws_port
+        shown = _lan_address() if config.host in ("0.0.0.0", "::", "") else config.host
+        q = f"?token={access.token}" if access.token else ""  # the pages pass it on to the WebSocket
+        web_scheme, ws_scheme = ("https", "wss") if tls else ("http", "ws")
+        first = library.entries[default].instrument.spec
+        lines = [
+            "sensorsynth serve: playing",
+            f"  instruments: {', '.join(library.names)} (from {library.folder}); voices start on {default} "
+            f"({first.control_plane_dim} control dimensions, {first.expressivity} deformation variants)",
+            f"  sound: {output.description}, block {config.block_size} ({1000 * config.block_size / rate:.1f} ms), "
+            f"rendered on {renderer_name(config.device)}" + (f"; {note}" if note else ""),
+        ]
+        if recorder is not None:
+            lines.append(f"  recording: {recorder.path}")
+        elif isinstance(output, NullOutput):
+            lines.append("  recording: none (add --record FILE.wav to keep what plays)")
+        lines += [
+            f"  OSC: udp {self.osc_host}:{self.osc_port}, e.g. /sensorsynth/control with {first.control_plane_dim} floats",
+            "  sensors: OSC /sensorsynth/input/<source> with N floats, WebSocket 'sensor' frames (phone, hands)"
+            + (f"; presets: {', '.join(p.name + (' (also udp ' + ', '.join(str(extra_bound[q]) for q in p.ports) + ')' if p.ports else '') for p in presets.presets)}"
+               if presets.presets else ""),
+            f"  page: {web_scheme}://{shown}:{ws_port}/{q}  (WebSocket {ws_scheme}://{shown}:{ws_port}/ws{q})",
+            f"  phone: {web_scheme}://{shown}:{ws_port}/phone{q}  (type this on the phone"
+            + ("" if tls else "; its motion sensors need https: add --tls self-signed") + ")",
+            *(tls.lines if tls else []),
+            f"  record: the pages' Record buttons fit on the trainer at {config.trainer}" if config.trainer else
+            "  record: off (start `sensorsynth trainer` and add --trainer tcp://127.0.0.1:5555 to record on the pages)",
+            "  Ctrl-C stops.",
+        ]
+        return "\n".join(lines)
 
-    # Everything loaded so far lives for the whole run: move it out of the collector's sight, so a full
-    # collection under an OSC flood walks only what arrived since (shorter GIL holds for the render thread).
-    gc.collect()
-    gc.freeze()
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    reason: list[str] = []
+    # ------------------------------------------------------------------ run, stop
+    def stop(self, reason: str = "stopped") -> None:
+        """Ask :meth:`run` to finish (from the event loop's thread: a signal handler, a test)."""
+        if self._reason is None:
+            self._reason = reason
+        self._stop.set()
 
-    def _on_signal(name: str) -> None:
-        reason.append(name)
-        stop.set()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, _on_signal, sig.name)
-        except (NotImplementedError, RuntimeError):  # not the main thread (tests)
-            pass
-
-    async def reload_loop() -> None:
-        while True:
-            await asyncio.sleep(config.reload_interval_s)
+    async def run(self) -> ServiceExit:
+        """Play until :meth:`stop`, SIGINT/SIGTERM or a stalled audio path; then close everything in order (the
+        recording last, so it holds everything that played) and say how it ended."""
+        assert self.engine is not None, "start() first"
+        # Everything loaded so far lives for the whole run: move it out of the collector's sight, so a full
+        # collection under an OSC flood walks only what arrived since (shorter GIL holds for the render thread).
+        gc.collect()
+        gc.freeze()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
             try:
-                found = await loop.run_in_executor(None, library.scan)
+                loop.add_signal_handler(sig, self.stop, sig.name)
+            except (NotImplementedError, RuntimeError):  # not the main thread (tests)
+                pass
+        tasks = [asyncio.create_task(self._reload_loop(), name="reload"),
+                 asyncio.create_task(self._watchdog(), name="watchdog")]  # fmt: skip
+        try:
+            await self._stop.wait()
+        finally:
+            self._notifier.stopping()
+            for t in tasks:
+                t.cancel()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                try:
+                    loop.remove_signal_handler(sig)
+                except (NotImplementedError, RuntimeError):
+                    pass
+            ended = await self._shutdown()
+            gc.unfreeze()  # back to normal for a caller that lives on (a test, an embedding program)
+            self._notifier.close()
+        return ended
+
+    async def _shutdown(self) -> ServiceExit:
+        engine, recorder = self.engine, self.recorder
+        assert engine is not None and self.output is not None
+        await self._stop_osc()
+        await self.mappings.stop()
+        await self.fits.stop()
+        await self.web.stop()
+        engine.stop()
+        counters = self.output.counters()  # the output the run started with (a card, even if abandoned)
+        reason = self._reason or "watchdog"
+        rec = f"; recorded {recorder.seconds:.1f} s to {recorder.path}" if recorder is not None else ""
+        self.say(f"sensorsynth serve: stopped ({reason}); under-runs {counters['underruns']}{rec}")
+        return ServiceExit(reason=reason, code=self._code, underruns=int(counters["underruns"]),
+                           recorded_s=recorder.seconds if recorder is not None else None,
+                           abandoned_device=engine.fallback is not None)  # fmt: skip
+
+    async def _reload_loop(self) -> None:
+        engine, web = self.engine, self.web
+        assert engine is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.config.reload_interval_s)
+            try:
+                found = await loop.run_in_executor(None, engine.library.scan)
                 if found.added or found.replaced:
                     engine.apply(found)
                     await web.broadcast(web_instruments(web))
             except Exception:  # noqa: BLE001 - a reload problem must not stop the sound
                 log.exception("reload")
 
-    exit_code = EXIT_OK
-
-    async def watchdog() -> None:
+    async def _watchdog(self) -> None:
         """Exit (code 3) when the audio stops advancing, and ping systemd's watchdog only while it does."""
-        nonlocal exit_code
+        engine, notifier = self.engine, self._notifier
+        assert engine is not None
         last_ping = last_status = 0.0
         while True:
             await asyncio.sleep(0.25)
@@ -276,43 +379,39 @@ async def serve(config: ServeConfig, say: Callable[[str], None] = print) -> int:
                 notifier.watchdog()
                 last_ping = now
             if notifier.enabled and now - last_status >= 10.0:
-                st = web.status()
+                st = self.web.status()
                 notifier.status(f"playing {st['instrument']}; {st['clients']} clients; under-runs {st['underruns']}; "
                                 f"rejected {sum(st['rejected'].values())}")
                 last_status = now
-            if not engine.running or stalled > config.stall_exit_s:
+            if not engine.running or stalled > self.config.stall_exit_s:
                 log.error("audio stalled for %.1f s (%s): exiting so the supervisor restarts the service",
                           stalled, engine.error or "render thread not advancing")
-                exit_code = EXIT_STALLED
-                stop.set()
+                self._code = EXIT_STALLED
+                self.stop("watchdog")
                 return
 
-    notifier = Notifier()
-    if notifier.enabled:
-        notifier.ready(f"playing {default}; OSC {osc_port}, web {ws_port}")
-    tasks = [asyncio.create_task(reload_loop(), name="reload"), asyncio.create_task(watchdog(), name="watchdog")]
-    try:
-        await stop.wait()
-    finally:
-        notifier.stopping()
-        for t in tasks:
-            t.cancel()
-        await osc.stop()
-        for server in extra.values():
-            await server.stop()
-        await mappings.stop()
-        await fits.stop()
-        await web.stop()
-        engine.stop()
-        counters = output.counters()
-        rec = f"; recorded {recorder.seconds:.1f} s to {recorder.path}" if recorder is not None else ""
-        say(f"sensorsynth serve: stopped ({', '.join(reason) or 'watchdog'}); under-runs {counters['underruns']}{rec}")
-        if engine.fallback is not None:
-            # PortAudio's exit handler can wait forever on a vanished host API (a killed JACK server): everything
-            # is closed and written by now, so the command skips interpreter exit handlers (see command.run)
-            global ABANDONED_DEVICE
-            ABANDONED_DEVICE = True
-    return exit_code
+
+def engine_settings(config: ServeConfig, rate: int, default: str) -> EngineSettings:
+    """The engine's settings out of the service's configuration."""
+    return EngineSettings(
+        sample_rate=rate, block_size=config.block_size, max_voices=config.max_voices,
+        prefill_blocks=config.prefill_blocks, latency=config.latency, fixed_delay_ms=config.fixed_delay_ms,
+        seed=config.seed, noise=config.noise, instrument=default, realtime_priority=config.realtime_priority,
+        audio_path=config.audio_path,
+        device="cpu" if config.device == "cpu" else config.device.removeprefix("torch:"),
+    )
+
+
+async def run_service(config: ServeConfig, say: Callable[[str], None] = print) -> ServiceExit:
+    """Start a :class:`Service`, run it to its end and return how it ended (the ``serve`` command's body)."""
+    service = Service(config, say)
+    await service.start()
+    return await service.run()
+
+
+async def serve(config: ServeConfig, say: Callable[[str], None] = print) -> int:
+    """:func:`run_service`, returning only the exit code."""
+    return (await run_service(config, say)).code
 
 
 def web_instruments(web: WebServer) -> str:

@@ -124,18 +124,17 @@ def run(args: argparse.Namespace) -> int:
         level=config.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("websockets").setLevel(logging.WARNING)  # one line per HTTP request is noise
-    from . import app
-    from .app import ServeError, serve
+    from .app import ServeError, run_service
 
     try:
-        code = asyncio.run(serve(config, say=lambda text: print(text, flush=True)))
+        ended = asyncio.run(run_service(config, say=lambda text: print(text, flush=True)))
     except ServeError as exc:
         raise CliError(str(exc), exc.code) from None
-    if app.ABANDONED_DEVICE:  # a dead audio host API can hang PortAudio's exit handler: leave now, all is saved
+    if ended.abandoned_device:  # a dead audio host API can hang PortAudio's exit handler: leave now, all is saved
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(code)
-    return code
+        os._exit(ended.code)
+    return ended.code
 
 
 def run_doctor(args: argparse.Namespace) -> int:

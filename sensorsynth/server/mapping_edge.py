@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
+from ..atomic import atomic_write
 from ..mapping.hub import MappingHub
 from ..mapping.learned import LearnedFile, LearnedModel, train
 from ..mapping.presets import PresetTable, PresetValues
@@ -210,10 +210,7 @@ class MappingEdge:
         k = self.library.entries[instrument].instrument.spec.control_plane_dim
         doc = LearnedFile(instrument=instrument, control_dims=k, sources=self.hub.learned.get(instrument, {}))
         path = learned_path(self.library.folder, instrument)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(doc.model_dump_json(indent=1))
-        os.replace(tmp, path)
-        return path
+        return atomic_write(path, doc.model_dump_json(indent=1))
 
     def load_learned(self) -> None:
         for name, entry in self.library.entries.items():

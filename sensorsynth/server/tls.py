@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from ..atomic import atomic_write
+
 CA_DAYS = 3650
 SERVER_DAYS = 397  # Apple's limit for server certificates is 825 days (398 for public CAs); stay under both
 RENEW_DAYS = 30
@@ -174,18 +176,7 @@ def _locked(folder: Path) -> Iterator[None]:
 
 
 def _write(path: Path, data: bytes, private: bool) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+    atomic_write(path, data, mode=0o600 if private else 0o644)
 
 
 def _key_pem(key) -> bytes:

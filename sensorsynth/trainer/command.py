@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..atomic import atomic_write
+
 DEFAULT_CONNECT = "tcp://127.0.0.1:5555"
 DEFAULT_BIND = "tcp://127.0.0.1:5555"
 DEFAULT_DB = ".sensorsynth/trainer.db"
@@ -186,9 +188,7 @@ def _pub_endpoint(bind: str, pub: str | None) -> str | None:
 def _write_json(path: str, data: dict[str, Any]) -> None:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, target)
+    atomic_write(target, json.dumps(data))
 
 
 def _client(args: argparse.Namespace, **options: Any) -> Any:
@@ -423,11 +423,10 @@ def _save_bytes(blob: bytes, out: Path, force: bool) -> None:
         raise CliError(str(exc), 1) from None
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        if out.exists() and not force:
-            raise CliError(f"{out}: appeared while fitting; use --force to overwrite it")
-        tmp = out.with_name(f".{out.name}.{os.getpid()}.partial")
-        tmp.write_bytes(blob)
-        os.replace(tmp, out)
+        try:
+            atomic_write(out, blob, clobber=force)
+        except FileExistsError:
+            raise CliError(f"{out}: appeared while fitting; use --force to overwrite it") from None
     except OSError as exc:
         raise CliError(f"{out}: cannot write ({exc.strerror or exc})") from None
 

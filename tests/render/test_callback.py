@@ -153,7 +153,7 @@ def test_a_reload_installed_under_the_ownership_word_is_exactly_a_reload_in_proc
     np.testing.assert_array_equal(out, expected)
     c = path.counters()
     assert c["reloads"] == 1 and c["underruns"] == 0 and not path.sync()
-    assert live._bank is live._posted and live.instruments[1] is new and live.voice_instrument(1) == 1
+    assert live.installed is live.posted and live.instruments[1] is new and live.voice_instrument(1) == 1
     assert live._fixed.views["vmeta"][live.max_voices + 1, K.V_INST] == K.NO_INSTRUMENT  # the tail rang out
     assert live.counters == ref.counters
 
@@ -226,7 +226,8 @@ def test_detach_gives_a_plain_renderer_back():
     path = CB.AudioPath(live)
     out = np.concatenate([Card(path).pull(B) for _ in range(10)])
     path.detach()
-    assert live.time == 10 * B and live._clock is None
+    path.ctl[CB.C_TIME] = 0
+    assert live.time == 10 * B  # its own clock again, not the path's
     np.testing.assert_array_equal(np.concatenate([out, live.render(20 * B)]), ref.render(30 * B))
 
 
@@ -263,7 +264,7 @@ def test_the_null_output_is_paced_by_the_clock_and_plays_exactly_what_process_pl
     c = path.counters()
     assert c["blocks"] == c["callbacks"] == meta.shape[0]
     assert 0.8 < c["frames"] / rate / elapsed < 1.1, (c, elapsed)  # paced: about one second of audio per second
-    due = path.ctl[CB.C_NULL_START] + meta[:, CB.TM_FIRST] * 1_000_000_000 // rate
+    due = path.null_start_ns + meta[:, CB.TM_FIRST] * 1_000_000_000 // rate
     assert np.all(meta[:, CB.TM_NS] >= due)  # never rendered before it was due
 
 
@@ -330,7 +331,7 @@ def test_reloads_race_with_a_callback_thread():
     print(f"\n24 reloads while playing: {c['contended']} callbacks waited (longest {c['wait_max_us']} µs), "
           f"{c['not_rendered']} not rendered, of {c['callbacks']}; longest install {c['install_max_us']} µs")
     assert np.all(np.isfinite(out)) and np.abs(out).max() > 0
-    assert c["reloads"] == 25 and live._bank is live._posted and live.instruments[index] is versions[-1]
+    assert c["reloads"] == 25 and live.installed is live.posted and live.instruments[index] is versions[-1]
     # a callback gives up only when an install held the renderer longer than it may wait (on a loaded machine: an
     # install that moved the state into larger arrays and cross-faded voices, or one the scheduler interrupted)
     assert c["not_rendered"] == 0 or c["install_max_us"] > c["spin_us"], c
@@ -378,3 +379,34 @@ def test_the_rendering_thread_asks_for_realtime_once_and_leaves_a_realtime_host_
             pytest.skip("this process may not use SCHED_FIFO")
         assert path.priority.startswith(expected)
         assert out["policy"] == (os.SCHED_FIFO, 7 if pre == 0 else pre)
+
+
+def test_the_control_block_is_generated_from_its_table_and_every_slot_is_read():
+    """The C_* offsets are the table's, in order and without gaps (the buffers' pairs last, sized by
+    kernel.BUFFERS); the tap meta columns likewise; and every slot is read somewhere in the module (by the audio
+    side, the supervisor or AudioPath; the tap's columns by the server's driver): a slot only ever written is dead
+    weight in the audio side's cache."""
+    import inspect
+
+    from sensorsynth.server import driver
+
+    offsets = [getattr(CB, f"C_{s.name}") for s in CB.CONTROL]
+    widths = [s.width for s in CB.CONTROL]
+    assert offsets == [sum(widths[:i]) for i in range(len(widths))] and CB.N_CTL == sum(widths)
+    assert CB.CONTROL[-1].name == "BUF" and CB.CONTROL[-1].width == 2 * len(K.BUFFERS)
+    assert [getattr(CB, f"TM_{s.name}") for s in CB.TAP_META] == list(range(CB.N_TAP_META))
+    assert [getattr(CB, f"K_{n}") for n in CB.INSTALL_CONSTS] == list(range(CB.N_CONSTS))
+    for prefix, table, source in (("C_", CB.CONTROL, inspect.getsource(CB)),
+                                  ("TM_", CB.TAP_META, inspect.getsource(CB) + inspect.getsource(driver))):
+        for slot in table:
+            name = prefix + slot.name
+            reads = []
+            for line in source.splitlines():
+                if not re.search(rf"\b{name}\b", line):
+                    continue
+                left, eq, _ = re.sub(r"[=!<>]=|\+=|-=", "~~", line).partition(" = ")
+                if not eq or not re.search(rf"\b{name}\b", left):
+                    reads.append(line)
+            assert reads, f"{name} is written but never read"
+    # a sized field the kernel adds must get a migration rule (no rule from docstring text)
+    assert set(CB.MIGRATION) == {f.name for f in K.FIELDS if f.group == "sized"}
