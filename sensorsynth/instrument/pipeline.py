@@ -163,8 +163,9 @@ class FitLimits(BaseModel):
 FIT_LIMITS = FitLimits()
 
 
-def check_spec(spec: ModelSpec, limits: FitLimits = FIT_LIMITS) -> ModelSpec:
-    """``spec`` if a fit of that size fits the limits; else ValueError naming the size and the limit."""
+def check_spec(spec: ModelSpec, limits: FitLimits = FIT_LIMITS, budget: Any = None) -> ModelSpec:
+    """``spec`` if a fit of that size fits the limits and its instrument could be played within the load
+    budget (``budget.py``, default: the process's); else ValueError naming the size and the limit."""
     sizes = {
         "n_samples": (spec.n_samples, limits.max_n_samples),
         "n_resonances·expressivity·n_oscillators": (spec.n_modes, limits.max_modes),
@@ -178,6 +179,9 @@ def check_spec(spec: ModelSpec, limits: FitLimits = FIT_LIMITS) -> ModelSpec:
     for what, (value, limit) in sizes.items():
         if value > limit:
             raise ValueError(f"the model is too large to fit: {what} is {value}, at most {limit}")
+    from .budget import check_bytes  # a fit nobody could play is refused before it runs (budget imports us)
+
+    check_bytes(spec, budget)
     return spec
 
 
