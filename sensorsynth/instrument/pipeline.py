@@ -218,14 +218,14 @@ _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 def read_clip_bytes(data: bytes, clip_name: str, spec: ModelSpec) -> "Clip":
     """:func:`sensorsynth.audio.read_clip` for bytes (from a wire): the same checks and conversions, with
     errors and provenance naming ``clip_name`` rather than a temporary file."""
-    from ..audio import AudioInputError, read_clip
+    from ..audio import WIRE_LIMITS, AudioInputError, read_clip
 
     base = _SAFE_NAME.sub("_", Path(clip_name or "clip").name).lstrip(".") or "clip"
     with tempfile.TemporaryDirectory(prefix="sensorsynth-clip-") as folder:
         path = Path(folder) / base
         path.write_bytes(data)
         try:
-            clip = read_clip(path, sample_rate=spec.sample_rate, n_samples=spec.n_samples)
+            clip = read_clip(path, sample_rate=spec.sample_rate, n_samples=spec.n_samples, limits=WIRE_LIMITS)
         except AudioInputError as exc:
             raise AudioInputError(str(exc).replace(str(path), clip_name or base)) from None
     clip.source = clip.source.model_copy(update={"name": clip_name or base})
