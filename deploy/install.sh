@@ -19,7 +19,7 @@
 #   /var/lib/sensorsynth-trainer  sensorsynth-trainer     0700   trainer state: queue database, clips, numba cache
 #   /var/lib/sensorsynth-models   sensorsynth-trainer:sensorsynth 2750   instruments: the trainer writes, the
 #                                 server reads (setgid: every new file has group sensorsynth, mode 0640)
-#   /etc/sensorsynth              root:sensorsynth 0750   the config and its token: the trainer cannot read it
+#   /etc/sensorsynth/sensorsynth.toml  root:sensorsynth 0640   the config and its token: the trainer cannot read it
 set -euo pipefail
 
 PREFIX="${PREFIX:-/opt/sensorsynth}"
@@ -55,11 +55,12 @@ python3 -m venv "$PREFIX/.venv"
 "$PREFIX/.venv/bin/pip" install --quiet -c "$PREFIX/constraints.txt" "$PREFIX"
 
 echo "== 4/6 config and models"
-install -d -m 0750 -o root -g sensorsynth "$CONF"
+install -d -m 0755 -o root -g root "$CONF"  # the file below is 0640 root:sensorsynth: not the trainer's to read
 install -d -m 0750 -o sensorsynth -g sensorsynth "$STATE" "$STATE/numba-cache"
 install -d -m 0700 -o sensorsynth-trainer -g sensorsynth-trainer "$TRAINER_STATE" "$TRAINER_STATE/numba-cache"
 install -d -m 2750 -o sensorsynth-trainer -g sensorsynth "$MODELS"
 [ -f "$CONF/sensorsynth.toml" ] || install -m 0640 -g sensorsynth "$SRC/deploy/sensorsynth.toml" "$CONF/sensorsynth.toml"
+chgrp sensorsynth "$CONF/sensorsynth.toml" && chmod 0640 "$CONF/sensorsynth.toml"  # an older install's too
 # An earlier installation kept models and the queue in the server's folder, shared by both services: copy the
 # instruments over (the old folder stays, unused) and move the queue to the trainer.
 if [ -d "$STATE/models" ]; then

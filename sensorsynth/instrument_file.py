@@ -18,6 +18,13 @@ Files and bytes. :func:`save`/:func:`load` work on paths; :func:`dumps`/:func:`l
 same bytes in memory (a trainer sending a fitted instrument over a wire). Both readers validate the same way
 and raise :class:`InstrumentFileError` naming the source (the path, or the name given to :func:`loads`).
 
+The load budget. A file of a few kB can describe an instrument whose playing needs gigabytes (a long attack,
+a 1 kHz file rate, K = 1024). :func:`load` and :func:`loads` read the file's size and its header first and
+refuse, before any array is decoded (and before a version-1 upgrade fits a basis), a file whose playing would
+exceed the :class:`~sensorsynth.instrument.budget.LoadBudget` (default 64 MiB at 48 kHz and 8 voices, plus
+``FitLimits`` and the file rate): ``sensorsynth/instrument/budget.py`` says how the figure is computed. Every
+reader (the server's library, the CLI, the trainer's broker and client, the server's fit edge) gets the check.
+
 Format versions. ``FORMAT_VERSION`` is the version writers write. It is bumped by any change an older
 reader would misread or refuse: a new or renamed array, a new manifest field (the manifest forbids unknown
 fields), a changed meaning or unit. Readers accept every version from ``MIN_FORMAT_VERSION`` (1, the first)

@@ -171,7 +171,7 @@ def test_install_script_makes_two_users_and_a_models_folder_only_the_trainer_wri
     text = (DEPLOY / "install.sh").read_text()
     assert "useradd --system" in text and "sensorsynth-trainer" in text
     assert re.search(r'install -d -m 2750 -o sensorsynth-trainer -g sensorsynth "\$MODELS"', text)
-    assert re.search(r'install -d -m 0750 -o root -g sensorsynth "\$CONF"', text)  # the token: not the trainer's
+    assert 'chgrp sensorsynth "$CONF/sensorsynth.toml" && chmod 0640' in text  # the token: not the trainer's
     docker = (DEPLOY / "Dockerfile").read_text()
     assert "sensorsynth-trainer" in docker and "install -d -m 2750 -o sensorsynth-trainer -g sensorsynth" in docker
     assert "cap-add SYS_NICE" not in docker
