@@ -1,5 +1,8 @@
 """The ``.instrument`` file: one safetensors file whose header carries a validated JSON manifest.
 
+(Past 500 lines on purpose: the format is one contract, and its manifest models, validation, header-first
+reading with the load budget, writing, version upgrades and atomic delivery share its private helpers.)
+
 safetensors stores raw little-endian arrays behind a JSON header and never executes anything on load, so a
 file from a stranger is safe to open. The manifest lives in the header's ``__metadata__`` under the key
 ``"sensorsynth"``. Nothing here imports torch: players load instruments without it.

@@ -27,6 +27,7 @@ from .spec import ModelSpec
 if TYPE_CHECKING:  # pragma: no cover
     from ..audio import Clip
     from ..instrument_file import Instrument
+    from .budget import LoadBudget
 
 LossName = Literal["seed", "multires"]  # the names loss.py accepts (kept here so this module needs no torch)
 Stage = Literal["reading", "analysis", "frozen", "full", "export"]
@@ -163,7 +164,7 @@ class FitLimits(BaseModel):
 FIT_LIMITS = FitLimits()
 
 
-def check_spec(spec: ModelSpec, limits: FitLimits = FIT_LIMITS, budget: Any = None) -> ModelSpec:
+def check_spec(spec: ModelSpec, limits: FitLimits = FIT_LIMITS, budget: "LoadBudget | None" = None) -> ModelSpec:
     """``spec`` if a fit of that size fits the limits and its instrument could be played within the load
     budget (``budget.py``, default: the process's); else ValueError naming the size and the limit."""
     sizes = {
