@@ -186,6 +186,8 @@ def test_fit_limits_and_file_rate_are_part_of_the_budget(tmp_path: Path) -> None
         check_playable(over_limits, LoadBudget(max_bytes=4096 * MiB))
     with pytest.raises(BudgetError, match=r"file rate 1000 Hz is outside 8000..192000 Hz"):
         check_playable(BOMBS["1khz-rate"], LoadBudget(max_bytes=4096 * MiB))
+    with pytest.raises(ValueError, match=r"file rate 4000 Hz is outside 8000..192000 Hz"):
+        make_spec({"sample_rate": 4000, "control_plane_dim": 2, "attack_size": 256})  # small, but no fit writes it
 
 
 def test_a_fit_that_nobody_could_play_is_refused_before_it_runs() -> None:

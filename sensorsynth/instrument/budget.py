@@ -130,7 +130,9 @@ def human(n: int) -> str:
 
 
 def check_bytes(spec: ModelSpec, budget: LoadBudget | None = None) -> PlayingCost:
-    """The cost of playing ``spec``, or BudgetError naming the figure, the budget and the largest part."""
+    """The cost of playing ``spec``, or BudgetError naming the figure, the budget and the largest part; then
+    the file rate (a fit never writes one outside the budget's range). ``pipeline.check_spec`` calls this, so
+    a fit is refused before it runs exactly when its file would be refused at load."""
     b = budget or default_budget()
     cost = playing_cost(spec, b)
     if cost.bytes > b.max_bytes:
@@ -139,13 +141,15 @@ def check_bytes(spec: ModelSpec, budget: LoadBudget | None = None) -> PlayingCos
                    f"{cost.rate} Hz" if cost.attack_size != spec.attack_size else "")  # fmt: skip
         raise BudgetError(f"playing it at {cost.rate} Hz needs {human(cost.bytes)}, over the {human(b.max_bytes)} "
                           f"budget ({part} = {human(size)}{stretch})")  # fmt: skip
+    if not b.min_file_rate <= spec.sample_rate <= b.max_file_rate:
+        raise BudgetError(f"file rate {spec.sample_rate} Hz is outside {b.min_file_rate}..{b.max_file_rate} Hz")
     return cost
 
 
 def check_playable(spec: ModelSpec, budget: LoadBudget | None = None) -> PlayingCost:
-    """Every load-time bound of a file's sizes, cheapest to explain first: the playing bytes, then the fit
-    limits (``FitLimits``: what the trainer would accept), then the file rate. BudgetError naming the first
-    one exceeded."""
+    """Every load-time bound of a file's sizes, the one that explains most first: the playing bytes and the
+    file rate (:func:`check_bytes`), then the fit limits (``FitLimits``: what the trainer would accept).
+    BudgetError naming the first one exceeded."""
     b = budget or default_budget()
     cost = check_bytes(spec, b)
     try:
@@ -154,9 +158,6 @@ def check_playable(spec: ModelSpec, budget: LoadBudget | None = None) -> Playing
         raise
     except ValueError as exc:
         raise BudgetError(str(exc).replace("the model is too large to fit", "over the fit limits")) from None
-    if not b.min_file_rate <= spec.sample_rate <= b.max_file_rate:
-        raise BudgetError(f"file rate {spec.sample_rate} Hz is outside {b.min_file_rate}..{b.max_file_rate} Hz "
-                          "(a fit never writes one)")  # fmt: skip
     return cost
 
 
