@@ -13,9 +13,11 @@ import os
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
+from pydantic import BaseModel, ConfigDict, Field
 
 from .atomic import atomic_write
 from .instrument_file import SourceInfo, sha256_of
@@ -30,6 +32,71 @@ class AudioInputError(ValueError):
 
 class AudioOutputError(OSError):
     """A WAV that cannot be written; the message names the file."""
+
+
+class AudioLimits(BaseModel):
+    """What an audio file may declare in its header, checked before a sample is decoded.
+
+    Why: a header is a few bytes and can declare anything. A 5.5 kB FLAC at 655 kHz × 8 channels decodes to
+    40 MiB, and to about 1.2 GiB at 30 s; decoding happens before any duration or content check can run.
+    The fit resamples every clip to its instrument's rate, so nothing above 96 kHz or beyond stereo carries
+    anything a fit uses. ``max_samples`` bounds frames × channels as the header declares them (None: no bound,
+    for a local file that :func:`read_clip` only reads the start of); ``max_decoded_samples`` bounds what
+    :func:`read_clip` decodes (frames it needs × channels)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    max_rate: int = Field(96000, ge=8000, le=384000, description="highest sample rate, Hz")
+    max_channels: int = Field(2, ge=1, le=1024)
+    max_samples: int | None = Field(2**23, ge=1, description="frames × channels the header may declare")
+    max_decoded_samples: int = Field(2**24, ge=1, description="frames × channels read_clip may decode")
+
+
+# Audio from outside (an upload from a page, a clip sent to the trainer): at most 96 kHz, stereo, and
+# 2^23 samples (43 s of 96 kHz stereo, 190 s of 22.05 kHz mono): 64 MiB decoded as float64 at most.
+UPLOAD_LIMITS = AudioLimits()
+# A clip sent to the trainer (``sensorsynth submit``, the pages' Record flow): the bytes are already in memory,
+# bounded by the wire, so its declared length is not bounded; what is decoded is (128 MiB as float64).
+WIRE_LIMITS = AudioLimits(max_rate=192000, max_channels=8, max_samples=None, max_decoded_samples=2**24)
+# A local file the user names on the command line: any rate ModelSpec knows, a multichannel recorder's
+# file, any length (read_clip reads only the start a fit uses), and at most 512 MiB decoded.
+LOCAL_LIMITS = AudioLimits(max_rate=384000, max_channels=64, max_samples=None, max_decoded_samples=2**26)
+
+
+def check_info(rate: int, channels: int, frames: int, limits: AudioLimits, name: str = "the clip") -> None:
+    """AudioInputError naming ``name`` when a header's rate, channels or size are outside ``limits``."""
+    if rate <= 0:
+        raise AudioInputError(f"{name}: declares a sample rate of {rate} Hz; not a usable audio file")
+    if rate > limits.max_rate:
+        raise AudioInputError(f"{name}: {rate} Hz is above the {limits.max_rate} Hz accepted (the fit resamples to "
+                              "the instrument's rate; record at 48 kHz)")  # fmt: skip
+    if not 1 <= channels <= limits.max_channels:
+        raise AudioInputError(f"{name}: {channels} channels; at most {limits.max_channels} are accepted (the fit "
+                              "mixes them to mono)")  # fmt: skip
+    if limits.max_samples is not None and frames * channels > limits.max_samples:
+        raise AudioInputError(f"{name}: {frames} frames × {channels} channels ({frames / rate:.1f} s at {rate} Hz) "
+                              f"is more than the {limits.max_samples} samples accepted")  # fmt: skip
+
+
+def check_header(source: str | os.PathLike[str] | Any, limits: AudioLimits = UPLOAD_LIMITS,
+                 name: str | None = None) -> Any:
+    """soundfile's header info of ``source`` (a path, or a seekable binary file such as ``io.BytesIO``), once
+    its rate, channels and frames × channels are within ``limits``; nothing is decoded. AudioInputError
+    naming ``name`` (default: the path, or "the clip") otherwise, or when it is not a readable audio file.
+    A file object is read from its start and left at the position it had."""
+    label = name or (str(source) if isinstance(source, (str, os.PathLike)) else "the clip")
+    position = source.tell() if hasattr(source, "tell") else None
+    try:
+        if position is not None:
+            source.seek(0)  # the header is at the start, wherever the caller's position was
+        info = sf.info(source if not isinstance(source, os.PathLike) else os.fspath(source))
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError) as exc:
+        detail = getattr(exc, "error_string", None) or str(exc)
+        raise AudioInputError(f"{label}: not a readable audio file ({detail})") from None
+    finally:
+        if position is not None:
+            source.seek(position)
+    check_info(int(info.samplerate), int(info.channels), int(info.frames), limits, label)
+    return info
 
 
 @dataclass
@@ -72,18 +139,26 @@ def _open(path: Path) -> sf.SoundFile:
         raise AudioInputError(f"{path}: not a readable audio file ({detail})") from None
 
 
-def read_clip(path: str | os.PathLike[str], sample_rate: int = 22050, n_samples: int = 2**17) -> Clip:
-    """Read, mix down, resample, pad or cut and peak-normalise one clip; explain every change made."""
+def read_clip(path: str | os.PathLike[str], sample_rate: int = 22050, n_samples: int = 2**17,
+              limits: AudioLimits = LOCAL_LIMITS) -> Clip:
+    """Read, mix down, resample, pad or cut and peak-normalise one clip; explain every change made. The
+    header is checked against ``limits`` (:data:`LOCAL_LIMITS` for a user's own file, :data:`UPLOAD_LIMITS`
+    for one from outside) before anything is decoded."""
     path = Path(path)
     messages: list[str] = []
     with _open(path) as handle:
         rate, channels, frames = int(handle.samplerate), int(handle.channels), int(handle.frames)
+        check_info(rate, channels, frames, limits, str(path))
         ratio = Fraction(sample_rate, rate)
         up, down = ratio.numerator, ratio.denominator
         # Only read what the fit can use (plus the resampler's filter reach): a one-hour file stays cheap.
         wanted = math.ceil(n_samples * down / up) + (_resample_margin(up, down) if ratio != 1 else 0)
+        decoded = (min(frames, wanted) if frames > 0 else wanted) * channels
+        if decoded > limits.max_decoded_samples:
+            raise AudioInputError(f"{path}: reading it for this fit would decode {decoded} samples ({channels} "
+                                  f"channels at {rate} Hz); at most {limits.max_decoded_samples} are accepted")
         try:
-            data = handle.read(frames=min(frames, wanted) if frames > 0 else -1, dtype="float64", always_2d=True)
+            data = handle.read(frames=min(frames, wanted) if frames > 0 else wanted, dtype="float64", always_2d=True)
         except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
             raise AudioInputError(f"{path}: audio data is unreadable ({exc})") from None
     if data.shape[0] == 0:

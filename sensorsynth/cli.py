@@ -285,6 +285,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .audio import AudioOutputError, write_wav
+    from .instrument.budget import LoadBudget
     from .instrument_file import load
 
     out = Path(args.output)
@@ -294,7 +295,8 @@ def cmd_render(args: argparse.Namespace) -> int:
         raise CliError("--seconds only applies to --random")
     if out.is_dir():
         raise CliError(f"{out}: is a directory")
-    instrument = load(args.instrument)
+    instrument = load(args.instrument, LoadBudget(rate=args.sample_rate, at_file_rate=True, voices=1,
+                                                      block_size=args.block_size))
     _prepare_output_dir(out)
     try:
         from .render.performance import render_random, render_reconstruction

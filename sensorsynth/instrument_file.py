@@ -1,5 +1,8 @@
 """The ``.instrument`` file: one safetensors file whose header carries a validated JSON manifest.
 
+(Past 500 lines on purpose: the format is one contract, and its manifest models, validation, header-first
+reading with the load budget, writing, version upgrades and atomic delivery share its private helpers.)
+
 safetensors stores raw little-endian arrays behind a JSON header and never executes anything on load, so a
 file from a stranger is safe to open. The manifest lives in the header's ``__metadata__`` under the key
 ``"sensorsynth"``. Nothing here imports torch: players load instruments without it.
@@ -17,6 +20,13 @@ Arrays (K = control_plane_dim, R = n_resonances, E = expressivity, M = n_oscilla
 Files and bytes. :func:`save`/:func:`load` work on paths; :func:`dumps`/:func:`loads` produce and read the
 same bytes in memory (a trainer sending a fitted instrument over a wire). Both readers validate the same way
 and raise :class:`InstrumentFileError` naming the source (the path, or the name given to :func:`loads`).
+
+The load budget. A file of a few kB can describe an instrument whose playing needs gigabytes (a long attack,
+a 1 kHz file rate, K = 1024). :func:`load` and :func:`loads` read the file's size and its header first and
+refuse, before any array is decoded (and before a version-1 upgrade fits a basis), a file whose playing would
+exceed the :class:`~sensorsynth.instrument.budget.LoadBudget` (default 64 MiB at 48 kHz and 8 voices, plus
+``FitLimits`` and the file rate): ``sensorsynth/instrument/budget.py`` says how the figure is computed. Every
+reader (the server's library, the CLI, the trainer's broker and client, the server's fit edge) gets the check.
 
 Format versions. ``FORMAT_VERSION`` is the version writers write. It is bumped by any change an older
 reader would misread or refuse: a new or renamed array, a new manifest field (the manifest forbids unknown
@@ -57,6 +67,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .atomic import atomic_write
+from .instrument.budget import BudgetError, LoadBudget, check_playable, default_budget
 from .instrument.spec import ModelSpec
 
 FORMAT = "sensorsynth-instrument"
@@ -299,50 +310,121 @@ def _fail(source: str | Path, message: str) -> InstrumentFileError:
     return InstrumentFileError(f"{source}: {message}")
 
 
-def load(path: str | Path) -> Instrument:
-    """Read and validate an instrument file; any problem raises InstrumentFileError naming it."""
+def load(path: str | Path, budget: LoadBudget | None = None) -> Instrument:
+    """Read and validate an instrument file; any problem raises InstrumentFileError naming it.
+
+    The file's size, its header and what playing it would cost (``budget``, default the process's: see
+    :mod:`sensorsynth.instrument.budget`) are checked before the arrays are read, so a small file that asks for
+    gigabytes is refused in microseconds and kilobytes."""
     path = Path(path)
+    budget = budget or default_budget()
     if not path.exists():
         raise _fail(path, "no such file")
     if path.is_dir():
         raise _fail(path, "is a directory, not an instrument file")
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            _check_size(size, path, budget)
+            head = handle.read(8)
+            n = _header_length(head, size, path, budget)
+            _check_manifest(_header_metadata(handle.read(n), path), path, budget)
+            handle.seek(0)
+            data = handle.read(budget.max_file_bytes + 1)
     except OSError as exc:
         raise _fail(path, f"cannot be read: {exc}") from None
-    return loads(data, str(path))
+    return loads(data, str(path), budget)
 
 
-def loads(data: bytes, name: str = "<bytes>") -> Instrument:
+def loads(data: bytes, name: str = "<bytes>", budget: LoadBudget | None = None) -> Instrument:
     """Read and validate an instrument from the bytes of a ``.instrument`` file; any problem raises
-    InstrumentFileError naming ``name`` (a sender, a job id) and the problem, exactly as :func:`load`."""
-    metadata, arrays = _read(data, name)
+    InstrumentFileError naming ``name`` (a sender, a job id) and the problem, exactly as :func:`load` (the
+    load budget included, checked on the header before the arrays are decoded)."""
+    metadata, arrays = _read(data, name, budget or default_budget())
     return _parse(metadata, arrays, name)
 
 
-def _read(data: bytes, name: str) -> tuple[dict[str, str], dict[str, np.ndarray]]:
-    """(metadata, arrays) of safetensors bytes. The header (an 8-byte little-endian length and JSON) is read
-    here for its metadata; safetensors reads and checks the arrays."""
-    from safetensors import SafetensorError
-    from safetensors.numpy import load as load_arrays
+def _check_size(size: int, source: str | Path, budget: LoadBudget) -> None:
+    if size > budget.max_file_bytes:
+        raise _fail(source, f"{size} bytes is larger than the {budget.max_file_bytes} bytes an instrument file "
+                            "may have")  # fmt: skip
 
+
+def _header_length(head: bytes, size: int, source: str | Path, budget: LoadBudget) -> int:
+    """The JSON header's length from a safetensors file's first 8 bytes, bounded before it is read."""
+    if len(head) < 8 or size < 8:
+        raise _fail(source, f"not a readable instrument file (truncated or corrupt?): {size} bytes is shorter "
+                            "than a safetensors header")  # fmt: skip
+    (n,) = struct.unpack("<Q", head[:8])
+    if n > size - 8:
+        raise _fail(source, f"not a readable instrument file (truncated or corrupt?): header of {n} bytes does "
+                            f"not fit in {size} bytes")  # fmt: skip
+    if n > budget.max_header_bytes:
+        raise _fail(source, f"header of {n} bytes is larger than the {budget.max_header_bytes} bytes a manifest "
+                            "may have")  # fmt: skip
+    return int(n)
+
+
+def _header_metadata(text: bytes, source: str | Path) -> dict[str, str]:
     try:
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError(f"expected bytes, got {type(data).__name__}")
-        data = bytes(data)
-        if len(data) < 8:
-            raise ValueError(f"{len(data)} bytes is shorter than a safetensors header")
-        (n,) = struct.unpack("<Q", data[:8])
-        if n > len(data) - 8:
-            raise ValueError(f"header of {n} bytes does not fit in {len(data)} bytes")
-        header = json.loads(data[8 : 8 + n])
+        header = json.loads(text)
         if not isinstance(header, dict):
             raise ValueError("header is not a JSON object")
         metadata = header.get("__metadata__") or {}
         if not isinstance(metadata, dict):
             raise ValueError("header metadata is not a JSON object")
+    except (ValueError, TypeError, UnicodeDecodeError) as exc:
+        raise _fail(source, f"not a readable instrument file (truncated or corrupt?): {exc}") from None
+    return metadata
+
+
+def _raw_manifest(metadata: dict[str, str], source: str | Path) -> RawManifest:
+    """The manifest as stored (any version), its format and version checked."""
+    if METADATA_KEY not in metadata:
+        raise _fail(source, "has no sensorsynth manifest (is it an instrument file?)")
+    try:
+        raw = json.loads(metadata[METADATA_KEY])
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise _fail(source, f"manifest is not valid JSON: {exc}") from None
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        found = raw.get("format") if isinstance(raw, dict) else raw
+        raise _fail(source, f"manifest format is {found!r}, not {FORMAT!r}")
+    _check_version(raw.get("format_version"), source)
+    return raw
+
+
+def _check_manifest(metadata: dict[str, str], source: str | Path, budget: LoadBudget) -> None:
+    """Refuse, from the header alone, a file whose sizes are invalid or over the load budget. Every format
+    version stores its sizes as the same ``spec``, so this runs before any upgrade (a version-1 file's
+    upgrade fits a basis on its control signal: not for a file that is over the budget)."""
+    raw = _raw_manifest(metadata, source)
+    try:
+        spec = ModelSpec.model_validate(raw.get("spec"))
+    except ValidationError as exc:
+        raise _fail(source, f"invalid manifest: spec: {exc}") from None
+    try:
+        check_playable(spec, budget)
+    except BudgetError as exc:
+        raise _fail(source, str(exc)) from None
+
+
+def _read(data: bytes, name: str, budget: LoadBudget) -> tuple[dict[str, str], dict[str, np.ndarray]]:
+    """(metadata, arrays) of safetensors bytes. The header (an 8-byte little-endian length and JSON) is read
+    and checked here (size, manifest, load budget) before safetensors decodes and checks the arrays."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load as load_arrays
+
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise _fail(name, f"not a readable instrument file (truncated or corrupt?): expected bytes, got "
+                          f"{type(data).__name__}")  # fmt: skip
+    data = bytes(data)
+    _check_size(len(data), name, budget)
+    n = _header_length(data[:8], len(data), name, budget)
+    metadata = _header_metadata(data[8 : 8 + n], name)
+    _check_manifest(metadata, name, budget)
+    try:
         arrays = load_arrays(data)
-    except (SafetensorError, OSError, ValueError, TypeError, UnicodeDecodeError) as exc:
+    except (SafetensorError, OSError, ValueError, TypeError) as exc:
         raise _fail(name, f"not a readable instrument file (truncated or corrupt?): {exc}") from None
     return metadata, arrays
 
@@ -372,15 +454,7 @@ def upgrade(raw: RawManifest, arrays: dict[str, np.ndarray]) -> tuple[RawManifes
 
 
 def _parse(metadata: dict[str, str], arrays: dict[str, np.ndarray], source: str) -> Instrument:
-    if METADATA_KEY not in metadata:
-        raise _fail(source, "has no sensorsynth manifest (is it an instrument file?)")
-    try:
-        raw = json.loads(metadata[METADATA_KEY])
-    except (json.JSONDecodeError, TypeError) as exc:
-        raise _fail(source, f"manifest is not valid JSON: {exc}") from None
-    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
-        found = raw.get("format") if isinstance(raw, dict) else raw
-        raise _fail(source, f"manifest format is {found!r}, not {FORMAT!r}")
+    raw = _raw_manifest(metadata, source)
     stored_version = _check_version(raw.get("format_version"), source)
     stored_digest = raw.get("arrays_sha256")
     stored_arrays = arrays

@@ -256,3 +256,103 @@ def test_write_wav_unwritable_names_the_file(tmp_path: Path) -> None:
     assert str(target) in str(info.value)
     with pytest.raises(AudioOutputError, match="is a directory"):
         write_wav(tmp_path, np.zeros(10, np.float32), RATE)
+
+
+# ----------------------------------------------------------------------------- header limits (issue 19)
+
+
+def _flac(rate: int, channels: int, seconds: float) -> bytes:
+    """Silence as FLAC: a few kB whatever the rate, channels and length its header declares."""
+    import io
+
+    out = io.BytesIO()
+    sf.write(out, np.zeros((int(rate * seconds), channels), np.int16), rate, format="FLAC", subtype="PCM_16")
+    return out.getvalue()
+
+
+def _wav_header(rate: int, channels: int, data_bytes: int) -> bytes:
+    """A 44-byte WAV header (16-bit PCM) declaring ``data_bytes`` of data, followed by none of it."""
+    import struct
+
+    block = 2 * channels
+    return (b"RIFF" + struct.pack("<I", 36 + data_bytes) + b"WAVEfmt " + struct.pack("<IHHIIHH", 16, 1, channels, rate,
+            rate * block, block, 16) + b"data" + struct.pack("<I", data_bytes))  # fmt: skip
+
+
+def test_check_header_refuses_rate_channels_and_size_before_decoding(tmp_path: Path) -> None:
+    import io
+
+    from sensorsynth.audio import UPLOAD_LIMITS, check_header
+
+    bomb = _flac(655350, 8, 0.5)  # the issue's FLAC bomb: 2.8 kB that decodes to 40 MiB as float64
+    assert len(bomb) < 8192
+    with pytest.raises(AudioInputError, match=r"^the clip: 655350 Hz is above the 96000 Hz accepted"):
+        check_header(io.BytesIO(bomb))
+    with pytest.raises(AudioInputError, match=r"^take.flac: 8 channels; at most 2 are accepted"):
+        check_header(io.BytesIO(_flac(48000, 8, 0.1)), name="take.flac")
+    with pytest.raises(AudioInputError, match=r"4800000 frames × 2 channels \(50.0 s at 96000 Hz\) is more than the "
+                                              r"8388608 samples accepted"):  # fmt: skip
+        check_header(io.BytesIO(_flac(96000, 2, 50)))
+    with pytest.raises(AudioInputError, match=r"not a readable audio file"):
+        check_header(io.BytesIO(b"RIFF not really"))
+    ok = io.BytesIO(_flac(48000, 2, 1.0))
+    ok.seek(3)
+    info = check_header(ok)
+    assert (info.samplerate, info.channels, info.frames, ok.tell()) == (48000, 2, 48000, 3)  # position kept
+    path = tmp_path / "ok.wav"
+    sf.write(path, np.zeros((4800, 1), np.float32), 48000)
+    assert check_header(path, UPLOAD_LIMITS).channels == 1 and check_header(str(path)).samplerate == 48000
+
+
+def test_a_header_declaring_gigabytes_is_refused_in_kilobytes(tmp_path: Path) -> None:
+    """Header-only WAV and FLAC bombs, in a fresh process: refused by check_header and by read_clip with the
+    upload limits, while peak RSS grows by under 8 MiB (decoding the FLAC alone would take 40 MiB)."""
+    import subprocess
+    import sys
+
+    wav = tmp_path / "huge.wav"
+    wav.write_bytes(_wav_header(384000, 64, 2**31))  # 44 bytes declaring 2 GiB: 64 channels at 384 kHz
+    flac = tmp_path / "bomb.flac"
+    flac.write_bytes(_flac(655350, 8, 0.5))
+    code = (
+        "import resource, sys\n"
+        "from sensorsynth.audio import AudioInputError, UPLOAD_LIMITS, check_header, read_clip\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "for p in sys.argv[1:]:\n"
+        "    for f in (lambda: check_header(p), lambda: read_clip(p, limits=UPLOAD_LIMITS)):\n"
+        "        try:\n"
+        "            f()\n"
+        "        except AudioInputError as exc:\n"
+        "            print(exc)\n"
+        "        else:\n"
+        "            raise SystemExit(f'{p} accepted')\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code, str(wav), str(flac)], capture_output=True, text=True, timeout=60,
+                       cwd=Path(__file__).resolve().parents[1])
+    assert r.returncode == 0, r.stdout + r.stderr
+    *messages, grew = r.stdout.strip().splitlines()
+    assert len(messages) == 4 and all("accepted" in m or "not a readable" in m for m in messages), messages
+    assert "655350 Hz is above the 96000 Hz accepted" in messages[2], messages
+    assert int(grew) < 8 * 1024, f"peak RSS grew by {grew} kiB"
+
+
+def test_read_clip_bounds_what_it_decodes(tmp_path: Path) -> None:
+    from sensorsynth.audio import LOCAL_LIMITS, AudioLimits
+
+    path = tmp_path / "multi.flac"
+    tone = np.sin(np.arange(48000) * 0.05)[:, None] * np.ones((1, 8)) * 0.5
+    sf.write(path, tone, 48000, format="FLAC", subtype="PCM_16")
+    clip = read_clip(path, limits=LOCAL_LIMITS)  # a local multichannel recording still fits
+    assert "mixed 8 channels down to mono" in clip.messages
+    tight = AudioLimits(max_channels=8, max_decoded_samples=100_000)
+    with pytest.raises(AudioInputError, match=r"decode 384000 samples \(8 channels at 48000 Hz\); at most 100000"):
+        read_clip(path, limits=tight)
+
+
+def test_a_clip_from_the_wire_is_read_within_the_wire_limits() -> None:
+    from sensorsynth.instrument.pipeline import read_clip_bytes
+    from sensorsynth.instrument.spec import ModelSpec
+
+    with pytest.raises(AudioInputError, match=r"^bomb.flac: 655350 Hz is above the 192000 Hz accepted"):
+        read_clip_bytes(_flac(655350, 8, 0.5), "bomb.flac", ModelSpec())

@@ -470,7 +470,8 @@ def test_a_version1_file_gets_its_basis_on_load_the_same_as_a_writer_computes(sa
 
 
 def test_a_version1_guitar_loads_with_its_basis_in_well_under_a_second(tmp_path: Path) -> None:
-    """The bundled guitar as version 1 wrote it, loaded in a fresh process (nothing cached or imported)."""
+    """The bundled guitar as version 1 wrote it, loaded in a fresh process (no basis cached, the mapping
+    module not imported); the time counts the load, not importing numpy and pydantic (a second on a busy box)."""
     import shutil
     import subprocess
     import sys
@@ -479,8 +480,8 @@ def test_a_version1_guitar_loads_with_its_basis_in_well_under_a_second(tmp_path:
     path = _as_version1(shutil.copy(repo / "models" / "guitar.instrument", tmp_path / "guitar.instrument"))
     code = (
         "import time, sys\n"
-        "t = time.perf_counter()\n"
         "from sensorsynth.instrument_file import load\n"
+        "t = time.perf_counter()\n"  # the upgrade's cost (basis module import and fit), not numpy's import
         f"i = load({str(path)!r})\n"
         "dt = time.perf_counter() - t\n"
         f"assert i.manifest.format_version == {FORMAT_VERSION} and i.mapping_atoms.shape[1] == 16, i.manifest.mapping\n"
@@ -490,7 +491,46 @@ def test_a_version1_guitar_loads_with_its_basis_in_well_under_a_second(tmp_path:
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=repo, timeout=60)
     assert r.returncode == 0, r.stderr
     assert float(r.stdout) < 1.0, r.stdout
-    np.testing.assert_array_equal(load(path).mapping_atoms, load(repo / "models" / "guitar.instrument").mapping_atoms)
+    _plays_the_same_notes(load(path), load(repo / "models" / "guitar.instrument"))
+
+
+def _plays_the_same_notes(refit: Instrument, stored: Instrument) -> None:
+    """The basis a version-1 file gets on load plays what the stored one plays, within stated tolerances.
+
+    Not bit for bit: a dictionary fit is not bit-reproducible across CPUs and BLAS builds (issue 20: on an
+    AMD EPYC 125 of 768 atom values differed, by up to 1.26), and it is chaotic: perturbing the guitar's
+    active frames by 1e-15 relative here changes the atom count (48 to 44..64) and which atom an axis plays.
+    What a player hears is stable, measured over 500 seeded gestures of widths 2 to 63 with relative input
+    perturbations from 1e-15 to 1e-2 (24 fits), as tests/benchmarks/eval_basis.py measures a basis: vocab (mean
+    cosine of each played pattern to the closest frame the guitar played) within 0.03 of the stored basis's
+    (tolerance 0.05; a random basis scores 0.15 lower), dimensions per event within 0.25 (tolerance 0.4), every
+    gesture sounds, and every control dimension is some gesture's loudest note. level, cap and frames are
+    statistics of the frames themselves: equal to 6 digits."""
+    from sensorsynth.mapping.basis import Basis, active_frames
+
+    a, b = refit.manifest.mapping, stored.manifest.mapping
+    assert a is not None and b is not None
+    assert (a.method, a.signed, a.frames) == (b.method, b.signed, b.frames)
+    assert a.level == pytest.approx(b.level, rel=1e-5) and a.cap == pytest.approx(b.cap, rel=1e-5)
+    assert abs(a.reconstruction - b.reconstruction) < 0.01, (a.reconstruction, b.reconstruction)
+    k = stored.spec.control_plane_dim
+    assert k <= refit.mapping_atoms.shape[0] <= 64 and refit.mapping_atoms.shape[1] == k
+    np.testing.assert_allclose(np.linalg.norm(refit.mapping_atoms, axis=1), 1.0, atol=1e-5)
+    frames = active_frames(stored.control_index, stored.control_value, k)
+    own = frames / np.linalg.norm(frames, axis=1, keepdims=True)
+    rng = np.random.default_rng(1)
+    gestures = [rng.normal(size=w).astype(np.float32) for w in (2, 6, 9, 24, 63) for _ in range(100)]
+
+    def measure(atoms: np.ndarray) -> tuple[float, float, int, int]:
+        basis = Basis(atoms, signed=True)
+        played = [p for p in (basis.pattern(g) for g in gestures) if p.any()]
+        vocab = float(np.mean([(own @ (p / np.linalg.norm(p))).max() for p in played]))
+        dims = float(np.mean([(p > 0).sum() for p in played]))
+        return vocab, dims, len(played), len({int(np.argmax(p)) for p in played})
+
+    (v1, d1, n1, top1), (v0, d0, n0, top0) = measure(refit.mapping_atoms), measure(stored.mapping_atoms)
+    assert abs(v1 - v0) < 0.05 and abs(d1 - d0) < 0.4, ((v1, d1), (v0, d0))
+    assert n1 == n0 == len(gestures) and top1 >= k - 1 and top0 >= k - 1, (n1, n0, top1, top0)
 
 
 def test_a_version2_file_without_its_basis_is_refused(saved: Path) -> None:

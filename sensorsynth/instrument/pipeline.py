@@ -27,6 +27,7 @@ from .spec import ModelSpec
 if TYPE_CHECKING:  # pragma: no cover
     from ..audio import Clip
     from ..instrument_file import Instrument
+    from .budget import LoadBudget
 
 LossName = Literal["seed", "multires"]  # the names loss.py accepts (kept here so this module needs no torch)
 Stage = Literal["reading", "analysis", "frozen", "full", "export"]
@@ -163,8 +164,9 @@ class FitLimits(BaseModel):
 FIT_LIMITS = FitLimits()
 
 
-def check_spec(spec: ModelSpec, limits: FitLimits = FIT_LIMITS) -> ModelSpec:
-    """``spec`` if a fit of that size fits the limits; else ValueError naming the size and the limit."""
+def check_spec(spec: ModelSpec, limits: FitLimits = FIT_LIMITS, budget: "LoadBudget | None" = None) -> ModelSpec:
+    """``spec`` if a fit of that size fits the limits and its instrument could be played within the load
+    budget (``budget.py``, default: the process's); else ValueError naming the size and the limit."""
     sizes = {
         "n_samples": (spec.n_samples, limits.max_n_samples),
         "n_resonances·expressivity·n_oscillators": (spec.n_modes, limits.max_modes),
@@ -178,6 +180,9 @@ def check_spec(spec: ModelSpec, limits: FitLimits = FIT_LIMITS) -> ModelSpec:
     for what, (value, limit) in sizes.items():
         if value > limit:
             raise ValueError(f"the model is too large to fit: {what} is {value}, at most {limit}")
+    from .budget import check_bytes  # a fit nobody could play is refused before it runs (budget imports us)
+
+    check_bytes(spec, budget)
     return spec
 
 
@@ -214,14 +219,14 @@ _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 def read_clip_bytes(data: bytes, clip_name: str, spec: ModelSpec) -> "Clip":
     """:func:`sensorsynth.audio.read_clip` for bytes (from a wire): the same checks and conversions, with
     errors and provenance naming ``clip_name`` rather than a temporary file."""
-    from ..audio import AudioInputError, read_clip
+    from ..audio import WIRE_LIMITS, AudioInputError, read_clip
 
     base = _SAFE_NAME.sub("_", Path(clip_name or "clip").name).lstrip(".") or "clip"
     with tempfile.TemporaryDirectory(prefix="sensorsynth-clip-") as folder:
         path = Path(folder) / base
         path.write_bytes(data)
         try:
-            clip = read_clip(path, sample_rate=spec.sample_rate, n_samples=spec.n_samples)
+            clip = read_clip(path, sample_rate=spec.sample_rate, n_samples=spec.n_samples, limits=WIRE_LIMITS)
         except AudioInputError as exc:
             raise AudioInputError(str(exc).replace(str(path), clip_name or base)) from None
     clip.source = clip.source.model_copy(update={"name": clip_name or base})

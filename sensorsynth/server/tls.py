@@ -8,16 +8,27 @@ WebSocket wss) as soon as it is opened from another machine. Two ways:
   (``--tls-dir``, default ``$XDG_DATA_HOME/sensorsynth/tls`` or ``~/.local/share/sensorsynth/tls``), so it is
   the same certificate on every restart and a phone that accepted it once keeps accepting it.
 
-The self-signed setup is a tiny local certificate authority (``ca.pem``, ten years) that signs the server's
-certificate (``server.pem``: key and certificate in one file, 397 days, ECDSA P-256). Why two: a phone trusts
-a certificate for good only when a CA certificate is installed on it (iOS: a profile, then "Certificate Trust
-Settings"); Firefox refuses a CA certificate used directly as a server's; and when the machine gets another
-address the server certificate is re-issued by the same CA, so a phone that trusted the CA still trusts it.
-Without installing anything, the phone's browser shows a warning once and the page works after "continue".
+The self-signed setup is a tiny local certificate authority (``ca.pem``) that signs the server's certificate
+(``server.pem``: key and certificate in one file, 397 days, ECDSA P-256). Why two: a phone trusts a
+certificate for good only when a CA certificate is installed on it (iOS: a profile, then "Certificate Trust
+Settings"), and Firefox refuses a CA certificate used directly as a server's. Without installing anything,
+the phone's browser shows a warning once and the page works after "continue".
+
+A CA on a phone is a key to everything that phone trusts, so this one is constrained (docs/security.md):
+
+- **Name constraints** (critical): it may only vouch for this machine's own names and addresses, exactly the
+  ones its server certificate carries. Whoever copies ``ca-key.pem`` can mint a certificate a phone accepts
+  for this box, and for nothing else (not a bank, not the venue's router).
+- **A short life**: 825 days (it was ten years), re-minted when fewer than 397 days are left, so every server
+  certificate lives its full 397 days inside the CA's life and a phone re-trusts a new CA about every 14
+  months.
+- **Re-minted when the names change**: a new address or host name needs a CA that permits it, so the CA is
+  replaced and phones that trusted the old one must accept the new one (the start-up message says so). The
+  names a certificate had are kept, so moving between two networks re-mints once, not every time.
 
 The server certificate is reused while it covers every current name and address, is signed by the CA in the
-folder and has more than 30 days left; otherwise it is re-issued (keeping the names it had, so moving between
-two networks does not churn). Files are written atomically under a lock, keys with mode 0600.
+folder and has more than 30 days left; otherwise it is re-issued. Files are written atomically under a lock,
+keys with mode 0600.
 
 Generation uses the ``cryptography`` package (a dependency): it works the same on every platform, where an
 ``openssl`` command line may be missing (Windows) or differ (LibreSSL on macOS).
@@ -37,9 +48,9 @@ from typing import Iterator
 
 from ..atomic import atomic_write
 
-CA_DAYS = 3650
+CA_DAYS = 825  # Apple's old limit for any certificate; the CA is replaced once it has under SERVER_DAYS left
 SERVER_DAYS = 397  # Apple's limit for server certificates is 825 days (398 for public CAs); stay under both
-RENEW_DAYS = 30
+RENEW_DAYS = 30  # a server certificate with less left is re-issued at start-up
 CA_NAME = "sensorsynth local CA"
 
 
@@ -208,7 +219,42 @@ def _load_pair(path: Path):
     return key, cert
 
 
-def _make_ca():
+def _host_network(address: str):
+    """The one-address network (/32 or /128) a name constraint permits for ``address``."""
+    ip = ipaddress.ip_address(address)
+    return ipaddress.ip_network(f"{ip}/{ip.max_prefixlen}")
+
+
+def _name_constraints(names: list[str], addresses: list[str]):
+    from cryptography import x509
+
+    permitted = [x509.DNSName(n) for n in names] + [x509.IPAddress(_host_network(a)) for a in addresses]
+    return x509.NameConstraints(permitted_subtrees=permitted, excluded_subtrees=None)
+
+
+def permitted_names(ca_cert) -> tuple[list[str], list[str]] | None:
+    """(DNS names, addresses) a CA certificate's name constraints permit; None when it has none (it may sign
+    for anything: a CA made before constraints, which is replaced)."""
+    from cryptography import x509
+
+    try:
+        ext = ca_cert.extensions.get_extension_for_class(x509.NameConstraints)
+    except x509.ExtensionNotFound:
+        return None
+    if not ext.critical or ext.value.excluded_subtrees or not ext.value.permitted_subtrees:
+        return None
+    names, addrs = [], []
+    for sub in ext.value.permitted_subtrees:
+        if isinstance(sub, x509.DNSName):
+            names.append(sub.value.lower())
+        elif isinstance(sub, x509.IPAddress) and sub.value.prefixlen == sub.value.max_prefixlen:
+            addrs.append(str(sub.value.network_address))
+        else:
+            return None  # a wider subtree than one name or address: not one of ours
+    return names, addrs
+
+
+def _make_ca(names: list[str], addresses: list[str]):
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -230,6 +276,7 @@ def _make_ca():
                                      content_commitment=False, key_encipherment=False, data_encipherment=False,
                                      key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(_name_constraints(names, addresses), critical=True)
         .sign(key, hashes.SHA256())
     )
     return key, cert
@@ -317,27 +364,34 @@ def _ensure_locked(folder: Path, names: list[str], addresses: list[str]) -> Self
     ca_key_path, ca_pem, server_pem = folder / "ca-key.pem", folder / "ca.pem", folder / "server.pem"
     result = SelfSigned(folder, server_pem, ca_pem)
     ca = _load_pair(ca_key_path)
-    if ca is None or not _fresh(ca[1], SERVER_DAYS):
+    current = _load_pair(server_pem)
+    if current is not None and (ca is None or not _signed_by(current[1], ca[1])):
+        current = None  # from a lost or replaced CA: re-issued below
+    want_names, want_addrs = names, addresses
+    if current is not None:
+        # Keep what it covered: a laptop moving between two networks settles on one certificate for both.
+        have_names, have_addrs = _san(current[1])
+        want_names, want_addrs = _dedupe(names + have_names), _dedupe(addresses + have_addrs)
+    permitted = permitted_names(ca[1]) if ca is not None else None
+    if (ca is None or not _fresh(ca[1], SERVER_DAYS) or permitted is None
+            or not set(want_names) <= set(permitted[0]) or not set(want_addrs) <= set(permitted[1])):
         result.replaced_ca = ca_key_path.exists()
-        ca = _make_ca()
+        ca = _make_ca(want_names, want_addrs)
         _write(ca_key_path, _key_pem(ca[0]) + _cert_pem(ca[1]), private=True)
+        current = None
     ca_key, ca_cert = ca
     if not ca_pem.exists() or ca_pem.read_bytes() != _cert_pem(ca_cert):
         _write(ca_pem, _cert_pem(ca_cert), private=False)
 
-    current = _load_pair(server_pem)
-    if current is not None and _signed_by(current[1], ca_cert) and _fresh(current[1], RENEW_DAYS):
+    if current is not None and _fresh(current[1], RENEW_DAYS):
         have_names, have_addrs = _san(current[1])
         if set(names) <= set(have_names) and set(addresses) <= set(have_addrs):
             result.names, result.addresses = have_names, have_addrs
             result.not_after = current[1].not_valid_after_utc
             return result
-        # Keep what it covered: a laptop moving between two networks keeps one certificate for both.
-        names = _dedupe(names + have_names)
-        addresses = _dedupe(addresses + have_addrs)
-    key, cert = _make_server(ca_key, ca_cert, names, addresses)
+    key, cert = _make_server(ca_key, ca_cert, want_names, want_addrs)
     _write(server_pem, _key_pem(key) + _cert_pem(cert), private=True)
-    result.names, result.addresses = names, addresses
+    result.names, result.addresses = want_names, want_addrs
     result.not_after = cert.not_valid_after_utc
     result.created = True
     return result
