@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import signal
+import sys
 import socket
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ from .engine import Engine, EngineSettings
 from .fits import FitEdge
 from .library import Library, LibraryError
 from .mapping_edge import MappingEdge
-from .osc import OscServer
+from .osc import OscPolicy, OscServer
 from .playout import NullOutput, Output, SoundDeviceError, SoundDeviceOutput
 from .recorder import Recorder, RecorderError
 from .access import AccessPolicy
@@ -142,12 +143,9 @@ async def serve(config: ServeConfig, say: Callable[[str], None] = print) -> int:
         engine.output = output = NullOutput(rate, config.block_size)
         engine.start()
     rejections = Rejections()
-    access = AccessPolicy.for_host(config.host, config.ws_token, config.allowed_origins)
+    access = AccessPolicy.from_config(config)  # Host, token, Origin, admin (docs/server-security.md)
     mappings = MappingEdge(engine, rejections, presets)
-    web = WebServer(engine, rejections, WebLimits(
-        max_message_bytes=config.ws_max_message_bytes, messages_per_s=config.ws_messages_per_s,
-        burst=2 * config.ws_messages_per_s, max_clients=config.max_clients, idle_release_s=config.idle_release_s,
-    ), access, mappings=mappings)
+    web = WebServer(engine, rejections, WebLimits.from_config(config), access, mappings=mappings)
     fits = FitEdge(engine, config.trainer, config.record_fit, rejections, config.reload_interval_s)
     web.fits = fits  # Record buttons: uploaded clips → trainer jobs → the uploader's voice
 
@@ -165,6 +163,7 @@ async def serve(config: ServeConfig, say: Callable[[str], None] = print) -> int:
             osc_sink, web.status, rejections, timetag_window_s=config.timetag_window_s,
             allowed_senders=set(config.osc_allowed_senders) if config.osc_allowed_senders else None,
             presets=presets, on_bundle_end=mappings.bundle_end,
+            policy=OscPolicy.from_config(config), voice_owner=lambda v: engine.voices[v].owner,
         )
 
     osc = osc_server()
@@ -198,7 +197,7 @@ async def serve(config: ServeConfig, say: Callable[[str], None] = print) -> int:
     web.extra_status["record"] = fits.stats
 
     shown = _lan_address() if config.host in ("0.0.0.0", "::", "") else config.host
-    q = f"?token={access.token}" if access.token else ""  # the pages pass it on to the WebSocket
+    q = access.page_query(show=sys.stdout.isatty())  # the whole token on a terminal only, never in the journal
     web_scheme, ws_scheme = ("https", "wss") if tls else ("http", "ws")
     first = library.entries[default].instrument.spec
     lines = [
@@ -229,8 +228,10 @@ async def serve(config: ServeConfig, say: Callable[[str], None] = print) -> int:
     say("\n".join(lines))
     if config.ready_file is not None:
         tmp = Path(str(config.ready_file) + ".tmp")
+        tmp.touch(mode=0o600)  # it holds the token: readable by this user only
         tmp.write_text(json.dumps({"osc_port": osc_port, "ws_port": ws_port, "pid": os.getpid(), "sample_rate": rate,
-                                   "preset_ports": {str(k): v for k, v in extra_bound.items()}}))
+                                   "preset_ports": {str(k): v for k, v in extra_bound.items()},
+                                   "token": access.token}))
         tmp.replace(config.ready_file)
 
     # Everything loaded so far lives for the whole run: move it out of the collector's sight, so a full
@@ -258,6 +259,7 @@ async def serve(config: ServeConfig, say: Callable[[str], None] = print) -> int:
                 found = await loop.run_in_executor(None, library.scan)
                 if found.added or found.replaced:
                     engine.apply(found)
+                    fits.library_changed()  # a fit waiting for its instrument looks now
                     await web.broadcast(web_instruments(web))
             except Exception:  # noqa: BLE001 - a reload problem must not stop the sound
                 log.exception("reload")
