@@ -46,9 +46,12 @@ mkdir -p "$CONF" "$STATE/models" "$STATE/numba-cache"
 [ -f "$CONF/sensorsynth.toml" ] || install -m 0640 -g sensorsynth "$SRC/deploy/sensorsynth.toml" "$CONF/sensorsynth.toml"
 cp -n "$PREFIX"/models/*.instrument "$STATE/models/" 2>/dev/null || true
 chown -R sensorsynth:sensorsynth "$STATE"
-if grep -q 'change-me-to-a-long-random-string' "$CONF/sensorsynth.toml"; then
+# a token of its own for this box: into the example's commented line, or over an old placeholder (which the
+# server refuses to start with)
+if grep -qE '^# ws_token = ""|change-me-to-a-long-random-string' "$CONF/sensorsynth.toml"; then
   token="$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')"
-  sed -i "s/change-me-to-a-long-random-string/$token/" "$CONF/sensorsynth.toml"
+  sed -i -e "s/^# ws_token = \"\"/ws_token = \"$token\"/" -e "s/change-me-to-a-long-random-string/$token/" \
+    "$CONF/sensorsynth.toml"
   echo "   a WebSocket token was generated into $CONF/sensorsynth.toml"
 fi
 

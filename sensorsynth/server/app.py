@@ -220,6 +220,8 @@ async def serve(config: ServeConfig, say: Callable[[str], None] = print) -> int:
         f"  page: {web_scheme}://{shown}:{ws_port}/{q}  (WebSocket {ws_scheme}://{shown}:{ws_port}/ws{q})",
         f"  phone: {web_scheme}://{shown}:{ws_port}/phone{q}  (type this on the phone"
         + ("" if tls else "; its motion sensors need https: add --tls self-signed") + ")",
+        *([] if sys.stdout.isatty() else ["  (the token is masked in logs: run in a terminal to see it, set ws_token "
+                                          "in the config, or read it from --ready-file)"]),
         *(tls.lines if tls else []),
         f"  record: the pages' Record buttons fit on the trainer at {config.trainer}" if config.trainer else
         "  record: off (start `sensorsynth trainer` and add --trainer tcp://127.0.0.1:5555 to record on the pages)",

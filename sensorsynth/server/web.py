@@ -400,7 +400,7 @@ class WebServer:
     async def _play(self, client: Client, msg: Any, arrival: int) -> None:
         voice = self._ensure_voice(client)
         if voice is None:
-            await self._send_error(client, "no_voice", self._no_voice(client))
+            await self._send_error(client, "no_voice", self._no_voice(client), msg.type)
             return
         try:
             cmd: Command
