@@ -33,7 +33,8 @@ from urllib.parse import parse_qs, urlsplit
 
 MIN_TOKEN_CHARS = 16
 # What example configs have shipped, and what people type when asked for "a token".
-PLACEHOLDERS = ("change-me", "changeme", "replace-me", "your-token", "token", "secret", "password", "example")
+PLACEHOLDERS = ("change-me", "changeme", "change_me", "replace-me", "replaceme", "your-token", "your_token",
+                "example", "placeholder", "<")
 MAKE_ONE = "python3 -c 'import secrets; print(secrets.token_urlsafe(24))'"
 
 

@@ -375,8 +375,8 @@ class FitEdge:
             return
         if self._stopping:
             return
-        replace = bool(msg.replace) and (self._may_replace(msg) or not self._taken(base))
-        if msg.replace and not replace:  # the name was taken while the clip was on its way
+        replace = bool(msg.replace) and self._may_replace(msg)  # (without admin: a new name, never over one)
+        if msg.replace and not replace and self._taken(base):  # taken while the clip was on its way
             await self._error(client, "forbidden", f"replacing the instrument {base!r} needs the admin token", "upload")
             return
         name = base if replace else free_name(base, self._taken)

@@ -54,8 +54,8 @@ tag) and of websockets (a protocol core without I/O):
   the sender, decodes, hands every command to `sink(command, arrival_ns)` and answers status requests.
 
 Who may do what (`OscPolicy`, `docs/server-security.md`): OSC carries no authentication (UDP senders can be
-forged), so it is bounded instead. Each sender address has a token bucket (`messages_per_s` datagrams per
-second, bursts of twice that); `/voice/<n>/...` reaches voice 0 (OSC's own) and voices nobody holds, never a
+forged), so it is bounded instead. Each sender address but this machine's loopback has a token bucket
+(`messages_per_s` datagrams per second, bursts of twice that); `/voice/<n>/...` reaches voice 0 (OSC's own) and voices nobody holds, never a
 voice a browser or the hands adapter holds, unless `controls_all_voices`; and the status reply to a sender
 that is neither this machine nor one of `status_peers` is at most `STATUS_REPLY_RATIO` (4) times the size of
 the request datagram (pad the request with a blob to see more), one reply per datagram: a forged request
@@ -118,6 +118,7 @@ MAX_NUMBER_DIGITS = 6  # voice and control indices: /voice/999999 at most (the e
 STATUS_REPLIES_PER_S = 20.0  # token bucket (burst of as many): a status reply must not be a flood amplifier
 MAX_STATUS_BYTES = 8192
 STATUS_REPLY_RATIO = 4  # a reply to a sender not trusted for status is at most this × its request datagram
+_LOOPBACK_SENDERS = frozenset({"127.0.0.1", "::1", "::ffff:127.0.0.1"})
 MAX_SENDERS = 4096  # per-sender buckets kept; beyond, the table starts again (a spoofed-address flood)
 
 NTP_UNIX_OFFSET = 2208988800  # seconds from 1900-01-01 (NTP era 0) to 1970-01-01
@@ -864,8 +865,11 @@ class OscServer:
                 log.exception("OSC bundle end")
 
     def _sender_allowed(self, host: str, arrival_ns: int) -> bool:
-        """One sender's token bucket: ``messages_per_s`` datagrams per second, bursts of ``burst``."""
+        """One sender's token bucket: ``messages_per_s`` datagrams per second, bursts of ``burst``. This
+        machine's own senders (loopback, which no other machine can forge) are the operator's: not limited."""
         bucket = self._senders.get(host)
+        if bucket is None and host in _LOOPBACK_SENDERS:
+            return True
         pol = self.policy
         if bucket is None:
             if len(self._senders) >= MAX_SENDERS:

@@ -13,6 +13,8 @@ rebinding) and carry one ``Host`` and at most one ``Origin`` (duplicates get a 4
 upgrade to ``/ws`` then follows :class:`~sensorsynth.server.access.AccessPolicy` (token, Origin), at most
 ``max_clients`` connections in all and ``max_clients_per_ip`` from one address, and a connection must say
 hello (or play) within ``hello_timeout_s``. One address's clients hold at most ``max_voices_per_ip`` voices.
+This machine (loopback) is exempt from the per-address caps: its clients are the operator's own programs (a
+kiosk page, the hands adapter, load tests), and the global caps still hold.
 Every response carries a Content-Security-Policy (no framing, scripts only from this server), no referrer
 and ``nosniff``; a 500 says "internal error" and nothing of the exception (that goes to the log, once).
 """
@@ -38,7 +40,7 @@ from websockets.http11 import Request, Response
 
 from ..protocol import ws as wire
 from ..protocol.commands import Command, Control, ControlChannel, Deform, Gain, Rejected, SelectInstrument
-from .access import AccessPolicy, _canonical
+from .access import AccessPolicy, _canonical, is_loopback
 from .engine import Engine
 from .library import LibraryError, check_name, details, summary
 from .rejections import Rejections
@@ -217,7 +219,7 @@ class WebServer:
         if len(self.clients) >= self.limits.max_clients:
             self.rejections.count("ws", "too_many_clients", f"all {self.limits.max_clients} client slots are taken")
             return "too many clients"
-        if self._per_ip(ip) >= self.limits.max_clients_per_ip:
+        if not is_loopback(ip) and self._per_ip(ip) >= self.limits.max_clients_per_ip:
             self.rejections.count("ws", "too_many_from_address",
                                   f"more than {self.limits.max_clients_per_ip} connections from one address")
             return f"too many connections from your address (at most {self.limits.max_clients_per_ip})"
@@ -323,7 +325,7 @@ class WebServer:
         already holds ``max_voices_per_ip`` (``_no_voice`` says which)."""
         if client.voice is None:
             held = sum(1 for c in self.clients.values() if c.ip == client.ip and c.voice is not None)
-            if held >= self.limits.max_voices_per_ip:
+            if held >= self.limits.max_voices_per_ip and not is_loopback(client.ip):
                 self.rejections.count("ws", "voices_per_address",
                                       f"more than {self.limits.max_voices_per_ip} voices for one address")
                 return None
@@ -332,7 +334,7 @@ class WebServer:
 
     def _no_voice(self, client: Client) -> str:
         held = sum(1 for c in self.clients.values() if c.ip == client.ip and c.voice is not None)
-        if held >= self.limits.max_voices_per_ip:
+        if held >= self.limits.max_voices_per_ip and not is_loopback(client.ip):
             return (f"your address already plays {held} voices (at most {self.limits.max_voices_per_ip}); close "
                     "another page first")
         return f"all {len(self.engine.voices)} voices are taken; try later"

@@ -768,22 +768,34 @@ async def test_osc_never_reaches_a_voice_a_websocket_client_holds():
 
 @pytest.mark.asyncio
 async def test_each_sender_has_its_own_token_bucket():
+    """A LAN sender beyond its rate is dropped and counted; another port on its address shares its bucket;
+    this machine's loopback senders are not limited."""
     from sensorsynth.server.osc import OscPolicy
 
+    lan = _lan_ip()
+    if lan is None:
+        pytest.skip("no non-loopback address on this machine")
     rec, rej = Recorder(), Rejections()
     server = OscServer(rec, lambda: {}, rej, policy=OscPolicy(messages_per_s=10.0, burst=20.0))
-    _, port = await server.start("127.0.0.1", 0)
+    _, port = await server.start("0.0.0.0", 0)
+
+    def send_from(source: str, *packets: bytes) -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind((source, 0))
+            for p in packets:
+                s.sendto(p, (lan if source == lan else "127.0.0.1", port))
+
     try:
-        send(port, *[GOOD] * 60)
+        send_from(lan, *[GOOD] * 60)
         await until(lambda: server.stats["packets"] == 60)
         assert 20 <= len(rec.commands) <= 22 and rej.counts["osc:sender_rate"] == 60 - len(rec.commands)
-        send(port, GOOD)  # a new socket: another sender (port) on the same address shares the address's bucket
+        send_from(lan, GOOD)  # another socket (port) on the same address: the same bucket
         await until(lambda: server.stats["packets"] == 61)
         assert rej.counts["osc:sender_rate"] >= 39
-        server._senders.clear()  # (what a new address would find: a full bucket)
-        send(port, GOOD)
-        await until(lambda: server.stats["packets"] == 62)
-        assert len(rec.commands) >= 21
+        before = len(rec.commands)
+        send_from("127.0.0.1", *[GOOD] * 60)  # this machine: not limited
+        await until(lambda: server.stats["packets"] == 121)
+        assert len(rec.commands) == before + 60
     finally:
         await server.stop()
 

@@ -169,8 +169,37 @@ def test_pages_carry_the_security_headers(server):
         assert headers["referrer-policy"] == "no-referrer" and headers["x-content-type-options"] == "nosniff"
 
 
-def test_one_address_gets_a_share_of_voices_and_client_slots(server):
-    socks = [Socket(server.ws_url) for _ in range(3)]
+def lan_address() -> str | None:
+    """This machine's address on its network (not loopback), or None."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.connect(("192.0.2.1", 9))
+        ip = s.getsockname()[0]
+    except OSError:
+        return None
+    finally:
+        s.close()
+    return None if ip.startswith("127.") else ip
+
+
+@pytest.fixture
+def lan_server(start_server, tmp_path):
+    """The server listening on every interface, reached at this machine's LAN address (a peer that is not
+    loopback: the per-address caps apply, and the token is needed)."""
+    lan = lan_address()
+    if lan is None:
+        pytest.skip("no non-loopback address on this machine")
+    cfg = config_file(tmp_path, max_voices_per_ip=2, max_clients_per_ip=4, osc_messages_per_s=40.0)
+    handle = start_server("--config", cfg, "--host", "0.0.0.0", record=False)
+    handle.token = token_of(tmp_path)
+    handle.lan_ws = f"ws://{lan}:{handle.ws_port}/ws?token={handle.token}"
+    return handle
+
+
+def test_one_address_gets_a_share_of_voices_and_client_slots(lan_server):
+    server = lan_server
+    url = server.lan_ws
+    socks = [Socket(url) for _ in range(3)]
     try:
         voices = []
         for s in socks:
@@ -180,13 +209,14 @@ def test_one_address_gets_a_share_of_voices_and_client_slots(server):
         socks[2].send({"type": "gain", "gain": 0.5})
         err = socks[2].error("gain")
         assert err["code"] == "no_voice" and "your address" in err["message"]
-        fourth = Socket(server.ws_url)
+        fourth = Socket(url)
         fourth.send({"type": "hello"})
         fourth.expect(lambda m: m["type"] == "welcome")
-        assert try_ws(server.ws_url) == "refused 503", "the fifth connection from one address"
-        fourth.close()
+        assert try_ws(url) == "refused 503", "the fifth connection from one address"
         owners = [v["owner"] for v in health(server.url)["voices"]]
-        assert sum(o is not None and o.startswith("ws") for o in owners) == 2
+        assert sum(o is not None and o.startswith("ws") for o in owners) == 2, owners
+        assert try_ws(server.ws_url) == "welcome", "this machine (loopback) is not capped per address"
+        fourth.close()
         assert health(server.url)["rejected"]["ws:too_many_from_address"] >= 1
     finally:
         for s in socks:
@@ -298,18 +328,24 @@ def test_osc_cannot_play_a_websocket_clients_voice(server):
         s.close()
 
 
-def test_one_osc_sender_is_rate_limited_and_another_is_not(server):
+def test_one_osc_sender_is_rate_limited_and_another_is_not(lan_server):
+    server = lan_server
+    lan = lan_address()
     port = server.osc_port
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as flood, socket.socket(socket.AF_INET,
                                                                                    socket.SOCK_DGRAM) as calm:
-        for _ in range(400):
-            flood.sendto(osc("/sensorsynth/gain", 0.8), ("127.0.0.1", port))
+        flood.bind((lan, 0))
+        for i in range(400):
+            flood.sendto(osc("/sensorsynth/gain", 0.8), (lan, port))
+            if i % 50 == 49:
+                time.sleep(0.01)  # (a kernel receive buffer capped by rmem_max would drop a tight burst)
         time.sleep(0.3)
         before = health(server.url)["osc"]["commands"]
-        for _ in range(5):
+        for _ in range(5):  # another sender (this machine's loopback) is not held back by the flood
             calm.sendto(osc("/sensorsynth/gain", 0.8), ("127.0.0.1", port))
         wait_until(lambda: health(server.url)["osc"]["commands"] >= before + 5, 5, "the calm sender's gains")
     h = health(server.url)
-    assert h["osc"]["packets"] == 405
+    flooded = h["osc"]["packets"] - 5
+    assert flooded > 300, h["osc"]
     limited = h["rejected"]["osc:sender_rate"]
-    assert 400 - 80 - 40 <= limited < 400, limited  # a burst of 80 (2 × 40/s) and the refill pass
+    assert flooded - 80 - 40 <= limited < flooded, limited  # a burst of 80 (2 × 40/s) and the refill meanwhile
