@@ -4,7 +4,8 @@ a reason to refuse out), so the policy is tested without sockets. The threat mod
 
 - **Host.** Every HTTP request and WebSocket upgrade must name this server in ``Host``: one of its own names
   (hostname, ``hostname.local``, ``localhost``), its own addresses (every interface, ``127.0.0.1``, ``::1``),
-  the names its TLS certificate covers, or a configured ``allowed_hosts`` entry. A page on another site that
+  the names its TLS certificate covers, or a configured ``allowed_hosts`` entry. Any IP literal is accepted
+  too (see ``_is_ip``: only a name can be rebound). A page on another site that
   re-points its own name at this machine (DNS rebinding: ``Host: rebind.example``) is refused before the
   upgrade, so it can neither play nor read ``/health``.
 - **Token.** There is always a token: the configured ``ws_token``, or one generated at start (shown inside the
@@ -96,6 +97,17 @@ def _canonical(host: str) -> str:
     return ip.compressed
 
 
+def _is_ip(host: str) -> bool:
+    """An IP literal: a browser sends one only for a page it loaded from that very address, which is then this
+    server (rebinding needs a name the attacker controls), so any address is safe to accept. This keeps the
+    pages working behind Docker's port publishing or a NAT, where the address used is not the container's."""
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    return True
+
+
 def own_hosts(bind_host: str = "", tls_names: Iterable[str] = ()) -> frozenset[str]:
     """The names and addresses this machine answers to: hostname (and ``.local``), ``localhost``, every
     interface address, ``127.0.0.1``, ``::1``, the bound address, and the TLS certificate's names."""
@@ -174,7 +186,7 @@ class AccessPolicy:
         if self.hosts is None or "*" in self.hosts:
             return None
         host = _canonical(split_host(values[0]))
-        if host in self.hosts:
+        if host in self.hosts or _is_ip(host):
             return None
         return (f"Host {values[0][:80]!r} is not a name of this server (a DNS-rebinding page?); if it is one, add "
                 "it to allowed_hosts")

@@ -48,9 +48,9 @@ class ServeConfig(BaseModel):
                                  "at least 16 characters, never the example's placeholder")
     allowed_origins: list[str] | None = Field(None, description="other web origins allowed to open the WebSocket")
     allowed_hosts: list[str] | None = Field(
-        None, description="other names (or addresses) this server is reached by, beyond its own hostname, "
-        "interface addresses and TLS names: e.g. a DNS name, or the Docker host's address; '*' turns the Host "
-        "check off (not recommended: it is what stops DNS rebinding)")
+        None, description="other names this server is reached by, beyond its own hostname and TLS names (any IP "
+        "address always works): e.g. a DNS name; '*' turns the Host check off (not recommended: it is what stops "
+        "DNS rebinding)")
     admin_token: str | None = Field(None, max_length=256,
                                     description="token that may replace an existing instrument (upload with "
                                     "replace: true); default none: nobody may replace over the WebSocket")
