@@ -75,9 +75,12 @@ chown -R sensorsynth-trainer:sensorsynth-trainer "$TRAINER_STATE"
 chown -R sensorsynth-trainer:sensorsynth "$MODELS"
 chmod -R u=rwX,g=rX,o= "$MODELS"
 chmod g+s "$MODELS"
-if grep -q 'change-me-to-a-long-random-string' "$CONF/sensorsynth.toml"; then
+# a token of its own for this box: into the example's commented line, or over an old placeholder (which the
+# server refuses to start with)
+if grep -qE '^# ws_token = ""|change-me-to-a-long-random-string' "$CONF/sensorsynth.toml"; then
   token="$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')"
-  sed -i "s/change-me-to-a-long-random-string/$token/" "$CONF/sensorsynth.toml"
+  sed -i -e "s/^# ws_token = \"\"/ws_token = \"$token\"/" -e "s/change-me-to-a-long-random-string/$token/" \
+    "$CONF/sensorsynth.toml"
   echo "   a WebSocket token was generated into $CONF/sensorsynth.toml"
 fi
 

@@ -23,12 +23,14 @@ Client → server:
                 learned mappings: record | replay | train | run | clear | status (see LearnMsg) → learn
     calibrate   {"type": "calibrate", "source": "phone"}                 learn a source's range again
                 {"type": "calibrate", "source": "td", "lo": [N], "hi": [N]}  or set it → calibration
-    upload      {"type": "upload", "name": "take", "size": 176444, "sha256": "...", "replace": false}
+    upload      {"type": "upload", "name": "take", "size": 176444, "sha256": "...", "replace": false,
+                 "admin": "..."}   (admin: the admin token, needed only to replace an existing instrument)
                 then ONE binary frame: the clip (a WAV; pages send 16-bit mono 22050 Hz) → fit messages
                 (the server submits it to its trainer, follows the fit, and switches this client's voice
                 to the new instrument when it lands)
-    cancel      {"type": "cancel", "job": "..."}                     cancel this client's fit (job optional)
-    watch       {"type": "watch", "job": "..."}                      follow a fit again after a reconnect
+    cancel      {"type": "cancel", "job": "<32 hex>"}                cancel this client's fit (job optional)
+    watch       {"type": "watch", "job": "<32 hex>"}                 follow a fit again after a reconnect
+                (the full id from its ``fit`` messages; a fit another connection holds is refused)
 
 Server → client:
 
@@ -190,23 +192,27 @@ class CalibrateMsg(_Msg):
             raise ValueError("calibrate needs both lo and hi, of the same length, or neither")
 
 
-JobRef = Annotated[str, Field(pattern=r"^[0-9a-f]{1,32}$")]
+# A fit's full id (32 hex digits): only its uploader was told it, so it is what proves the fit is yours after a
+# reconnect. Prefixes are not accepted (a 1-2 digit prefix is a guess away).
+JobRef = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
 
 
 class UploadMsg(_Msg):
     """A recorded clip to turn into an instrument. The clip itself follows as the very next frame, a binary
     one, of exactly ``size`` bytes (and the SHA-256 ``sha256``, when given). ``name`` is what the user typed:
-    the server makes a valid, unused instrument name of it (``take``, ``take-2``, ...) unless ``replace``."""
+    the server makes a valid, unused instrument name of it (``take``, ``take-2``, ...) unless ``replace``.
+    Replacing an instrument that exists needs the server's admin token in ``admin``."""
 
     type: Literal["upload"]
     name: str = Field("take", max_length=100)
     size: int = Field(ge=1, le=1 << 20)
     sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
     replace: bool = False
+    admin: str | None = Field(None, max_length=256)
 
 
 class CancelMsg(_Msg):
-    """Cancel this client's fit (``job``: its id or a prefix; default the client's running fit)."""
+    """Cancel this client's fit (``job``: its full id; default the client's running fit)."""
 
     type: Literal["cancel"]
     job: JobRef | None = None

@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -23,7 +24,7 @@ from .faults import Faults
 from .fits import FitEdge
 from .library import Library, LibraryError
 from .mapping_edge import MappingEdge
-from .osc import OscServer
+from .osc import OscPolicy, OscServer
 from .playout import NullOutput, Output, SoundDeviceError, SoundDeviceOutput
 from .recorder import Recorder, RecorderError
 from .access import AccessPolicy
@@ -171,12 +172,9 @@ class Service:
             engine.start()
         self.output = output
         rejections = Rejections()
-        access = AccessPolicy.for_host(config.host, config.ws_token, config.allowed_origins)
+        access = AccessPolicy.from_config(config)  # Host, token, Origin, admin (docs/server-security.md)
         self.mappings = mappings = MappingEdge(engine, rejections, presets)
-        self.web = web = WebServer(engine, rejections, WebLimits(
-            max_message_bytes=config.ws_max_message_bytes, messages_per_s=config.ws_messages_per_s,
-            burst=2 * config.ws_messages_per_s, max_clients=config.max_clients, idle_release_s=config.idle_release_s,
-        ), access, mappings=mappings)
+        self.web = web = WebServer(engine, rejections, WebLimits.from_config(config), access, mappings=mappings)
         self.fits = fits = FitEdge(engine, config.trainer, config.record_fit, rejections, config.reload_interval_s)
         web.fits = fits  # Record buttons: uploaded clips → trainer jobs → the uploader's voice
         self.osc = self._osc_server(rejections, presets)
@@ -195,7 +193,8 @@ class Service:
         if config.ready_file is not None:
             atomic_write(config.ready_file, json.dumps({
                 "osc_port": self.osc_port, "ws_port": self.ws_port, "pid": os.getpid(), "sample_rate": rate,
-                "preset_ports": {str(k): v for k, v in self.extra_bound.items()}}))  # fmt: skip
+                "preset_ports": {str(k): v for k, v in self.extra_bound.items()},
+                "token": access.token}), mode=0o600)  # it holds the token: readable by this user only  # fmt: skip
         if self._notifier.enabled:
             self._notifier.ready(f"playing {default}; OSC {self.osc_port}, web {self.ws_port}")
 
@@ -219,6 +218,11 @@ class Service:
             raise ServeError(f"instrument {default!r} is not in {config.models} (there: {', '.join(library.names)})")
         return library, presets, default
 
+    def _voice_owner(self, voice: int) -> str | None:
+        """Who holds ``voice`` (OSC's guard: OSC reaches only OSC-owned voices unless configured)."""
+        assert self.engine is not None
+        return self.engine.voices[voice].owner
+
     def _osc_sink(self, item, arrival: int) -> None:
         """Commands to the engine (and the mappings' targets); sensor input, presets, learn, calibrate to the
         mappings."""
@@ -236,6 +240,7 @@ class Service:
             self._osc_sink, self.web.status, rejections, timetag_window_s=config.timetag_window_s,
             allowed_senders=set(config.osc_allowed_senders) if config.osc_allowed_senders else None,
             presets=presets, on_bundle_end=self.mappings.bundle_end,
+            policy=OscPolicy.from_config(config), voice_owner=self._voice_owner,
         )
 
     async def _listen(self, presets: PresetTable, tls) -> None:
@@ -268,7 +273,7 @@ class Service:
         config, recorder, extra_bound = self.config, self.recorder, self.extra_bound
         rate, ws_port = output.sample_rate, self.ws_port
         shown = _lan_address() if config.host in ("0.0.0.0", "::", "") else config.host
-        q = f"?token={access.token}" if access.token else ""  # the pages pass it on to the WebSocket
+        q = access.page_query(show=sys.stdout.isatty())  # the whole token on a terminal only, never in the journal
         web_scheme, ws_scheme = ("https", "wss") if tls else ("http", "ws")
         first = library.entries[default].instrument.spec
         lines = [
@@ -290,6 +295,8 @@ class Service:
             f"  page: {web_scheme}://{shown}:{ws_port}/{q}  (WebSocket {ws_scheme}://{shown}:{ws_port}/ws{q})",
             f"  phone: {web_scheme}://{shown}:{ws_port}/phone{q}  (type this on the phone"
             + ("" if tls else "; its motion sensors need https: add --tls self-signed") + ")",
+            *([] if sys.stdout.isatty() else ["  (the token is masked in logs: run in a terminal to see it, set ws_token "
+                                              "in the config, or read it from --ready-file)"]),
             *(tls.lines if tls else []),
             f"  record: the pages' Record buttons fit on the trainer at {config.trainer}" if config.trainer else
             "  record: off (start `sensorsynth trainer` and add --trainer tcp://127.0.0.1:5555 to record on the pages)",
@@ -362,6 +369,7 @@ class Service:
                 found = await loop.run_in_executor(None, engine.library.scan)
                 if found.added or found.replaced:
                     engine.apply(found)
+                    self.fits.library_changed()  # a fit waiting for its instrument looks now
                     await web.broadcast(web_instruments(web))
             except Exception:  # noqa: BLE001 - a reload problem must not stop the sound
                 log.exception("reload")

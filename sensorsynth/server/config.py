@@ -43,9 +43,29 @@ class ServeConfig(BaseModel):
     fixed_delay_ms: float = Field(10.0, ge=0, le=1000, description="the delay of fixed latency and time tags")
     timetag_window_s: float = Field(1.0, ge=0, le=3600, description="OSC time tags further than this are 'now'")
     osc_allowed_senders: list[str] | None = Field(None, description="IP addresses OSC is accepted from")
-    ws_token: str | None = Field(None, min_length=8, max_length=256,
-                                 description="token the WebSocket requires (default: generated when not on localhost)")
+    ws_token: str | None = Field(None, max_length=256,
+                                 description="token the WebSocket requires (default: one generated at each start); "
+                                 "at least 16 characters, never the example's placeholder")
     allowed_origins: list[str] | None = Field(None, description="other web origins allowed to open the WebSocket")
+    allowed_hosts: list[str] | None = Field(
+        None, description="other names this server is reached by, beyond its own hostname and TLS names (any IP "
+        "address always works): e.g. a DNS name; '*' turns the Host check off (not recommended: it is what stops "
+        "DNS rebinding)")
+    admin_token: str | None = Field(None, max_length=256,
+                                    description="token that may replace an existing instrument (upload with "
+                                    "replace: true); default none: nobody may replace over the WebSocket")
+    max_clients_per_ip: int = Field(8, ge=1, le=10000, description="WebSocket connections at once from one address")
+    max_voices_per_ip: int = Field(2, ge=1, le=256, description="voices held at once by one address's clients")
+    hello_timeout_s: float = Field(10.0, gt=0, le=3600,
+                                   description="a connection that neither says hello nor plays within this is closed")
+    osc_controls_all_voices: bool = Field(
+        False, description="let OSC play voices a WebSocket client holds (default: only OSC's voice 0 and free ones)")
+    osc_messages_per_s: float = Field(5000.0, gt=0, le=1e6,
+                                      description="OSC datagrams per second from one sender (bursts of twice that); "
+                                      "beyond, they are dropped and counted")
+    osc_status_peers: list[str] | None = Field(
+        None, description="IP addresses that get the full /sensorsynth/status reply (this machine always does); "
+        "others get at most 4 times the size of their request")
     reload_interval_s: float = Field(0.5, gt=0, le=60, description="how often the models folder is checked")
     ws_max_message_bytes: int = Field(64 * 1024, ge=256, le=1 << 20)
     ws_messages_per_s: float = Field(240.0, gt=0, le=100000)
@@ -77,6 +97,22 @@ class ServeConfig(BaseModel):
                                        "recorded on a phone plays about a minute later")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
+    @field_validator("ws_token", "admin_token")
+    @classmethod
+    def _secret(cls, value: str | None, info) -> str | None:
+        from .access import check_token
+
+        return None if value is None else check_token(value, info.field_name)
+
+    @field_validator("osc_status_peers")
+    @classmethod
+    def _addresses(cls, value: list[str] | None) -> list[str] | None:
+        import ipaddress
+
+        for v in value or []:
+            ipaddress.ip_address(v)  # a ValueError names the bad entry
+        return value
+
     @field_validator("record_fit")
     @classmethod
     def _fit_settings(cls, value: dict[str, Any]) -> dict[str, Any]:
@@ -94,7 +130,8 @@ class ServeConfig(BaseModel):
 def _first_error(exc: ValidationError, where: str) -> ConfigError:
     err = exc.errors()[0]
     field = ".".join(str(p) for p in err.get("loc", ())) or "?"
-    return ConfigError(f"{where}field '{field}': {err.get('msg', 'invalid')}")
+    msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+    return ConfigError(f"{where}field '{field}': {msg}")
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> ServeConfig:

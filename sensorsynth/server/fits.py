@@ -20,6 +20,17 @@ The flow for one client, all on the event loop except the talking to the trainer
 second); ``watch`` re-attaches a fit to a client that reconnected (a phone whose Wi-Fi dropped). A client
 that leaves does not stop its fit: the instrument still lands in the models folder for everyone.
 
+Ownership (``docs/server-security.md``): a fit belongs to the connection that uploaded it. ``cancel`` and
+``watch`` name a fit by its full 32-digit id (never a prefix), which only its uploader was told; while the
+uploader is connected no other connection may cancel or watch it; once it left, whoever holds the full id
+(the same page, reconnected) may take it over. ``upload`` with ``replace: true`` over an instrument that
+exists needs the server's ``admin_token`` (the message's ``admin`` field): a player may add instruments,
+never overwrite everyone's.
+
+Uploads are judged from their header before anything is decoded (rate ≤ ``UPLOAD_MAX_RATE``, channels ≤
+``UPLOAD_MAX_CHANNELS``, frames × channels ≤ ``UPLOAD_MAX_SAMPLES``), decoding reads at most that many frames
+whatever the header says, and at most ``MAX_DECODES`` clips are decoded at once.
+
 Without ``--trainer`` the edge answers every upload with ``no_trainer`` and says how to start one.
 """
 
@@ -46,6 +57,7 @@ from ..instrument_file import free_name, write_instrument  # noqa: F401 - re-exp
 from .library import SUFFIX, LibraryError, check_name
 
 if TYPE_CHECKING:
+    from .access import AccessPolicy
     from .engine import Engine
     from .rejections import Rejections
     from .web import Client
@@ -56,6 +68,10 @@ UPLOAD_MAX_BYTES = 1_000_000  # under the WebSocket's 1 MiB frame limit: 22 s of
 UPLOAD_MAX_SECONDS = 30.0
 UPLOAD_MIN_SECONDS = 0.1
 PAGE_SAMPLE_RATE = 22050  # what the pages record at (the instruments' own rate)
+UPLOAD_MAX_RATE = 96_000  # Hz: a header claiming more is refused before decoding
+UPLOAD_MAX_CHANNELS = 2
+UPLOAD_MAX_SAMPLES = 48_000 * 2 * int(UPLOAD_MAX_SECONDS)  # frames × channels: 30 s of 48 kHz stereo, 11 MiB decoded
+MAX_DECODES = 2  # clips decoded at once (the rest wait their turn on the event loop)
 MAX_FITS = 8  # fits this server follows at once (the trainer queues them; this bounds the threads)
 KEEP_FINISHED = 64  # finished fits remembered for `watch` after a reconnect
 SUBMIT_TIMEOUT_S = 3.0  # per try (Lazy Pirate: 2 tries) before "no trainer answered"
@@ -94,12 +110,14 @@ def check_clip(data: bytes, max_bytes: int = UPLOAD_MAX_BYTES, max_seconds: floa
     if not data:
         raise UploadError("bad_upload", "the clip is empty (0 bytes)")
     try:
-        with sf.SoundFile(io.BytesIO(data)) as f:
+        with sf.SoundFile(io.BytesIO(data)) as f:  # opening reads the header only: nothing is decoded yet
             rate, channels, fmt = int(f.samplerate), int(f.channels), str(f.format)
-            if rate <= 0 or f.frames / rate > max_seconds:
-                raise UploadError("bad_upload", f"the clip is {f.frames / max(rate, 1):.1f} s long; at most "
-                                  f"{max_seconds:g} s are accepted")
-            audio = f.read(dtype="float32", always_2d=True)
+            limit = check_header(rate, channels, int(f.frames), max_seconds)
+            # read at most what the header may claim: a header that lies about its length costs no more
+            audio = f.read(frames=limit + 1, dtype="float32", always_2d=True)
+            if audio.shape[0] > limit:
+                raise UploadError("too_large", f"the clip holds more than {limit} frames "
+                                  f"({max_seconds:g} s at {rate} Hz); record fewer seconds")
     except UploadError:
         raise
     except Exception as exc:  # noqa: BLE001 - libsndfile's errors vary by version; all mean "not audio"
@@ -113,6 +131,24 @@ def check_clip(data: bytes, max_bytes: int = UPLOAD_MAX_BYTES, max_seconds: floa
     if float(np.abs(audio).max()) < 1e-5:
         raise UploadError("bad_upload", "the clip is silent: check the microphone (is it muted, or another app's?)")
     return ClipInfo(rate, channels, frames, fmt)
+
+
+def check_header(rate: int, channels: int, frames: int, max_seconds: float = UPLOAD_MAX_SECONDS) -> int:
+    """The most frames a clip with this header may decode to, or UploadError naming the figure that is too
+    large: the sample rate, the channels, the length, or frames × channels (what decoding would allocate)."""
+    if rate <= 0 or rate > UPLOAD_MAX_RATE:
+        raise UploadError("too_large", f"the clip's sample rate is {rate} Hz; at most {UPLOAD_MAX_RATE} Hz is "
+                          "accepted")
+    if channels <= 0 or channels > UPLOAD_MAX_CHANNELS:
+        raise UploadError("too_large", f"the clip has {channels} channels; at most {UPLOAD_MAX_CHANNELS} are accepted")
+    if frames / rate > max_seconds:
+        raise UploadError("bad_upload", f"the clip is {frames / rate:.1f} s long; at most {max_seconds:g} s are "
+                          "accepted")
+    limit = min(int(max_seconds * rate), UPLOAD_MAX_SAMPLES // channels)
+    if frames > limit:
+        raise UploadError("too_large", f"the clip is {frames} frames × {channels} channels; at most "
+                          f"{UPLOAD_MAX_SAMPLES} samples are accepted")
+    return limit
 
 
 def clean_name(text: str, default: str = "take") -> str:
@@ -160,8 +196,12 @@ class FitEdge:
     to the trainer from its own thread (a TrainerClient per fit: ZeroMQ sockets are not shared)."""
 
     def __init__(self, engine: "Engine", trainer: str | None, record_fit: dict[str, Any] | None = None,
-                 rejections: "Rejections | None" = None, reload_interval_s: float = 0.5) -> None:
+                 rejections: "Rejections | None" = None, reload_interval_s: float = 0.5,
+                 access: "AccessPolicy | None" = None) -> None:
         self.engine = engine
+        self.access = access  # the admin token (the web server sets it when given this edge)
+        # a client's voice for a fit that lands: the web server's allocator (per-address caps) replaces this
+        self.allocate: Callable[["Client"], int | None] = lambda c: self.engine.allocate_voice(c.id)
         self.reload_interval_s = reload_interval_s
         self.library = engine.library
         self.endpoint = trainer
@@ -175,6 +215,15 @@ class FitEdge:
         self._pool = ThreadPoolExecutor(max_workers=MAX_FITS + 2, thread_name_prefix="fit")
         self._tasks: set[asyncio.Task] = set()
         self._stopping = False
+        self._decodes: asyncio.Semaphore | None = None  # made on the loop, at the first upload
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._reloaded: asyncio.Event | None = None  # set by library_changed(): an install stops waiting
+
+    def library_changed(self) -> None:
+        """The models folder was scanned and something loaded (the app's reload loop calls this, on the loop):
+        installs waiting for their file look again now instead of polling."""
+        if self._reloaded is not None:
+            self._reloaded.set()
 
     # ------------------------------------------------------------------ what the pages are told
     def unavailable(self) -> tuple[str, str] | None:
@@ -261,8 +310,17 @@ class FitEdge:
         return next((f for f in self.fits.values() if f.client is client and f.state in ACTIVE), None)
 
     def _find(self, ref: str) -> Fit | None:
-        found = [f for f in self.fits.values() if f.key.startswith(ref) or f.job_id.startswith(ref)]
-        return found[0] if len(found) == 1 else None
+        """The fit with this full id (its key or its trainer job id): never a prefix, which another client
+        could guess in a few tries."""
+        return next((f for f in self.fits.values() if ref in (f.key, f.job_id)), None)
+
+    @staticmethod
+    def _held_by_other(fit: Fit, client: "Client") -> bool:
+        """Whether ``fit`` belongs to another connection that is still here (then it is not ``client``'s)."""
+        return fit.client is not None and fit.client is not client
+
+    def _may_replace(self, msg: Any) -> bool:
+        return self.access is not None and self.access.is_admin(getattr(msg, "admin", None))
 
     async def _upload(self, client: "Client", msg: Any) -> None:
         refusal = self.unavailable()
@@ -282,6 +340,16 @@ class FitEdge:
             await self._error(client, "busy", f"this server is already following {MAX_FITS} fits; try again soon",
                               "upload")
             return
+        if msg.replace and not self._may_replace(msg):
+            try:
+                target = clean_name(msg.name)
+            except LibraryError as exc:
+                await self._error(client, "bad_upload", str(exc), "upload")
+                return
+            if self._taken(target):
+                await self._error(client, "forbidden", f"replacing the instrument {target!r} needs the admin token "
+                                  "(upload it under a new name instead)", "upload")
+                return
         self.pending[client.id] = Pending(msg)
 
     def _taken(self, name: str) -> bool:
@@ -297,17 +365,24 @@ class FitEdge:
                 raise UploadError("bad_upload", f"the clip is {len(data)} bytes, but 'upload' announced {msg.size}")
             if msg.sha256 is not None and hashlib.sha256(data).hexdigest() != msg.sha256.lower():
                 raise UploadError("bad_upload", "the clip's SHA-256 does not match 'upload': it was damaged on the way")
-            clip = await asyncio.get_running_loop().run_in_executor(self._pool, check_clip, data)
+            if self._decodes is None:
+                self._decodes = asyncio.Semaphore(MAX_DECODES)
+            async with self._decodes:  # at most MAX_DECODES clips decoded at once; the others wait here
+                clip = await asyncio.get_running_loop().run_in_executor(self._pool, check_clip, data)
             base = clean_name(msg.name)
         except (UploadError, LibraryError) as exc:
             await self._error(client, getattr(exc, "code", "bad_upload"), str(exc), "upload")
             return
         if self._stopping:
             return
-        name = base if msg.replace else free_name(base, self._taken)
+        replace = bool(msg.replace) and self._may_replace(msg)  # (without admin: a new name, never over one)
+        if msg.replace and not replace and self._taken(base):  # taken while the clip was on its way
+            await self._error(client, "forbidden", f"replacing the instrument {base!r} needs the admin token", "upload")
+            return
+        name = base if replace else free_name(base, self._taken)
         key = uuid.uuid4().hex
         entry = self.library.entries.get(name)
-        fit = Fit(key, name, client, msg.replace, clip, len(data),
+        fit = Fit(key, name, client, replace, clip, len(data),
                   before_version=entry.version if entry is not None else None)
         self.fits[key] = fit
         self.stats["uploads"] += 1
@@ -330,6 +405,9 @@ class FitEdge:
             await self._error(client, "unknown_job", f"no fit {msg.job} on this server" if msg.job
                               else "this page has no fit to cancel", "cancel")
             return
+        if self._held_by_other(fit, client):
+            await self._error(client, "forbidden", "that fit belongs to another connection", "cancel")
+            return
         if fit.state == "installing":
             await self._error(client, "finished", f"the fit of {fit.name!r} is done; its instrument is being loaded",
                               "cancel")
@@ -344,6 +422,9 @@ class FitEdge:
         fit = self._find(msg.job)
         if fit is None:
             await self._error(client, "unknown_job", f"no fit {msg.job} on this server (it may have restarted)", "watch")
+            return
+        if self._held_by_other(fit, client):
+            await self._error(client, "forbidden", "that fit belongs to another connection", "watch")
             return
         fit.client = client
         if fit.state == "done" and fit.instrument:  # it landed while the page was away: play it now
@@ -363,7 +444,7 @@ class FitEdge:
         await self._send(fit.client, wire.encode("fit", **message))
 
     async def _run(self, fit: Fit, data: bytes) -> None:
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         updates: asyncio.Queue = asyncio.Queue()
 
         def post(item: Any) -> None:  # from the follow thread
@@ -488,17 +569,26 @@ class FitEdge:
         finally:
             client.close()
 
-    def _taken_elsewhere(self, name: str, fit: Fit) -> bool:
-        """Taken by anything but ``fit`` itself (called from the follow thread: reads only)."""
+    def _taken_by_other(self, name: str, fit: Fit) -> bool:
+        """Taken by anything but ``fit`` itself (on the event loop, which owns the table and the library)."""
         if name in self.library.entries or self.library.path_of(name).exists():
             return True
-        while True:
-            try:
-                others = list(self.fits.values())
-                break
-            except RuntimeError:  # the loop changed the dict meanwhile: read it again
-                continue
-        return any(f is not fit and f.name == name and f.state in ACTIVE for f in others)
+        return any(f is not fit and f.name == name and f.state in ACTIVE for f in self.fits.values())
+
+    def _taken_elsewhere(self, name: str, fit: Fit) -> bool:
+        """``_taken_by_other`` asked from the follow thread: the question is handed to the event loop (the
+        table is never read across threads); a loop that does not answer (stopping) counts as taken."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return True
+
+        async def ask() -> bool:
+            return self._taken_by_other(name, fit)
+
+        try:
+            return asyncio.run_coroutine_threadsafe(ask(), loop).result(timeout=5.0)
+        except Exception:  # noqa: BLE001 - a stopped loop or a timeout: never write over something
+            return True
 
     def _shared_result(self, result_path: str | None, blob: bytes | None) -> str | None:
         """The name of the result when the trainer wrote it into this server's folder (the same bytes as
@@ -551,7 +641,10 @@ class FitEdge:
         """The file is in the folder: wait for the library to load it, then play it on the client's voice."""
         fit.instrument = name
         deadline = time.monotonic() + max(15.0, 20 * self.reload_interval_s)
+        if self._reloaded is None:
+            self._reloaded = asyncio.Event()
         while True:
+            self._reloaded.clear()  # before looking: a load that lands after this look wakes the wait below
             entry = self.library.entries.get(name)
             fresh = entry is not None and (not fit.replace or fit.before_version is None
                                            or entry.version > fit.before_version)
@@ -563,7 +656,11 @@ class FitEdge:
                                  reason=f"{self.library.path_of(name)} was written but this server did not load it "
                                  "(see its log)")
                 return
-            await asyncio.sleep(0.02)
+            # woken by library_changed() when the reload loop loaded something; the timeout is a fallback
+            try:
+                await asyncio.wait_for(self._reloaded.wait(), timeout=max(0.05, 2 * self.reload_interval_s))
+            except asyncio.TimeoutError:
+                pass
         fit.times["loaded"] = time.monotonic()
         self.stats["done"] += 1
         switched = await self._switch(fit)
@@ -576,7 +673,7 @@ class FitEdge:
         if client is None or fit.instrument is None:
             return None
         if client.voice is None:
-            client.voice = self.engine.allocate_voice(client.id)
+            client.voice = self.allocate(client)
             if client.voice is None:
                 await self._error(client, "no_voice", f"{fit.instrument} is ready, but all voices are taken", "upload")
                 return None

@@ -36,7 +36,9 @@ is dropped), `unknown_address`, `wrong_type` (a string or blob where numbers are
 `wrong_count` (an empty control, two gains, ...), `nonfinite` (NaN or inf), `negative` (a control < 0),
 `out_of_range` (gain), `bad_index`/`bad_voice`/`bad_name`, `too_deep` (a bundle nested too deeply: that bundle
 is dropped, its siblings are kept), `forbidden_sender` (a sender not in `allowed_senders`), `rate_limited`
-(status requests beyond `STATUS_REPLIES_PER_S`, 20/s), `status_error` (the status provider raised),
+(status requests beyond `STATUS_REPLIES_PER_S`, 20/s), `sender_rate` (datagrams beyond one sender's
+`OscPolicy.messages_per_s`), `voice_taken` (a `/voice/<n>/...` message for a voice a WebSocket client holds,
+unless `OscPolicy.controls_all_voices`), `status_error` (the status provider raised),
 `sink_error` (the sink raised something other than `Rejected`; the first is logged with its traceback), and whatever the
 audio engine refuses when the command reaches it: the sink raises `Rejected(kind, message)` (`wrong_count` for
 3 values on a K=16 instrument, `unknown_instrument`, ...).
@@ -50,6 +52,14 @@ tag) and of websockets (a protocol core without I/O):
 - `encode_status(mapping) -> bytes`: the status reply, pure.
 - `OscServer`: an asyncio `DatagramProtocol` that stamps each datagram's arrival (`time.monotonic_ns()`), checks
   the sender, decodes, hands every command to `sink(command, arrival_ns)` and answers status requests.
+
+Who may do what (`OscPolicy`, `docs/server-security.md`): OSC carries no authentication (UDP senders can be
+forged), so it is bounded instead. Each sender address but this machine's loopback has a token bucket
+(`messages_per_s` datagrams per second, bursts of twice that); `/voice/<n>/...` reaches voice 0 (OSC's own) and voices nobody holds, never a
+voice a browser or the hands adapter holds, unless `controls_all_voices`; and the status reply to a sender
+that is neither this machine nor one of `status_peers` is at most `STATUS_REPLY_RATIO` (4) times the size of
+the request datagram (pad the request with a blob to see more), one reply per datagram: a forged request
+cannot make this server an amplifier.
 """
 
 from __future__ import annotations
@@ -107,6 +117,9 @@ MAX_PACKET = 65536
 MAX_NUMBER_DIGITS = 6  # voice and control indices: /voice/999999 at most (the engine checks the real bounds)
 STATUS_REPLIES_PER_S = 20.0  # token bucket (burst of as many): a status reply must not be a flood amplifier
 MAX_STATUS_BYTES = 8192
+STATUS_REPLY_RATIO = 4  # a reply to a sender not trusted for status is at most this × its request datagram
+_LOOPBACK_SENDERS = frozenset({"127.0.0.1", "::1", "::ffff:127.0.0.1"})
+MAX_SENDERS = 4096  # per-sender buckets kept; beyond, the table starts again (a spoofed-address flood)
 
 NTP_UNIX_OFFSET = 2208988800  # seconds from 1900-01-01 (NTP era 0) to 1970-01-01
 _NTP_ERA = 1 << 32
@@ -269,6 +282,7 @@ def _float_struct(tags: bytes) -> struct.Struct | None:
 # Argument sizes of the fixed-size types; s/S/b are variable; T F N I [ ] carry no data.
 _FIXED = {"i": 4, "f": 4, "c": 4, "r": 4, "m": 4, "h": 8, "d": 8, "t": 8}
 _NO_DATA = frozenset("TFNI[]")
+_NO_DATA_VALUES = {"T": True, "F": False, "N": None, "I": math.inf}
 
 
 def _string_end(data: bytes, start: int, end: int) -> tuple[int, int]:
@@ -329,7 +343,8 @@ def _parse_args(data: bytes, tags: str, p: int, end: int) -> list:
                 depth -= 1
                 if depth < 0:
                     raise _Malformed("unbalanced ']' in type tags")
-            values.append(t)
+            # T and F are booleans (never the strings "T"/"F", which would read as true); N is nil, I infinity
+            values.append(_NO_DATA_VALUES.get(t, t))
         else:
             raise _Malformed(f"unknown type tag {t!r}")
     if depth:
@@ -521,14 +536,13 @@ class OscDecoder:
                 return Rejection("wrong_count", f"/calibrate/{name} takes nothing, or 2·N finite numbers (lo…, hi…)")
             return CalibrateRequest(str(name), values if n else (), voice)
         action = verb.partition(".")[2]
-        numbers = [v for v, t in zip(values, kind if kind not in ("f", "s") else kind * n) if t in "ifdh"]
-        strings = [v for v in values if isinstance(v, str)]
-        if kind == "f":
-            numbers, strings = list(values), []
-        elif kind == "s":
-            numbers, strings = [], list(values)
+        tags = kind if kind not in ("f", "s") else kind * n
+        numbers = [v for v, t in zip(values, tags) if t in "ifdhTF"]  # a number (0 = off) or a boolean T/F
+        strings = [v for v, t in zip(values, tags) if t in "sS"]
         if len(numbers) > 1 or len(strings) > 1 or len(numbers) + len(strings) != n:
-            return Rejection("wrong_type", f"/learn/{action} takes at most one number and one string")
+            return Rejection("wrong_type", f"/learn/{action} takes at most one number (or T/F) and one string")
+        if numbers and not (isinstance(numbers[0], bool) or math.isfinite(numbers[0])):
+            return Rejection("nonfinite", f"/learn/{action}: the on/off value is NaN or inf")
         on = bool(numbers[0]) if numbers else True
         text = strings[0] if strings else None
         if action == "train":
@@ -665,6 +679,23 @@ def encode_status(mapping: dict, address: str = PREFIX + "/status", max_bytes: i
 # ----------------------------------------------------------------------------------------------- front-end
 
 
+@dataclass(frozen=True)
+class OscPolicy:
+    """What OSC senders may do (from ``ServeConfig``: ``osc_controls_all_voices``, ``osc_messages_per_s``,
+    ``osc_status_peers``)."""
+
+    controls_all_voices: bool = False
+    messages_per_s: float = 5000.0  # datagrams per second from one sender address
+    burst: float = 10000.0
+    status_peers: frozenset[str] = frozenset()  # canonical IPs that get the whole status reply
+
+    @classmethod
+    def from_config(cls, config) -> "OscPolicy":
+        peers = frozenset(c for c in (_canonical_ip(str(p)) for p in (config.osc_status_peers or [])) if c)
+        return cls(config.osc_controls_all_voices, config.osc_messages_per_s, 2 * config.osc_messages_per_s, peers)
+
+
+
 def _canonical_ip(host: str) -> str | None:
     try:
         ip = ipaddress.ip_address(host.split("%", 1)[0])
@@ -708,8 +739,13 @@ class OscServer:
         clock: Callable[[], float] = time.time,
         presets: "PresetTable | None" = None,
         on_bundle_end: Callable[[int], None] | None = None,
+        policy: OscPolicy | None = None,
+        voice_owner: Callable[[int], str | None] | None = None,
     ) -> None:
         self._sink = sink
+        self.policy = policy or OscPolicy()
+        self._voice_owner = voice_owner  # who holds voice n ("osc...", a client id, or None); None: no check
+        self._senders: dict[str, list[float]] = {}  # address → [tokens, last monotonic ns]
         self._on_bundle_end = on_bundle_end
         self._status_provider = status_provider
         self._rejections = rejections
@@ -728,7 +764,7 @@ class OscServer:
         self._transport: asyncio.DatagramTransport | None = None
         self._protocol: _Protocol | None = None
         self.stats: dict[str, int] = dict.fromkeys(
-            ("packets", "messages", "commands", "bytes", "status_replies", "rejected"), 0
+            ("packets", "messages", "commands", "bytes", "status_replies", "status_bytes", "rejected"), 0
         )
         """Live counters since construction, updated in place (a reference stays current): packets, messages,
         commands (accepted by the sink), bytes, status_replies, rejected (by this server, every kind;
@@ -787,6 +823,9 @@ class OscServer:
         if self._allowed is not None and addr[0] not in self._allowed and _canonical_ip(addr[0]) not in self._allowed:
             self._reject("forbidden_sender", f"datagram from {addr[0]}, not in allowed_senders")
             return
+        if not self._sender_allowed(addr[0], arrival):
+            self._reject("sender_rate", f"datagrams from {addr[0]} beyond {self.policy.messages_per_s:g}/s")
+            return
         try:
             items = self.decoder.decode(data, self._clock())
         except Exception as e:  # a decoder bug must not take the server down
@@ -796,12 +835,18 @@ class OscServer:
             return
         stats["messages"] = self.decoder.messages
         sink = self._sink
+        guard = None if self.policy.controls_all_voices else self._voice_owner
+        replied = False
         for item in items:
             t = type(item)
             if t is Rejection:
                 self._reject(item.kind, f"from {addr[0]}:{addr[1]}: {item.message}")
             elif t is StatusRequest:
-                self._reply_status(addr, arrival)
+                if not replied:  # one reply per datagram: a bundle of requests gets no more
+                    self._reply_status(addr, arrival, len(data))
+                    replied = True
+            elif guard is not None and (refused := self._voice_refused(guard, item)) is not None:
+                self._reject("voice_taken", f"from {addr[0]}:{addr[1]}: {refused}")
             else:
                 try:
                     sink(item, arrival)
@@ -819,7 +864,48 @@ class OscServer:
             except Exception:  # noqa: BLE001 - a mapping problem must not stop OSC
                 log.exception("OSC bundle end")
 
-    def _reply_status(self, addr, arrival_ns: int) -> None:
+    def _sender_allowed(self, host: str, arrival_ns: int) -> bool:
+        """One sender's token bucket: ``messages_per_s`` datagrams per second, bursts of ``burst``. This
+        machine's own senders (loopback, which no other machine can forge) are the operator's: not limited."""
+        bucket = self._senders.get(host)
+        if bucket is None and host in _LOOPBACK_SENDERS:
+            return True
+        pol = self.policy
+        if bucket is None:
+            if len(self._senders) >= MAX_SENDERS:
+                self._senders.clear()
+            bucket = self._senders[host] = [pol.burst, arrival_ns]
+        else:
+            bucket[0] = min(pol.burst, bucket[0] + (arrival_ns - bucket[1]) * 1e-9 * pol.messages_per_s)
+            bucket[1] = arrival_ns
+        if bucket[0] < 1.0:
+            return False
+        bucket[0] -= 1.0
+        return True
+
+    @staticmethod
+    def _voice_refused(owner_of: Callable[[int], str | None], item) -> str | None:
+        """Why OSC may not touch the voice ``item`` names (a WebSocket client holds it), or None."""
+        voice = getattr(item, "voice", None)
+        if voice is None:
+            return None
+        try:
+            owner = owner_of(voice)
+        except (IndexError, KeyError, TypeError):
+            return None  # no such voice: the engine refuses it with bad_voice
+        if owner is None or owner.startswith("osc"):
+            return None
+        return f"voice {voice} is played by a WebSocket client (osc_controls_all_voices is off)"
+
+    def _status_budget(self, host: str, request_bytes: int) -> int:
+        """How large the status reply to ``host`` may be: the whole (MAX_STATUS_BYTES) for this machine and
+        ``status_peers``, else STATUS_REPLY_RATIO × the request (no amplification for forged senders)."""
+        canon = _canonical_ip(host)
+        if canon is not None and (ipaddress.ip_address(canon).is_loopback or canon in self.policy.status_peers):
+            return MAX_STATUS_BYTES
+        return min(MAX_STATUS_BYTES, STATUS_REPLY_RATIO * request_bytes)
+
+    def _reply_status(self, addr, arrival_ns: int, request_bytes: int = 0) -> None:
         elapsed = (arrival_ns - self._tokens_at) / 1e9
         self._tokens_at = arrival_ns
         self._tokens = min(STATUS_REPLIES_PER_S, self._tokens + elapsed * STATUS_REPLIES_PER_S)
@@ -828,7 +914,7 @@ class OscServer:
             return
         self._tokens -= 1.0
         try:
-            reply = encode_status(self._status_provider())
+            reply = encode_status(self._status_provider(), max_bytes=self._status_budget(addr[0], request_bytes))
         except Exception as e:
             if not self._rejections.counts[SOURCE + ":status_error"]:
                 log.exception("OSC status provider failed")
@@ -837,3 +923,4 @@ class OscServer:
         if self._transport is not None:
             self._transport.sendto(reply, addr)
             self.stats["status_replies"] += 1
+            self.stats["status_bytes"] += len(reply)

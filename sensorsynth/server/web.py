@@ -7,6 +7,16 @@ is counted; the connection stays up. Size and rate limits are per client.
 
 HTTP routes: ``/`` the live page, ``/static/<file>`` its assets, ``/api/instruments``,
 ``/api/instruments/<name>``, ``/health`` (the status as JSON).
+
+Who may come in (``docs/server-security.md``): every request must name this server in ``Host`` (no DNS
+rebinding) and carry one ``Host`` and at most one ``Origin`` (duplicates get a 400, not a traceback); the
+upgrade to ``/ws`` then follows :class:`~sensorsynth.server.access.AccessPolicy` (token, Origin), at most
+``max_clients`` connections in all and ``max_clients_per_ip`` from one address, and a connection must say
+hello (or play) within ``hello_timeout_s``. One address's clients hold at most ``max_voices_per_ip`` voices.
+This machine (loopback) is exempt from the per-address caps: its clients are the operator's own programs (a
+kiosk page, the hands adapter, load tests), and the global caps still hold.
+Every response carries a Content-Security-Policy (no framing, scripts only from this server), no referrer
+and ``nosniff``; a 500 says "internal error" and nothing of the exception (that goes to the log, once).
 """
 
 from __future__ import annotations
@@ -30,7 +40,7 @@ from websockets.http11 import Request, Response
 
 from ..protocol import ws as wire
 from ..protocol.commands import Command, Control, ControlChannel, Deform, Gain, Rejected, SelectInstrument
-from .access import AccessPolicy
+from .access import AccessPolicy, _canonical, is_loopback
 from .engine import Engine
 from .library import LibraryError, check_name, details, summary
 from .rejections import Rejections
@@ -50,6 +60,17 @@ class WebLimits:
     burst: float = 480.0
     max_clients: int = 64
     idle_release_s: float = 60.0  # a client silent this long gives its voice back
+    max_clients_per_ip: int = 8
+    max_voices_per_ip: int = 2
+    hello_timeout_s: float = 10.0  # a connection that neither says hello nor plays by then is closed
+
+    @classmethod
+    def from_config(cls, config: Any) -> "WebLimits":
+        """The limits from ``ServeConfig`` (one place, so a new option is not forgotten by the caller)."""
+        return cls(max_message_bytes=config.ws_max_message_bytes, messages_per_s=config.ws_messages_per_s,
+                   burst=2 * config.ws_messages_per_s, max_clients=config.max_clients,
+                   idle_release_s=config.idle_release_s, max_clients_per_ip=config.max_clients_per_ip,
+                   max_voices_per_ip=config.max_voices_per_ip, hello_timeout_s=config.hello_timeout_s)
 
 
 @dataclass
@@ -64,6 +85,24 @@ class Client:
     last_active: float = field(default_factory=time.monotonic)
     sensor_frames: int = 0
     dropped_audio: int = 0
+    ip: str = ""  # the peer's address (canonical): per-address caps
+    introduced: bool = False  # said hello, or played: not a slot held by a silent connection
+    hello_timer: asyncio.TimerHandle | None = None
+
+
+# The pages load their scripts, worklets and styles from /static only and talk to this server only; inline
+# style attributes are used by the pages' markup (colour swatches), inline scripts never.
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+       "connect-src 'self'; media-src 'self' blob:; object-src 'none'; base-uri 'none'; form-action 'none'; "
+       "frame-ancestors 'none'")
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Frame-Options": "DENY",  # frame-ancestors for browsers without CSP level 2
+    "Referrer-Policy": "no-referrer",  # the page address holds the token: never send it on
+    "X-Content-Type-Options": "nosniff",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
 
 
 def _response(status: HTTPStatus, body: bytes, content_type: str) -> Response:
@@ -71,7 +110,8 @@ def _response(status: HTTPStatus, body: bytes, content_type: str) -> Response:
     headers["Content-Type"] = content_type
     headers["Content-Length"] = str(len(body))
     headers["Cache-Control"] = "no-store"
-    headers["X-Content-Type-Options"] = "nosniff"
+    for key, value in SECURITY_HEADERS.items():
+        headers[key] = value
     return Response(status.value, status.phrase, headers, body)
 
 
@@ -89,7 +129,7 @@ class WebServer:
         self.access = access or AccessPolicy()
         self.engine = engine
         self.mappings = mappings  # sensor frames → the mappings → this client's voice
-        self.fits: "FitEdge | None" = None  # uploads → trainer jobs → this client's voice (set by the app)
+        self._fits: "FitEdge | None" = None  # uploads → trainer jobs → this client's voice (set by the app)
         self.library = engine.library
         self.rejections = rejections
         self.limits = limits or WebLimits()
@@ -99,6 +139,17 @@ class WebServer:
         self._pusher: asyncio.Task | None = None
         self.extra_status: dict[str, Any] = {}
         self.stats = {"connections": 0, "messages": 0, "audio_frames_dropped": 0, "sensor_frames": 0}
+
+    @property
+    def fits(self) -> "FitEdge | None":
+        return self._fits
+
+    @fits.setter
+    def fits(self, edge: "FitEdge | None") -> None:
+        self._fits = edge
+        if edge is not None:  # a fit that lands takes its client's voice within the same per-address caps
+            edge.allocate = self._ensure_voice
+            edge.access = self.access
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, host: str = "0.0.0.0", port: int = 8765, ssl: Any = None) -> tuple[str, int]:
@@ -123,22 +174,56 @@ class WebServer:
             await self._server.wait_closed()
 
     # ------------------------------------------------------------------ HTTP
+    @staticmethod
+    def _peer(connection: ServerConnection) -> str:
+        addr = connection.remote_address
+        return _canonical(str(addr[0])) if addr else ""
+
+    def _per_ip(self, ip: str) -> int:
+        return sum(1 for c in self.clients.values() if c.ip == ip)
+
     def _http(self, connection: ServerConnection, request: Request) -> Response | None:
-        path = request.path.split("?", 1)[0]
-        if path == "/ws":
-            peer = connection.remote_address[0] if connection.remote_address else ""
-            refused = self.access.refuse_ws(request.path, request.headers, peer)
-            if refused is not None:
-                self.rejections.count("ws", "forbidden", refused)
-                return _error(HTTPStatus.FORBIDDEN, refused)
-            if len(self.clients) >= self.limits.max_clients:
-                return _error(HTTPStatus.SERVICE_UNAVAILABLE, "too many clients")
-            return None  # the WebSocket handshake goes on
         try:
+            return self._gate(connection, request)
+        except Exception:  # noqa: BLE001 - a request must never hurt the service, nor show its insides
+            if not self.rejections.counts["http:internal"]:
+                log.exception("HTTP %s", request.path[:200])  # once: a repeated fault is counted, not logged
+            self.rejections.count("http", "internal", "a request failed inside the server (see the log)")
+            return _error(HTTPStatus.INTERNAL_SERVER_ERROR, "internal error")
+
+    def _gate(self, connection: ServerConnection, request: Request) -> Response | None:
+        headers = request.headers
+        for name in ("Host", "Origin", "Authorization"):
+            if len(headers.get_all(name)) > 1:
+                self.rejections.count("http", "duplicate_header", f"more than one {name} header")
+                return _error(HTTPStatus.BAD_REQUEST, f"more than one {name} header")
+        refused = self.access.refuse_host(headers)
+        if refused is not None:
+            self.rejections.count("http", "bad_host", refused)
+            return _error(HTTPStatus.BAD_REQUEST if "required" in refused else HTTPStatus.FORBIDDEN, refused)
+        path = request.path.split("?", 1)[0]
+        if path != "/ws":
             return self._route(path)
-        except Exception as exc:  # noqa: BLE001 - a page request must never hurt the service
-            log.exception("HTTP %s", path)
-            return _error(HTTPStatus.INTERNAL_SERVER_ERROR, f"internal error: {exc!r}")
+        peer = self._peer(connection)
+        refused = self.access.refuse_ws(request.path, headers, peer)
+        if refused is not None:
+            self.rejections.count("ws", "forbidden", refused)
+            return _error(HTTPStatus.FORBIDDEN, refused)
+        full = self._full(peer)
+        if full is not None:
+            return _error(HTTPStatus.SERVICE_UNAVAILABLE, full)
+        return None  # the WebSocket handshake goes on
+
+    def _full(self, ip: str) -> str | None:
+        """Why one more connection from ``ip`` is refused (all slots, or this address's share), or None."""
+        if len(self.clients) >= self.limits.max_clients:
+            self.rejections.count("ws", "too_many_clients", f"all {self.limits.max_clients} client slots are taken")
+            return "too many clients"
+        if not is_loopback(ip) and self._per_ip(ip) >= self.limits.max_clients_per_ip:
+            self.rejections.count("ws", "too_many_from_address",
+                                  f"more than {self.limits.max_clients_per_ip} connections from one address")
+            return f"too many connections from your address (at most {self.limits.max_clients_per_ip})"
+        return None
 
     def _route(self, path: str) -> Response:
         if path in ("/", "/index.html"):
@@ -178,9 +263,15 @@ class WebServer:
 
     # ------------------------------------------------------------------ WebSocket
     async def _handle(self, ws: ServerConnection) -> None:
-        client = Client(f"ws{next(self._ids)}", ws, tokens=self.limits.burst)
+        ip = self._peer(ws)
+        full = self._full(ip)  # again: upgrades that raced past the HTTP check
+        if full is not None:
+            await ws.close(1013, full[:120])
+            return
+        client = Client(f"ws{next(self._ids)}", ws, tokens=self.limits.burst, ip=ip)
         self.clients[client.id] = client
         self.stats["connections"] += 1
+        client.hello_timer = asyncio.get_running_loop().call_later(self.limits.hello_timeout_s, self._no_hello, client)
         try:
             async for message in ws:
                 await self._on_message(client, message)
@@ -189,7 +280,19 @@ class WebServer:
         finally:
             self._leave(client)
 
+    def _no_hello(self, client: Client) -> None:
+        """The hello deadline passed: a connection that never introduced itself gives its slot back."""
+        client.hello_timer = None
+        if client.introduced or client.id not in self.clients:
+            return
+        self.rejections.count("ws", "no_hello", f"no hello within {self.limits.hello_timeout_s:g} s: closed")
+        task = asyncio.ensure_future(client.ws.close(1008, "say hello first"))
+        task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+
     def _leave(self, client: Client) -> None:
+        if client.hello_timer is not None:
+            client.hello_timer.cancel()
+            client.hello_timer = None
         self.clients.pop(client.id, None)
         if client.audio:
             self.engine.listeners -= 1
@@ -218,9 +321,23 @@ class WebServer:
         await client.ws.send(wire.error(code, message, ref))
 
     def _ensure_voice(self, client: Client) -> int | None:
+        """The client's voice, allocating one if it has none: None when all are taken or when its address
+        already holds ``max_voices_per_ip`` (``_no_voice`` says which)."""
         if client.voice is None:
+            held = sum(1 for c in self.clients.values() if c.ip == client.ip and c.voice is not None)
+            if held >= self.limits.max_voices_per_ip and not is_loopback(client.ip):
+                self.rejections.count("ws", "voices_per_address",
+                                      f"more than {self.limits.max_voices_per_ip} voices for one address")
+                return None
             client.voice = self.engine.allocate_voice(client.id)
         return client.voice
+
+    def _no_voice(self, client: Client) -> str:
+        held = sum(1 for c in self.clients.values() if c.ip == client.ip and c.voice is not None)
+        if held >= self.limits.max_voices_per_ip and not is_loopback(client.ip):
+            return (f"your address already plays {held} voices (at most {self.limits.max_voices_per_ip}); close "
+                    "another page first")
+        return f"all {len(self.engine.voices)} voices are taken; try later"
 
     def _welcome(self, client: Client) -> str:
         e = self.engine
@@ -255,6 +372,8 @@ class WebServer:
             return
         client.last_active = now
         kind = msg.type
+        if kind not in ("status", "audio", "monitor", "upload", "cancel", "watch"):
+            client.introduced = True  # hello, or a message that plays (and so says hello implicitly)
         if kind == "hello":
             self._ensure_voice(client)
             self._set_monitor(client, msg.monitor)
@@ -283,7 +402,7 @@ class WebServer:
     async def _play(self, client: Client, msg: Any, arrival: int) -> None:
         voice = self._ensure_voice(client)
         if voice is None:
-            await self._send_error(client, "no_voice", f"all {len(self.engine.voices)} voices are taken; try later")
+            await self._send_error(client, "no_voice", self._no_voice(client), msg.type)
             return
         try:
             cmd: Command
@@ -310,7 +429,7 @@ class WebServer:
             return
         voice = self._ensure_voice(client)
         if voice is None:
-            await self._send_error(client, "no_voice", f"all {len(self.engine.voices)} voices are taken; try later")
+            await self._send_error(client, "no_voice", self._no_voice(client))
             return
         try:
             self.mappings.play(client.id, voice, msg.source, msg.kind, msg.values, msg.t, arrival, hand=msg.hand)
@@ -324,7 +443,7 @@ class WebServer:
             return
         voice = self._ensure_voice(client)
         if voice is None:
-            await self._send_error(client, "no_voice", f"all {len(self.engine.voices)} voices are taken; try later")
+            await self._send_error(client, "no_voice", self._no_voice(client))
             return
         try:
             if msg.type == "calibrate":

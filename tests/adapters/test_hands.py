@@ -263,7 +263,7 @@ def test_the_sender_drops_while_down_and_reconnects_to_a_restarted_server(start_
 
 
 def test_a_server_that_wants_a_token_says_so(start_server):
-    server = start_server("--ws-token", "secret-token-1", record=False)
+    server = start_server("--ws-token", "secret-token-0001", record=False)
     logs: list[str] = []
     sender = hands.Sender(server.ws_url, log=logs.append).start()
     try:
@@ -272,10 +272,10 @@ def test_a_server_that_wants_a_token_says_so(start_server):
         assert not sender.connected.is_set()
     finally:
         sender.stop()
-    good = hands.Sender(hands.with_token(server.ws_url, "secret-token-1"), log=logs.append).start()
+    good = hands.Sender(hands.with_token(server.ws_url, "secret-token-0001"), log=logs.append).start()
     try:
         assert good.wait_connected(10), logs
-        assert not any("secret-token-1" in line for line in logs), "the token is never printed"
+        assert not any("secret-token-0001" in line for line in logs), "the token is never printed"
     finally:
         good.stop()
     assert server.stop() == 0

@@ -17,7 +17,7 @@ def test_upload_cancel_and_watch_parse():
     up = parse({"type": "upload", "name": "my take", "size": 176444, "sha256": "ab" * 32})
     assert (up.type, up.name, up.size, up.replace) == ("upload", "my take", 176444, False)
     assert parse({"type": "upload", "size": 10}).name == "take" and parse({"type": "upload", "size": 10}).sha256 is None
-    assert parse({"type": "cancel"}).job is None and parse({"type": "cancel", "job": "9f3a"}).job == "9f3a"
+    assert parse({"type": "cancel"}).job is None and parse({"type": "cancel", "job": "9f3a" * 8}).job == "9f3a" * 8
     assert parse({"type": "watch", "job": "0" * 32}).job == "0" * 32
 
 

@@ -28,6 +28,11 @@ class ServerHandle:
     models: Path
     log_path: Path
     sample_rate: int
+    token: str | None = None  # the server's WebSocket token (from the ready file): browsers always need it
+
+    def page(self, path: str = "/") -> str:
+        """The address of a page with the token, as a browser must open it."""
+        return f"{self.url}{path}?token={self.token}"
 
     @property
     def http_port(self) -> int:
@@ -93,7 +98,8 @@ def launch(tmp_path: Path, *args: str, record: bool = True, models: Path | None 
             raise AssertionError(f"server not ready within {timeout} s:\n{log_path.read_text()}")
         time.sleep(0.05)
     info = json.loads(ready.read_text())
-    return ServerHandle(proc, info["osc_port"], info["ws_port"], record_path, models, log_path, info["sample_rate"])
+    return ServerHandle(proc, info["osc_port"], info["ws_port"], record_path, models, log_path, info["sample_rate"],
+                        info.get("token"))
 
 
 @pytest.fixture

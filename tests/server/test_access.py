@@ -17,36 +17,38 @@ def test_loopback_addresses():
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.10") and not is_loopback("") and not is_loopback("x")
 
 
-def test_a_token_is_generated_beyond_localhost_only():
-    assert AccessPolicy.for_host("127.0.0.1", None).token is None
+def test_a_token_is_always_there_generated_or_configured():
+    local = AccessPolicy.for_host("127.0.0.1", None)
+    assert local.token and len(local.token) >= 16 and local.loopback_exempt, "browsers on this machine need one too"
     p = AccessPolicy.for_host("0.0.0.0", None)
-    assert p.token and len(p.token) >= 12 and p.loopback_exempt
+    assert p.token and len(p.token) >= 16 and p.loopback_exempt
     assert AccessPolicy.for_host("0.0.0.0", None).token != p.token
-    q = AccessPolicy.for_host("127.0.0.1", "configured-token")
-    assert q.token == "configured-token" and not q.loopback_exempt
+    q = AccessPolicy.for_host("127.0.0.1", "configured-token-0001")
+    assert q.token == "configured-token-0001" and not q.loopback_exempt
 
 
 def test_token_rules():
-    p = AccessPolicy.for_host("0.0.0.0", "s3cret-token")
+    p = AccessPolicy.for_host("0.0.0.0", "s3cret-token-0001", check_hosts=False)
     h = {"Host": "10.0.0.2:8765"}
     assert p.refuse_ws("/ws", h, "10.0.0.9") is not None
     assert p.refuse_ws("/ws?token=wrong", h, "10.0.0.9") is not None
-    assert p.refuse_ws("/ws?token=s3cret-token", h, "10.0.0.9") is None
-    assert p.refuse_ws("/ws", {**h, "Authorization": "Bearer s3cret-token"}, "10.0.0.9") is None
+    assert p.refuse_ws("/ws?token=s3cret-token-0001", h, "10.0.0.9") is None
+    assert p.refuse_ws("/ws", {**h, "Authorization": "Bearer s3cret-token-0001"}, "10.0.0.9") is None
     assert p.refuse_ws("/ws", h, "127.0.0.1") is not None, "a configured token is asked of everyone"
-    generated = AccessPolicy.for_host("0.0.0.0", None)
-    assert generated.refuse_ws("/ws", h, "127.0.0.1") is None, "this machine needs no generated token"
+    generated = AccessPolicy.for_host("0.0.0.0", None, check_hosts=False)
+    assert generated.refuse_ws("/ws", h, "127.0.0.1") is None, "a script on this machine needs no generated token"
     assert generated.refuse_ws("/ws", h, "10.0.0.9") is not None
 
 
 def test_origin_rules():
     p = AccessPolicy.for_host("127.0.0.1", None, ["https://studio.example"])
     host = {"Host": "127.0.0.1:8765"}
-    assert p.refuse_ws("/ws", {**host, "Origin": "http://127.0.0.1:8765"}, "127.0.0.1") is None, "same origin"
-    assert p.refuse_ws("/ws", {**host, "Origin": "https://studio.example"}, "127.0.0.1") is None, "allowed"
-    assert p.refuse_ws("/ws", {**host, "Origin": "http://evil.example"}, "127.0.0.1") is not None
-    assert p.refuse_ws("/ws", {**host, "Origin": "http://127.0.0.1:9999"}, "127.0.0.1") is not None, "other port"
-    assert p.refuse_ws("/ws", {**host, "Origin": "null"}, "127.0.0.1") is not None, "file:// pages"
+    t = f"/ws?token={p.token}"
+    assert p.refuse_ws(t, {**host, "Origin": "http://127.0.0.1:8765"}, "127.0.0.1") is None, "same origin"
+    assert p.refuse_ws(t, {**host, "Origin": "https://studio.example"}, "127.0.0.1") is None, "allowed"
+    assert p.refuse_ws(t, {**host, "Origin": "http://evil.example"}, "127.0.0.1") is not None
+    assert p.refuse_ws(t, {**host, "Origin": "http://127.0.0.1:9999"}, "127.0.0.1") is not None, "other port"
+    assert p.refuse_ws(t, {**host, "Origin": "null"}, "127.0.0.1") is not None, "file:// pages"
     assert p.refuse_ws("/ws", host, "127.0.0.1") is None, "no Origin: not a browser, judged by token only"
 
 
@@ -60,7 +62,7 @@ async def _try(url: str, origin: str | None = None) -> str:
 
 
 def test_server_refuses_without_token_and_foreign_origins(start_server):
-    server = start_server("--ws-token", "installation-token-1", record=False)
+    server = start_server("--ws-token", "installation-token-1", record=False)  # 20 characters
     base = server.ws_url
     assert asyncio.run(_try(base)) == "refused 403"
     assert asyncio.run(_try(base + "?token=nope")) == "refused 403"

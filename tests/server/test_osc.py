@@ -544,7 +544,7 @@ async def test_python_osc_client_controls_reach_the_sink(served):
     assert all(t0 <= a <= time.monotonic_ns() for a in rec.arrivals)
     assert rec.arrivals == sorted(rec.arrivals)
     assert stats is server.stats
-    assert stats == {"packets": 4, "messages": 4, "commands": 4, "bytes": stats["bytes"], "status_replies": 0, "rejected": 0}
+    assert stats == {"packets": 4, "messages": 4, "commands": 4, "bytes": stats["bytes"], "status_replies": 0, "status_bytes": 0, "rejected": 0}
     assert stats["bytes"] > 4 * 20
     assert rej.total() == 0
 
@@ -719,3 +719,143 @@ async def test_start_stop_and_restart():
     send(port, GOOD)
     await until(lambda: len(rec.commands) == 2)
     await server.stop()
+
+
+# ----------------------------------------------------------------------------------------------- issue #19/#20
+
+
+def test_true_and_false_arguments_are_booleans():
+    """OSC T/F carry no data: they are booleans, so ``/learn/record ,F`` stops recording (it used to start it:
+    the string "F" is true)."""
+    from sensorsynth.server.osc import LearnRequest
+
+    dec = OscDecoder()
+    assert dec.decode(raw("/sensorsynth/learn/record", "F"), NOW) == [LearnRequest("record", False)]
+    assert dec.decode(raw("/sensorsynth/learn/record", "T"), NOW) == [LearnRequest("record", True)]
+    assert dec.decode(raw("/sensorsynth/learn/run", "F"), NOW) == [LearnRequest("run", False)]
+    assert dec.decode(raw("/sensorsynth/learn/record", "Fs", ostr("td")), NOW) == [LearnRequest("record", False, "td")]
+    assert dec.decode(raw("/sensorsynth/learn/record", "TF"), NOW)[0].kind == "wrong_type"
+    assert dec.decode(raw("/sensorsynth/gain", "T"), NOW)[0].kind == "wrong_type"
+
+
+@pytest.mark.asyncio
+async def test_osc_never_reaches_a_voice_a_websocket_client_holds():
+    owners = {0: "osc", 1: "ws7", 2: None, 3: "osc3"}
+    rec, rej = Recorder(), Rejections()
+    server = OscServer(rec, lambda: {}, rej, voice_owner=owners.__getitem__)
+    _, port = await server.start("127.0.0.1", 0)
+    try:
+        send(port, msg("/sensorsynth/voice/1/gain", 0.0, types="f"), msg("/sensorsynth/voice/2/gain", 1.0, types="f"),
+             msg("/sensorsynth/voice/3/gain", 1.0, types="f"), msg("/sensorsynth/gain", 1.0, types="f"),
+             msg("/sensorsynth/voice/1/input/td", 0.5, types="f"))
+        await until(lambda: server.stats["packets"] == 5)
+        assert rec.commands == [Gain(1.0, voice=2), Gain(1.0, voice=3), Gain(1.0)]
+        assert rej.counts["osc:voice_taken"] == 2
+    finally:
+        await server.stop()
+    from sensorsynth.server.osc import OscPolicy
+
+    rec2 = Recorder()
+    server = OscServer(rec2, lambda: {}, Rejections(), voice_owner=owners.__getitem__,
+                       policy=OscPolicy(controls_all_voices=True))
+    _, port = await server.start("127.0.0.1", 0)
+    try:
+        send(port, msg("/sensorsynth/voice/1/gain", 0.0, types="f"))
+        await until(lambda: len(rec2.commands) == 1)
+    finally:
+        await server.stop()
+
+
+@pytest.mark.asyncio
+async def test_each_sender_has_its_own_token_bucket():
+    """A LAN sender beyond its rate is dropped and counted; another port on its address shares its bucket;
+    this machine's loopback senders are not limited."""
+    from sensorsynth.server.osc import OscPolicy
+
+    lan = _lan_ip()
+    if lan is None:
+        pytest.skip("no non-loopback address on this machine")
+    rec, rej = Recorder(), Rejections()
+    server = OscServer(rec, lambda: {}, rej, policy=OscPolicy(messages_per_s=10.0, burst=20.0))
+    _, port = await server.start("0.0.0.0", 0)
+
+    def send_from(source: str, *packets: bytes) -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind((source, 0))
+            for p in packets:
+                s.sendto(p, (lan if source == lan else "127.0.0.1", port))
+
+    try:
+        send_from(lan, *[GOOD] * 60)
+        await until(lambda: server.stats["packets"] == 60)
+        assert 20 <= len(rec.commands) <= 22 and rej.counts["osc:sender_rate"] == 60 - len(rec.commands)
+        send_from(lan, GOOD)  # another socket (port) on the same address: the same bucket
+        await until(lambda: server.stats["packets"] == 61)
+        assert rej.counts["osc:sender_rate"] >= 39
+        before = len(rec.commands)
+        send_from("127.0.0.1", *[GOOD] * 60)  # this machine: not limited
+        await until(lambda: server.stats["packets"] == 121)
+        assert len(rec.commands) == before + 60
+    finally:
+        await server.stop()
+
+
+def _lan_ip() -> str | None:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.connect(("192.0.2.1", 9))
+        ip = s.getsockname()[0]
+    except OSError:
+        return None
+    finally:
+        s.close()
+    return None if ip.startswith("127.") else ip
+
+
+BIG_STATUS = {f"voice{i}": {"instrument": "guitar", "owner": f"ws{i}", "level": 0.25, "events": i * 1000}
+              for i in range(40)}
+
+
+@pytest.mark.asyncio
+async def test_the_status_reply_to_a_stranger_is_at_most_four_times_its_request():
+    """A 24-byte request used to bring back 2.6 kB (an amplifier for a forged sender). From an address other than
+    this machine's loopback, the reply is now at most 4 × the request; a configured peer gets all of it."""
+    from sensorsynth.server.osc import OscPolicy
+
+    lan = _lan_ip()
+    if lan is None:
+        pytest.skip("no non-loopback address on this machine")
+    full = len(encode_status(BIG_STATUS))
+    assert full > 2000
+    for policy, want_full in ((OscPolicy(), False), (OscPolicy(status_peers=frozenset({lan})), True)):
+        server = OscServer(Recorder(), lambda: BIG_STATUS, Rejections(), policy=policy)
+        _, port = await server.start(lan, 0)
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.bind((lan, 0))
+                s.settimeout(3)
+                request = msg("/sensorsynth/status")
+                assert len(request) == 24
+                s.sendto(request, (lan, port))
+                await until(lambda: server.stats["status_replies"] == 1)  # (recv below must not block the loop)
+                reply = s.recv(65536)
+                if want_full:
+                    assert len(reply) == full
+                else:
+                    assert len(reply) <= 4 * len(request)
+                    assert OscMessage(reply).params[-2] == "truncated"
+                    # a bundle of 10 requests gets one reply, bounded by the bundle's size
+                    b = OscBundleBuilder(1)
+                    for _ in range(10):
+                        b.add_content(OscMessageBuilder("/sensorsynth/status").build())
+                    gram = b.build().dgram
+                    s.sendto(gram, (lan, port))
+                    await until(lambda: server.stats["messages"] == 11)
+                    await asyncio.sleep(0.05)
+                    assert server.stats["status_replies"] == 2
+                    assert len(s.recv(65536)) <= 4 * len(gram)
+                    s.settimeout(0.05)
+                    with pytest.raises(socket.timeout):
+                        s.recv(65536)
+        finally:
+            await server.stop()

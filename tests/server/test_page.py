@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from .browser_wait import wait_js
+
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOT = Path("/tmp/live-page.png")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
@@ -70,7 +72,7 @@ def open_page(browser, url: str, problems: list[str], **context_args):
 def test_page_draws_the_instrument_and_a_click_plays_into_the_recording(start_server, browser):
     server = start_server()
     problems: list[str] = []
-    page = open_page(browser, f"{server.url}/", problems, viewport={"width": 1280, "height": 900})
+    page = open_page(browser, server.page("/"), problems, viewport={"width": 1280, "height": 900})
 
     page.wait_for_selector("html[data-state='connected']", timeout=20_000)
     welcome = page.evaluate("window.sensorsynthLive.welcome")
@@ -79,11 +81,11 @@ def test_page_draws_the_instrument_and_a_click_plays_into_the_recording(start_se
     assert [i["name"] for i in welcome["instruments"]] == ["guitar"]
     assert page.locator("#instrument-list button[aria-selected='true']").inner_text().startswith("guitar")
 
-    page.wait_for_function("window.sensorsynthLive.detail && window.sensorsynthLive.detail.name === 'guitar'")
+    wait_js(page, "window.sensorsynthLive.detail && window.sensorsynthLive.detail.name === 'guitar'")
     assert page.locator("#pad .cell").count() == 16  # the bundled instrument has K = 16
     assert page.evaluate(COLOURED_PIXELS, "spectrum") > 500, "the spectrum canvas is blank"
     assert page.evaluate(COLOURED_PIXELS, "roll") > 100, "the piano roll canvas is blank"
-    page.wait_for_function("window.sensorsynthLive.counts.meter > 5", timeout=10_000)
+    wait_js(page, "window.sensorsynthLive.counts.meter > 5", timeout=10_000)
 
     # Let the server record some silence, then mark where the click can land at the earliest: nothing before
     # this many recorded seconds can be caused by it.
@@ -96,18 +98,18 @@ def test_page_draws_the_instrument_and_a_click_plays_into_the_recording(start_se
     hit = page.evaluate("window.sensorsynthLive.lastHit")
     assert hit["sent"] and hit["index"] == 0 and hit["value"] == pytest.approx(0.6)
     # The server reports the control event it applied (monitor push): the page draws it in the lanes.
-    page.wait_for_function("window.sensorsynthLive.counts.events >= 1", timeout=10_000)
+    wait_js(page, "window.sensorsynthLive.counts.events >= 1", timeout=10_000)
     deadline = time.monotonic() + 20
     while recorded_seconds(server) < before_click + 1.5:
         assert time.monotonic() < deadline, "the recording stopped growing"
         time.sleep(0.1)
     # The meter showed the sound: some push since the click carried a level above silence.
-    page.wait_for_function("window.sensorsynthLive.peakSinceHit > 1e-3", timeout=10_000)
+    wait_js(page, "window.sensorsynthLive.peakSinceHit > 1e-3", timeout=10_000)
     page.screenshot(path=str(SCREENSHOT), full_page=True)
 
     # Listening: the PCM stream reaches the worklet, and Stop ends it.
     page.click("#listen")
-    page.wait_for_function("window.sensorsynthLive.listen && window.sensorsynthLive.listen.received > 0",
+    wait_js(page, "window.sensorsynthLive.listen && window.sensorsynthLive.listen.received > 0",
                            timeout=10_000)
     assert page.evaluate("window.sensorsynthLive.listen.gaps") == 0
     page.click("#stop")
@@ -142,9 +144,10 @@ def free_port() -> int:
 
 def test_page_reconnects_after_the_server_restarts(start_server, browser):
     port = free_port()
-    first = start_server("--ws-port", str(port), record=False)
+    token = "restart-token-0123456789"  # the same on both servers: the page's address keeps working
+    first = start_server("--ws-port", str(port), "--ws-token", token, record=False)
     problems: list[str] = []
-    page = open_page(browser, f"{first.url}/", problems, viewport={"width": 390, "height": 844}, has_touch=True)
+    page = open_page(browser, first.page("/"), problems, viewport={"width": 390, "height": 844}, has_touch=True)
     page.wait_for_selector("html[data-state='connected']", timeout=20_000)
     assert problems == []
 
@@ -152,14 +155,14 @@ def test_page_reconnects_after_the_server_restarts(start_server, browser):
     page.wait_for_selector("html[data-state='reconnecting']", timeout=10_000)
     assert "reconnecting" in page.inner_text("#conn-text")
 
-    second = start_server("--ws-port", str(port), record=False)
+    second = start_server("--ws-port", str(port), "--ws-token", token, record=False)
     page.wait_for_selector("html[data-state='connected']", timeout=30_000)
-    page.wait_for_function("window.sensorsynthLive.counts.meter > 0")
+    wait_js(page, "window.sensorsynthLive.counts.meter > 0")
     # Playing works on the new connection: a tap on the phone-sized page reaches the new server.
     box = page.locator("#pad .cell[data-index='5']").bounding_box()
     page.touchscreen.tap(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     assert page.evaluate("window.sensorsynthLive.lastHit.sent")
-    page.wait_for_function("window.sensorsynthLive.counts.events >= 1", timeout=10_000)
+    wait_js(page, "window.sensorsynthLive.counts.events >= 1", timeout=10_000)
     page.context.close()
     # While the server was down the browser logs its failed connection attempts; nothing else may appear.
     assert all("WebSocket connection" in p for p in problems), problems
@@ -169,9 +172,9 @@ def test_page_reconnects_after_the_server_restarts(start_server, browser):
 def test_page_lists_a_hot_reloaded_instrument_and_switches_to_it(start_server, browser, tmp_path):
     server = start_server(record=False)
     problems: list[str] = []
-    page = open_page(browser, f"{server.url}/", problems, viewport={"width": 1280, "height": 900})
+    page = open_page(browser, server.page("/"), problems, viewport={"width": 1280, "height": 900})
     page.wait_for_selector("html[data-state='connected']", timeout=20_000)
-    page.wait_for_function("window.sensorsynthLive.detail && window.sensorsynthLive.detail.name === 'guitar'")
+    wait_js(page, "window.sensorsynthLive.detail && window.sensorsynthLive.detail.name === 'guitar'")
 
     # A new file in the models folder: the server loads it and pushes "instruments"; the list grows.
     staged = tmp_path / "staged.instrument"
@@ -180,8 +183,8 @@ def test_page_lists_a_hot_reloaded_instrument_and_switches_to_it(start_server, b
     page.wait_for_selector("#instrument-list button[data-name='nylon']", timeout=20_000)
 
     page.click("#instrument-list button[data-name='nylon']")
-    page.wait_for_function("window.sensorsynthLive.instrument === 'nylon'", timeout=10_000)  # instrument_changed
-    page.wait_for_function("window.sensorsynthLive.detail.name === 'nylon'")
+    wait_js(page, "window.sensorsynthLive.instrument === 'nylon'", timeout=10_000)  # instrument_changed
+    wait_js(page, "window.sensorsynthLive.detail.name === 'nylon'")
     assert page.locator("#instrument-list button[aria-selected='true']").get_attribute("data-name") == "nylon"
     assert page.evaluate(COLOURED_PIXELS, "spectrum") > 500
     page.context.close()

@@ -30,6 +30,7 @@ import pytest
 import soundfile as sf
 
 from .conftest import REPO
+from .browser_wait import wait_js
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
@@ -148,19 +149,19 @@ def recording_and_still(server, still_from: float, still_to: float) -> tuple[np.
 def test_phone_streams_its_motion_to_the_server(start_server, browser):
     server = start_server(record=False)
     problems: list[str] = []
-    page, motion = open_phone(browser, f"{server.url}/phone", problems)
+    page, motion = open_phone(browser, server.page("/phone"), problems)
     page.wait_for_selector("html[data-state='connected']", timeout=20_000)
     welcome = page.evaluate("window.sensorsynthPhone.welcome")
     assert welcome["type"] == "welcome" and isinstance(welcome["voice"], int)
     assert page.evaluate("window.isSecureContext")  # localhost is a secure context
     assert page.locator("#secure-warning").is_hidden()
     assert page.locator("#instrument option").all_inner_texts() == ["guitar (K 16)"]
-    page.wait_for_function("window.sensorsynthPhone.counts.meter > 3", timeout=10_000)
+    wait_js(page, "window.sensorsynthPhone.counts.meter > 3", timeout=10_000)
     assert sensor_frames(server.url) == 0, "nothing may stream before Start"
 
     # Playing on the phone: the server's PCM stream reaches the AudioWorklet; Mute ends it.
     page.click("#listen")
-    page.wait_for_function("window.sensorsynthPhone.listen && window.sensorsynthPhone.listen.received > 0",
+    wait_js(page, "window.sensorsynthPhone.listen && window.sensorsynthPhone.listen.received > 0",
                            timeout=10_000)
     page.click("#stop")
     page.wait_for_timeout(300)
@@ -174,7 +175,7 @@ def test_phone_streams_its_motion_to_the_server(start_server, browser):
     page.click("#start")
     page.wait_for_selector("html[data-motion='running']", timeout=10_000)
     assert page.inner_text("#start") == "Stop"
-    page.wait_for_function("window.sensorsynthPhone.sent > 60", timeout=10_000)
+    wait_js(page, "window.sensorsynthPhone.sent > 60", timeout=10_000)
     st = state(page)
     want = [3.0, -2.0, 1.0, *(math.degrees(x) for x in (0.5, 0.25, 0.1)), 10, 20, 30]
     assert st["last"]["values"] == pytest.approx(want, abs=0.06)
@@ -207,7 +208,7 @@ def test_phone_streams_its_motion_to_the_server(start_server, browser):
 def test_phone_shaken_plays_and_lying_still_is_silent(start_server, browser):
     server = start_server()
     problems: list[str] = []
-    page, motion = open_phone(browser, f"{server.url}/phone", problems)
+    page, motion = open_phone(browser, server.page("/phone"), problems)
     page.wait_for_selector("html[data-state='connected']", timeout=20_000)
     page.click("#start")
     page.wait_for_selector("html[data-motion='running']", timeout=10_000)
@@ -314,10 +315,10 @@ def test_phone_reconnects_by_itself_after_a_wifi_drop(start_server, browser):
     proxy = DroppingProxy(server.ws_port)
     problems: list[str] = []
     try:
-        page, motion = open_phone(browser, f"http://127.0.0.1:{proxy.port}/phone", problems)
+        page, motion = open_phone(browser, f"http://127.0.0.1:{proxy.port}/phone?token={server.token}", problems)
         page.wait_for_selector("html[data-state='connected']", timeout=20_000)
         page.click("#start")
-        page.wait_for_function("window.sensorsynthPhone.sent > 30", timeout=10_000)
+        wait_js(page, "window.sensorsynthPhone.sent > 30", timeout=10_000)
         assert health(server.url)["ws"]["connections"] == 1
 
         proxy.drop()
@@ -326,7 +327,7 @@ def test_phone_reconnects_by_itself_after_a_wifi_drop(start_server, browser):
         # Nothing closes the socket: the page notices the silence of the server's pushes and gives up on it.
         page.wait_for_selector("html[data-state='reconnecting']", timeout=10_000)
         noticed = time.monotonic() - t_drop
-        page.wait_for_function("window.sensorsynthPhone.dropped > 20", timeout=10_000)  # frames are not queued
+        wait_js(page, "window.sensorsynthPhone.dropped > 20", timeout=10_000)  # frames are not queued
         assert "reconnecting" in page.inner_text("#conn-text")
 
         proxy.restore()
@@ -334,7 +335,7 @@ def test_phone_reconnects_by_itself_after_a_wifi_drop(start_server, browser):
         page.wait_for_selector("html[data-state='connected']", timeout=30_000)
         back = time.monotonic() - t_up
         before = sensor_frames(server.url)
-        page.wait_for_function("window.sensorsynthPhone.counts.meter > 0")
+        wait_js(page, "window.sensorsynthPhone.counts.meter > 0")
         wait_until(lambda: sensor_frames(server.url) > before + 30, 10, "frames after the reconnect")
         assert health(server.url)["ws"]["connections"] == 2
         print(f"\nWi-Fi drop: noticed after {noticed:.1f} s, back {back:.1f} s after the network returned")
@@ -381,7 +382,7 @@ def test_phone_asks_permission_in_the_tap_and_filters_gravity_itself(start_serve
     context.add_init_script(FAKE_IOS)
     page = context.new_page()
     page.on("pageerror", lambda e: problems.append(f"pageerror: {e}"))
-    page.goto(f"{server.url}/phone")
+    page.goto(server.page("/phone"))
     page.wait_for_selector("html[data-state='connected']", timeout=20_000)
 
     page.tap("#start")
@@ -392,7 +393,7 @@ def test_phone_asks_permission_in_the_tap_and_filters_gravity_itself(start_serve
 
     page.evaluate("window.__answer = 'granted'")
     page.tap("#start")
-    page.wait_for_function("window.sensorsynthPhone.permission === 'granted'")
+    wait_js(page, "window.sensorsynthPhone.permission === 'granted'")
     # Gravity (9.81 along z, and a tilt on x) is filtered out: a still phone reads about zero, a jolt shows.
     values = page.evaluate(DISPATCH, {"count": 40, "gx": 2.0, "jolt": 0.0})
     assert page.evaluate("window.sensorsynthPhone.accelSource") == "filtered"
@@ -411,9 +412,10 @@ def test_phone_page_over_https_from_the_lan_address(start_server, browser, tmp_p
     """What a phone does: the address printed at start (LAN address, https, token), a secure context, wss."""
     server = start_server("--host", "0.0.0.0", "--tls", "self-signed", "--tls-dir", str(tmp_path / "tls"),
                           record=False)
-    found = re.search(r"phone: (https://\S+/phone\S*)", server.output())
+    found = re.search(r"phone: (https://\S+/phone)\?token=(\S+)", server.output())
     assert found, server.output()
-    address = found.group(1)
+    assert server.token not in server.output(), "the token is masked in the log (the journal)"
+    address = f"{found.group(1)}?token={server.token}"  # as typed from a terminal's (unmasked) line
     problems: list[str] = []
     page, motion = open_phone(browser, address, problems, ignore_https_errors=True)
     page.wait_for_selector("html[data-state='connected']", timeout=20_000)
@@ -421,7 +423,7 @@ def test_phone_page_over_https_from_the_lan_address(start_server, browser, tmp_p
     assert page.evaluate("window.isSecureContext"), "https must make the page a secure context"
     assert page.locator("#secure-warning").is_hidden()
     page.click("#start")
-    page.wait_for_function("window.sensorsynthPhone.sent > 30", timeout=10_000)
+    wait_js(page, "window.sensorsynthPhone.sent > 30", timeout=10_000)
     local = f"https://127.0.0.1:{server.ws_port}"
     import ssl
 

@@ -33,6 +33,7 @@ from sensorsynth.server.fits import (UPLOAD_MAX_BYTES, UploadError, check_clip, 
 from ..trainer.helpers import TINY_SPEC
 from ..trainer.procs import Cluster
 from .conftest import BUNDLED, REPO
+from .browser_wait import wait_js
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
@@ -209,8 +210,10 @@ def test_uploads_are_checked_and_refusals_keep_the_connection(start_server):
     assert ws.error("upload")["code"] == "bad_schema"
     ws.send({"type": "cancel"})
     assert ws.error("cancel")["code"] == "unknown_job"
-    ws.send({"type": "watch", "job": "abc123"})
+    ws.send({"type": "watch", "job": "abc123" + "0" * 26})
     assert ws.error("watch")["code"] == "unknown_job"
+    ws.send({"type": "watch", "job": "abc123"})  # a prefix: never accepted (issue #19)
+    assert ws.error("watch")["code"] == "bad_schema"
 
     # A good clip, but no trainer answers: the fit fails, saying so and how to start one.
     ws.send({"type": "upload", "name": "take one", "size": len(good), "sha256": hashlib.sha256(good).hexdigest()})
@@ -301,7 +304,7 @@ def test_a_page_that_reconnects_follows_its_fit_again(start_server, tmp_path):
         again = Socket(server.ws_url)
         again.send({"type": "hello"})
         voice = again.expect(lambda m: m["type"] == "welcome")["voice"]
-        again.send({"type": "watch", "job": job[:12]})
+        again.send({"type": "watch", "job": job})
         end = again.fit_end(60)
         assert end["state"] == "done" and end["instrument"] == "dropped" and end["voice"] == voice, end
         changed = [m for m in again.seen if m["type"] == "instrument_changed"]
@@ -420,7 +423,7 @@ def test_record_on_the_live_page_and_play_it(start_server, browser, tmp_path, mi
         cluster.start_trainer("--threads", "2", workers=1)  # what `sensorsynth trainer` runs on 2 cores
         server = start_server("--trainer", cluster.endpoint, *TINY_FIT)
         assert server.models != cluster.models
-        page = open_page(browser, f"{server.url}/", problems, viewport={"width": 1280, "height": 1000})
+        page = open_page(browser, server.page("/"), problems, viewport={"width": 1280, "height": 1000})
         page.wait_for_selector("html[data-record='idle']", timeout=20_000)
         assert page.is_enabled("#record")
         voice = page.evaluate("window.sensorsynthLive.voice")
@@ -428,7 +431,7 @@ def test_record_on_the_live_page_and_play_it(start_server, browser, tmp_path, mi
         page.click("#record")
         page.wait_for_selector("html[data-record='recording']", timeout=10_000)
         assert "Recording" in page.inner_text("#record-info")  # the countdown
-        page.wait_for_function("window.sensorsynthLive.record.peak > 0.05", timeout=10_000)  # the level
+        wait_js(page, "window.sensorsynthLive.record.peak > 0.05", timeout=10_000)  # the level
         seen = follow_record(page)
         rec = page.evaluate("window.sensorsynthLive.record")
         assert rec["state"] == "done", (seen, rec["error"], server.output()[-2000:])
@@ -444,18 +447,18 @@ def test_record_on_the_live_page_and_play_it(start_server, browser, tmp_path, mi
         # Listed, and this page's voice plays it (the server switched it; the page followed).
         assert name in instruments(server.url)
         assert (server.models / f"{name}.instrument").is_file() and (cluster.models / f"{name}.instrument").is_file()
-        page.wait_for_function(f"window.sensorsynthLive.instrument === '{name}'", timeout=5_000)
+        wait_js(page, f"window.sensorsynthLive.instrument === '{name}'", timeout=5_000)
         assert health(server.url)["voices"][voice]["instrument"] == name
-        page.wait_for_function(f"window.sensorsynthLive.detail && window.sensorsynthLive.detail.name === '{name}'")
+        wait_js(page, f"window.sensorsynthLive.detail && window.sensorsynthLive.detail.name === '{name}'")
         k = TINY_SPEC["control_plane_dim"]
-        page.wait_for_function(f"document.querySelectorAll('#pad .cell').length === {k}")
+        wait_js(page, f"document.querySelectorAll('#pad .cell').length === {k}")
 
         # The first note: a click on the play surface, into the recording where there was silence.
         before = recorded(server)
         page.click("#pad .cell[data-index='0']")
         hit = page.evaluate("window.sensorsynthLive.lastHit")
         assert hit["sent"]
-        page.wait_for_function("window.sensorsynthLive.counts.events >= 1", timeout=10_000)
+        wait_js(page, "window.sensorsynthLive.counts.events >= 1", timeout=10_000)
         wait_until(lambda: recorded(server) > before + 1.5, 20, "the recording to grow")
         page.screenshot(path=str(SCREENSHOT), full_page=True)
         times, last = rec["times"], rec["last"]
@@ -537,7 +540,7 @@ def test_record_on_the_phone_and_shake_it(start_server, browser, tmp_path):
         page.on("console", lambda m: problems.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
         page.on("pageerror", lambda e: problems.append(f"pageerror: {e}"))
         motion = Motion(context, page)
-        page.goto(f"{server.url}/phone")
+        page.goto(server.page("/phone"))
         page.wait_for_selector("html[data-record='idle']", timeout=20_000)
         voice = page.evaluate("window.sensorsynthPhone.voice")
         page.tap("#record")
@@ -547,7 +550,7 @@ def test_record_on_the_phone_and_shake_it(start_server, browser, tmp_path):
         assert rec["instrument"] == "take-2"  # never over an existing instrument
         assert (cluster.models / "take.instrument").read_bytes() == BUNDLED.read_bytes()
         assert "Fetched" not in server.output() and "fetched" not in server.output()  # shared: nothing copied
-        page.wait_for_function("window.sensorsynthPhone.instrument === 'take-2'", timeout=5_000)
+        wait_js(page, "window.sensorsynthPhone.instrument === 'take-2'", timeout=5_000)
         assert page.eval_on_selector("#instrument", "s => s.value") == "take-2"
         assert health(server.url)["voices"][voice]["instrument"] == "take-2"
 
@@ -556,7 +559,7 @@ def test_record_on_the_phone_and_shake_it(start_server, browser, tmp_path):
         page.wait_for_selector("html[data-motion='running']", timeout=10_000)
         before = recorded(server)
         motion.shake(2.0)
-        page.wait_for_function("window.sensorsynthPhone.counts.ownEvents > 0", timeout=10_000)
+        wait_js(page, "window.sensorsynthPhone.counts.ownEvents > 0", timeout=10_000)
         wait_until(lambda: recorded(server) > before + 2.5, 20, "the recording to grow")
         assert page.evaluate("window.sensorsynthPhone.errors") == []
         page.context.close()
@@ -581,9 +584,9 @@ def test_record_errors_on_the_page_are_plain(start_server, browser):
     # No trainer: the button is off and says how to start one.
     server = start_server(record=False)
     problems: list[str] = []
-    page = open_page(browser, f"{server.url}/", problems)
+    page = open_page(browser, server.page("/"), problems)
     page.wait_for_selector("html[data-record='unavailable']", timeout=20_000)
-    page.wait_for_function("document.getElementById('record-info').textContent.includes('sensorsynth trainer')")
+    wait_js(page, "document.getElementById('record-info').textContent.includes('sensorsynth trainer')")
     assert page.is_disabled("#record") and "--trainer" in page.inner_text("#record-info")
 
     # The page's own signal path (record.js): resampling 48 kHz → 22050 Hz keeps what fits and does not fold
@@ -612,14 +615,14 @@ def test_record_errors_on_the_page_are_plain(start_server, browser):
     # A trainer that does not answer; a microphone that is refused.
     dead = f"tcp://127.0.0.1:{free_port()}"
     server = start_server("--trainer", dead, record=False)
-    page = open_page(browser, f"{server.url}/phone", problems, init_script=DENY_MIC)
+    page = open_page(browser, server.page("/phone"), problems, init_script=DENY_MIC)
     page.wait_for_selector("html[data-record='idle']", timeout=20_000)
     page.click("#record")
     page.wait_for_selector("html[data-record='denied']", timeout=10_000)
     assert "refused" in page.inner_text("#record-info") and page.is_enabled("#record")
     page.context.close()
 
-    page = open_page(browser, f"{server.url}/", problems)
+    page = open_page(browser, server.page("/"), problems)
     page.wait_for_selector("html[data-record='idle']", timeout=20_000)
     page.click("#record")
     follow_record(page, timeout=60)

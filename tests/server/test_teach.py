@@ -19,6 +19,7 @@ import time
 import numpy as np
 
 from .test_phone import browser, health, open_phone, recording_and_still, wait_until  # noqa: F401 - browser is a fixture
+from .browser_wait import wait_js
 
 LEFT, REST, RIGHT = -40.0, 0.0, 40.0
 CELL_LEFT, CELL_RIGHT = 0, 5
@@ -46,7 +47,7 @@ def press(page, selector: str, until: str, timeout: float = 10_000) -> dict:
     """Click a Teach button and wait for the server's learn answer that satisfies ``until`` (JS, on ``s``)."""
     before = answers(page)
     page.click(selector)
-    page.wait_for_function(f"""() => {{ const t = window.sensorsynthPhone.teach, s = t.state;
+    wait_js(page, f"""() => {{ const t = window.sensorsynthPhone.teach, s = t.state;
         return t.answers > {before} && s && ({until}); }}""", timeout=timeout)
     return teach(page)
 
@@ -71,10 +72,10 @@ def test_teach_records_trains_and_runs_a_learned_mapping_from_the_page(start_ser
     t_start = time.monotonic()
     server = start_server()
     problems: list[str] = []
-    page, motion = open_phone(browser, f"{server.url}/phone", problems)
+    page, motion = open_phone(browser, server.page("/phone"), problems)
     page.wait_for_selector("html[data-state='connected']", timeout=20_000)
     # On connect the panel asks for the status: a fresh session, no model yet, one cell per control dimension.
-    page.wait_for_function("window.sensorsynthPhone.teach.answers >= 1", timeout=10_000)
+    wait_js(page, "window.sensorsynthPhone.teach.answers >= 1", timeout=10_000)
     st = teach(page)["state"]
     assert st["recording"] is False and st["running"] is False and st["models"] == {}, st
     assert page.locator("#teach-pad .cell").count() == 16  # the guitar: K = 16
@@ -111,7 +112,7 @@ def test_teach_records_trains_and_runs_a_learned_mapping_from_the_page(start_ser
     before = answers(page)
     t_train = time.monotonic()
     page.click("#teach-train")
-    page.wait_for_function(f"window.sensorsynthPhone.teach.answers > {before}", timeout=30_000)
+    wait_js(page, f"window.sensorsynthPhone.teach.answers > {before}", timeout=30_000)
     trained_s = time.monotonic() - t_train
     # While it trained, the panel said so and Train was off.
     assert ["training", "Training (ridge)…", True] in page.evaluate("window.__phases"), page.evaluate("window.__phases")
@@ -155,7 +156,7 @@ def test_teach_records_trains_and_runs_a_learned_mapping_from_the_page(start_ser
     # --- replay: the instrument plays its own performance as the targets; the poll shows them come in ------
     press(page, "#teach-replay", "s.replaying === true && s.recording === true")
     assert page.locator("#teach").get_attribute("data-teach") == "replaying" and page.is_disabled("#teach-train")
-    page.wait_for_function("window.sensorsynthPhone.teach.state.targets > 3", timeout=10_000)
+    wait_js(page, "window.sensorsynthPhone.teach.state.targets > 3", timeout=10_000)
     st = press(page, "#teach-record", "s.recording === false && s.replaying === false")  # stops the replay
     assert st["state"]["frames"]["phone"] > 0
     st = press(page, "#teach-clear", "Object.keys(s.frames).length === 0 && s.targets === 0")
@@ -165,7 +166,7 @@ def test_teach_records_trains_and_runs_a_learned_mapping_from_the_page(start_ser
     # --- a new connection: a new session, the saved model is still there --------------------------------------
     page.reload()
     page.wait_for_selector("html[data-state='connected']", timeout=20_000)
-    page.wait_for_function("window.sensorsynthPhone.teach.answers >= 1", timeout=10_000)
+    wait_js(page, "window.sensorsynthPhone.teach.answers >= 1", timeout=10_000)
     st = teach(page)["state"]
     assert st["recording"] is False and st["running"] is False and st["frames"] == {}
     assert st["models"]["phone"]["pairs"] == pairs
