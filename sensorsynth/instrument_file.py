@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import struct
 import uuid
 from collections.abc import Callable
