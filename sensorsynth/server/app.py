@@ -103,10 +103,10 @@ async def serve(config: ServeConfig, say: Callable[[str], None] = print) -> int:
     if default not in library.entries:
         raise ServeError(f"instrument {default!r} is not in {config.models} (there: {', '.join(library.names)})")
     if config.device.startswith("cuda"):
-        import torch  # the CUDA path is the batched torch renderer
+        from ..render.cuda import cuda_problem  # the CUDA path is the numba-cuda renderer
 
-        if not torch.cuda.is_available():
-            raise ServeError(f"--device {config.device}: torch sees no CUDA GPU here; use --device cpu")
+        if problem := cuda_problem():
+            raise ServeError(f"--device {config.device}: {problem}; use --device cpu")
     try:  # before anything starts: a bad certificate is a start-up error naming the file
         tls = tls_setup(config.tls, config.tls_cert, config.tls_key, config.tls_dir)
     except TlsError as exc:
@@ -206,7 +206,7 @@ async def serve(config: ServeConfig, say: Callable[[str], None] = print) -> int:
         f"  instruments: {', '.join(library.names)} (from {library.folder}); voices start on {default} "
         f"({first.control_plane_dim} control dimensions, {first.expressivity} deformation variants)",
         f"  sound: {output.description}, block {config.block_size} ({1000 * config.block_size / rate:.1f} ms), "
-        f"rendered on {'cpu (numba)' if config.device == 'cpu' else config.device + ' (torch, batched)'}"
+        f"rendered on {'cpu (numba)' if config.device == 'cpu' else config.device + (' (numba-cuda)' if config.device.startswith('cuda') else ' (torch, batched)')}"
         + (f"; {note}" if note else ""),
     ]
     if recorder is not None:
