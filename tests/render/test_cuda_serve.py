@@ -43,7 +43,8 @@ def test_serve_device_cuda_plays_through_the_cuda_renderer(tmp_path):
     models.mkdir()
     save(make_instrument(0, active=10, **TINY), models / "tiny.instrument")
     env = {} if ctypes.util.find_library("cuda") else {"NUMBA_ENABLE_CUDASIM": "1"}
-    server = launch(tmp_path, "--device", "cuda", "--max-voices", "2", "--block-size", "256", models=models, env=env)
+    server = launch(tmp_path, "--device", "cuda", "--max-voices", "2", "--block-size", "256", models=models, env=env,
+                    timeout=300)  # a first run compiles the host plan (cached after)
     try:
         assert "(numba-cuda)" in server.output()
         _wait(lambda: _seconds(server.record_path) > 0.05, 60, "the first recorded blocks")

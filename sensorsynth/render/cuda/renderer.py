@@ -353,9 +353,12 @@ class CudaRenderer(Renderer):
 
     def warmup(self) -> None:
         """The CPU renderer's warm-up (one silent block on the real buffers, everything restored), which here
-        also compiles the GPU kernels (JIT on first launch) and the host plan."""
+        also compiles the GPU kernels (JIT on first launch) and the host plan. Call it before playing: the
+        host's state is restored afterwards, the GPU's is not (a silent renderer's block changes nothing)."""
         t = time.perf_counter()
         super().warmup()
         self._flush_inflight()
+        self.gpu_us, self.gpu_us_max = None, 0.0  # the warm-up block's GPU time holds the compilation's wait
+        self._gpu_recent.clear()
         self.warmup_s = time.perf_counter() - t
 
