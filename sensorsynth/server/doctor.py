@@ -203,16 +203,14 @@ def check_gpu(config: ServeConfig) -> Iterable[Check]:
     if not config.device.startswith("cuda"):
         yield Check("gpu", OK, "renderer on the CPU (numba): no GPU needed")
         return
-    from ..render.cuda import cuda_problem  # the numba-cuda renderer
+    from ..render.cuda import cuda_problem, device_name  # the numba-cuda renderer
 
     if problem := cuda_problem():
         yield Check("gpu", FAIL, f"device {config.device} asked for: {problem}",
                     "install the NVIDIA driver and numba-cuda (pip install -c constraints.txt -e '.[cuda]'), "
                     "or set device = \"cpu\"")
     else:
-        from numba import cuda
-
-        yield Check("gpu", OK, f"CUDA (numba-cuda): {cuda.get_current_device().name}")
+        yield Check("gpu", OK, f"CUDA (numba-cuda): {device_name()}")
 
 
 def check_cache() -> Iterable[Check]:

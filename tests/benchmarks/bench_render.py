@@ -124,8 +124,9 @@ def cuda_figures(blocks_sizes: list[int], rng) -> None:
     inst = seed_instrument()
     spec = inst.spec
     rate = spec.sample_rate
-    print(f"cuda: {cuda.get_current_device().name.decode() if isinstance(cuda.get_current_device().name, bytes) else cuda.get_current_device().name}; "
-          f"seed-size instrument ({spec.n_modes} oscillators) at {rate} Hz, every voice busy")
+    from sensorsynth.render.cuda import device_name
+
+    print(f"cuda: {device_name()}; seed-size instrument ({spec.n_modes} oscillators) at {rate} Hz, every voice busy")
     for block in blocks_sizes:
         budget = block / rate
         t, gpu = cuda_times(inst, 1, block, 50, rng)

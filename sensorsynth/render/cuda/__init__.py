@@ -23,6 +23,16 @@ def cuda_problem() -> str | None:
     return "no CUDA GPU here: numba.cuda finds no usable device (NUMBA_ENABLE_CUDASIM=1 simulates one, slowly)"
 
 
+def device_name() -> str:
+    """The GPU numba.cuda renders on, in words ("the CUDA simulator" under NUMBA_ENABLE_CUDASIM=1)."""
+    from numba import cuda
+
+    if "simulator" in cuda.stream.__module__:
+        return "the CUDA simulator (NUMBA_ENABLE_CUDASIM=1: correct, far slower than realtime)"
+    name = cuda.get_current_device().name
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
 def __getattr__(name: str):
     if name == "CudaRenderer":
         from .renderer import CudaRenderer

@@ -242,8 +242,8 @@ def voices_kernel(t0, n, chunk, slot_i, slot_f, chg_i, chg_f, imeta, pole_re, po
                 gj = g0
             vout[s, c0 + j] = gj * v
         cuda.syncthreads()
-    bad = cuda.syncthreads_or(bad)
-    ringing = cuda.syncthreads_or(ringing)
+    bad = cuda.syncthreads_or(np.int32(bad))
+    ringing = cuda.syncthreads_or(np.int32(ringing))
     if bad:  # this voice starts over; the others never hear it
         for i in range(tid, state_re.shape[1], nt):
             state_re[s, i] = 0.0
