@@ -1,26 +1,27 @@
-"""The CUDA kernels of one block, in launch order on one stream: ops → bursts → voices → safety.
+"""The CUDA kernels of one block, on one stream: [ops →] the block kernel (one launch renders everything).
 
 Imported only by :mod:`.renderer` (it imports ``numba.cuda``, which must see ``NUMBA_ENABLE_CUDASIM`` before
 its first import). Every kernel is plain numba.cuda with nothing the simulator lacks (no warp shuffles), so
-the code CI runs under the simulator is the code a GPU runs.
+the code CI runs under the simulator is the code a GPU runs; :mod:`.ptx` compiles it for a real GPU.
 
-- :func:`ops_kernel` (one CUDA block): zeroes the output, then replays the block's GPU state operations in
-  order (clear a slot; move a voice to its cross-fade tail and clear it).
-- :func:`bursts_kernel` (one CUDA block per burst): ``exc[s, k, t + i] += v_k · attack_k[i] · noise_k[i]``,
-  with the instrument's own noise folded into its attacks, a window of the fresh-noise table, or the fixed
-  noise: the CPU renderer's rule (``playback.attacks_to_play``) and its noise offsets. Atomic adds: two
-  bursts of one voice may overlap.
-- :func:`voices_kernel` (one CUDA block per voice slot, all instruments and voices in one launch): in
-  chunks of the block held in shared memory, routes the excitation to resonances (dry), runs the oscillator
-  bank — one thread per oscillator group, each oscillator's state in registers across the chunk, the
-  group's wet sum accumulated in the CPU kernel's order — builds the deformation weights (ramps restarting
-  at each change's sample), cross-fades the variants, blends dry and wet, applies gain before tanh, sums the
-  resonances and ramps the voice gain. A slot whose state blew up (not finite, or above STATE_LIMIT) or whose
-  output is not finite is cleared and counted and contributes nothing, as on the CPU; otherwise its block is
-  added into the output.
-- :func:`safety_kernel` (one CUDA block): a non-finite sample becomes 0 (counted), then the clip.
+- :func:`ops_kernel` (one CUDA block, launched only when the block has some): replays the block's GPU state
+  operations in order (clear a slot; move a voice to its cross-fade tail and clear it).
+- :func:`block_kernel` (one CUDA block per voice slot: every instrument and voice in one launch). A slot
+  that plays this block first adds its bursts into its excitation ring, one burst after the other in the
+  CPU kernel's order (``exc[k, t + i] += v_k · attack_k[i] · noise_k[i]``, the noise being the instrument's
+  own — folded into its attacks —, a window of the fresh-noise table, or the fixed noise: the CPU renderer's
+  rule and offsets). Then, in chunks of the block held in shared memory: routes the excitation to
+  resonances (dry); runs the oscillator bank — one thread per oscillator group, two oscillators at a time
+  for instruction-level parallelism, each oscillator's state in registers across the chunk, the group's
+  wet sum accumulated in the CPU kernel's order —; builds the deformation weights (ramps restarting at each
+  change's sample); cross-fades the variants, blends dry and wet, applies gain before tanh, sums the
+  resonances and ramps the voice gain. A slot whose state blew up (not finite, or above STATE_LIMIT) or
+  whose output is not finite is cleared and counted and contributes nothing, as on the CPU; otherwise its
+  block is added into ``out``. The last CUDA block to finish (a ticket counter, after a memory fence) runs
+  the safety stage — a non-finite sample becomes 0 (counted), then the clip — into ``result``, and leaves
+  ``out`` and the counter at zero for the next block: no second launch.
 
-Shared memory per voice block: (R + G + E) · chunk floats (dynamic), the chunk chosen by the renderer.
+Shared memory per CUDA block: (R + G + E) · chunk floats (dynamic), the chunk chosen by the renderer.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ from .. import kernel as K
 from .plan import (
     BI_NOISE,
     BI_ROW,
-    BI_SLOT,
     BI_TIME,
     CI_OFFSET,
     CI_RAMP_START,
@@ -43,6 +43,8 @@ from .plan import (
     SF_RAMP,
     SF_STEP,
     SF_TARGET,
+    SI_BURST_COUNT,
+    SI_BURST_FIRST,
     SI_CHG_COUNT,
     SI_CHG_FIRST,
     SI_EXC_UNTIL,
@@ -56,20 +58,17 @@ N_DCOUNTERS = 2
 SILENT, RINGING = K.SILENT, K.RINGING
 FLUSH = np.float32(K.FLUSH)
 STATE_LIMIT = np.float32(K.STATE_LIMIT)
-SHARED_FLOATS = 4096  # per voice block: 16 KiB, so several voice blocks share one multiprocessor
 
 
 @cuda.jit
-def ops_kernel(out, ops, n_ops, tail0, state_re, state_im, exc, live):
+def ops_kernel(ops, n_ops, tail0, state_re, state_im, exc, live):
     tid = cuda.threadIdx.x
     nt = cuda.blockDim.x
-    for j in range(tid, out.shape[0], nt):
-        out[j] = 0.0
     gm = state_re.shape[1]
     kk = exc.shape[1]
     ll = exc.shape[2]
     for o in range(n_ops):
-        s = ops[o, 0 + 1]
+        s = ops[o, 1]
         if ops[o, 0] == OP_SWAP:
             tail = tail0 + s
             for i in range(tid, gm, nt):
@@ -90,46 +89,52 @@ def ops_kernel(out, ops, n_ops, tail0, state_re, state_im, exc, live):
         cuda.syncthreads()
 
 
-@cuda.jit
-def bursts_kernel(burst_i, burst_f, imeta, attacks, noise, table, exc):
-    b = cuda.blockIdx.x
-    tid = cuda.threadIdx.x
-    nt = cuda.blockDim.x
-    s = burst_i[b, BI_SLOT]
-    t = burst_i[b, BI_TIME]
-    row = burst_i[b, BI_ROW]
-    k_dims = imeta[row, K.I_K]
-    a_len = imeta[row, K.I_A]
-    att0 = imeta[row, K.I_ATT]
-    owned = imeta[row, K.I_OWNED] != 0
+@cuda.jit(device=True)
+def _settle(a, b):
+    """An oscillator's state at the block end: (re, im, 0 flushed to silence | 1 ringing | 2 blown up)."""
+    mag = abs(a) + abs(b)
+    if mag < FLUSH:
+        return np.float32(0.0), np.float32(0.0), 0
+    if mag < STATE_LIMIT:
+        return a, b, 1
+    return a, b, 2  # huge, inf or NaN
+
+
+@cuda.jit(device=True)
+def _add_bursts(s, tid, nt, slot_i, burst_i, burst_f, imeta, attacks, noise, table, exc):
+    """The slot's bursts into its ring, one after the other (within one, every (k, i) is its own cell)."""
     mask = exc.shape[2] - 1
-    for idx in range(tid, k_dims * a_len, nt):
-        k = idx // a_len
-        i = idx - k * a_len
-        v = burst_f[b, k]
-        if v == 0.0:
-            continue
-        att = attacks[att0 + k * a_len + i]
-        if owned:
-            val = v * att
-        else:
-            off = burst_i[b, BI_NOISE + k]
-            nz = table[off + i] if off >= 0 else noise[k, i]
-            val = v * att * nz
-        cuda.atomic.add(exc, (s, k, (t + i) & mask), val)
+    b0 = slot_i[s, SI_BURST_FIRST]
+    for b in range(b0, b0 + slot_i[s, SI_BURST_COUNT]):
+        t = burst_i[b, BI_TIME]
+        row = burst_i[b, BI_ROW]
+        k_dims = imeta[row, K.I_K]
+        a_len = imeta[row, K.I_A]
+        att0 = imeta[row, K.I_ATT]
+        owned = imeta[row, K.I_OWNED] != 0
+        for idx in range(tid, k_dims * a_len, nt):
+            k = idx // a_len
+            i = idx - k * a_len
+            v = burst_f[b, k]
+            if v == 0.0:
+                continue
+            att = attacks[att0 + k * a_len + i]
+            if owned:
+                val = v * att
+            else:
+                off = burst_i[b, BI_NOISE + k]
+                nz = table[off + i] if off >= 0 else noise[k, i]
+                val = v * att * nz
+            exc[s, k, (t + i) & mask] += val
+        cuda.syncthreads()
 
 
-@cuda.jit
-def voices_kernel(t0, n, chunk, slot_i, slot_f, chg_i, chg_f, imeta, pole_re, pole_im, coef_re, coef_im, router,
-                  mixd, mixw, gains, state_re, state_im, exc, live, vout, out, dcounters):
-    s = cuda.blockIdx.x
+@cuda.jit(device=True)
+def _render_slot(s, t0, n, chunk, slot_i, slot_f, chg_i, chg_f, imeta, pole_re, pole_im, coef_re, coef_im,
+                 router, mixd, mixw, gains, state_re, state_im, exc, live, vout, out, dcounters):
     tid = cuda.threadIdx.x
     nt = cuda.blockDim.x
     row = slot_i[s, SI_ROW]
-    if row < 0:
-        return
-    if live[s] == SILENT and t0 >= slot_i[s, SI_EXC_UNTIL]:
-        return
     k_dims = imeta[row, K.I_K]
     n_res = imeta[row, K.I_R]
     e_dims = imeta[row, K.I_E]
@@ -149,8 +154,7 @@ def voices_kernel(t0, n, chunk, slot_i, slot_f, chg_i, chg_f, imeta, pole_re, po
     g0 = slot_f[s, SF_GAIN]
     g_target = slot_f[s, SF_TARGET]
     g_step = slot_f[s, SF_STEP]
-    bad = 0
-    ringing = 0
+    status = 0  # the worst of this thread's oscillators: 0 silent, 1 ringing, 2 blown up
     for c0 in range(0, n, chunk):
         cn = min(chunk, n - c0)
         last = c0 + cn >= n
@@ -188,7 +192,8 @@ def voices_kernel(t0, n, chunk, slot_i, slot_f, chg_i, chg_f, imeta, pole_re, po
             k = idx // cn
             j = idx - k * cn
             exc[s, k, (t0 + c0 + j) & mask] = 0.0
-        # the oscillator bank: one thread per group, oscillator by oscillator, sample by sample
+        # the oscillator bank: one thread per group; two oscillators at a time (two independent recursions
+        # in flight), each added to the group's sum in oscillator order, as the CPU kernel adds them
         for g in range(tid, n_groups, nt):
             r = g // e_dims
             wrow = wet_o + g * chunk
@@ -196,30 +201,58 @@ def voices_kernel(t0, n, chunk, slot_i, slot_f, chg_i, chg_f, imeta, pole_re, po
             for j in range(cn):
                 sh[wrow + j] = 0.0
             base = mo + g * n_osc
-            for m in range(n_osc):
-                qr = pole_re[base + m]
-                qi = pole_im[base + m]
-                kr = coef_re[base + m]
-                ki = coef_im[base + m]
-                a = state_re[s, g * n_osc + m]
-                b = state_im[s, g * n_osc + m]
+            sb = g * n_osc
+            m = 0
+            while m + 1 < n_osc:
+                qr0 = pole_re[base + m]
+                qi0 = pole_im[base + m]
+                kr0 = coef_re[base + m]
+                ki0 = coef_im[base + m]
+                qr1 = pole_re[base + m + 1]
+                qi1 = pole_im[base + m + 1]
+                kr1 = coef_re[base + m + 1]
+                ki1 = coef_im[base + m + 1]
+                a0 = state_re[s, sb + m]
+                b0 = state_im[s, sb + m]
+                a1 = state_re[s, sb + m + 1]
+                b1 = state_im[s, sb + m + 1]
                 for j in range(cn):
                     x = sh[drow + j]
-                    nr = qr * a - qi * b + kr * x
-                    b = qr * b + qi * a + ki * x
-                    a = nr
-                    sh[wrow + j] += nr
+                    nr0 = qr0 * a0 - qi0 * b0 + kr0 * x
+                    b0 = qr0 * b0 + qi0 * a0 + ki0 * x
+                    a0 = nr0
+                    nr1 = qr1 * a1 - qi1 * b1 + kr1 * x
+                    b1 = qr1 * b1 + qi1 * a1 + ki1 * x
+                    a1 = nr1
+                    acc = sh[wrow + j] + nr0
+                    sh[wrow + j] = acc + nr1
                 if last:
-                    mag = abs(a) + abs(b)
-                    if mag < FLUSH:
-                        a = np.float32(0.0)
-                        b = np.float32(0.0)
-                    elif mag < STATE_LIMIT:
-                        ringing = 1
-                    else:  # huge, inf or NaN
-                        bad = 1
-                state_re[s, g * n_osc + m] = a
-                state_im[s, g * n_osc + m] = b
+                    a0, b0, st0 = _settle(a0, b0)
+                    a1, b1, st1 = _settle(a1, b1)
+                    status = max(status, max(st0, st1))
+                state_re[s, sb + m] = a0
+                state_im[s, sb + m] = b0
+                state_re[s, sb + m + 1] = a1
+                state_im[s, sb + m + 1] = b1
+                m += 2
+            if m < n_osc:
+                qr0 = pole_re[base + m]
+                qi0 = pole_im[base + m]
+                kr0 = coef_re[base + m]
+                ki0 = coef_im[base + m]
+                a0 = state_re[s, sb + m]
+                b0 = state_im[s, sb + m]
+                for j in range(cn):
+                    x = sh[drow + j]
+                    nr0 = qr0 * a0 - qi0 * b0 + kr0 * x
+                    b0 = qr0 * b0 + qi0 * a0 + ki0 * x
+                    a0 = nr0
+                    sh[wrow + j] += nr0
+                if last:
+                    a0, b0, st0 = _settle(a0, b0)
+                    status = max(status, st0)
+                state_re[s, sb + m] = a0
+                state_im[s, sb + m] = b0
         cuda.syncthreads()
         # variants cross-faded, dry/wet, gain, tanh, summed over resonances; the voice gain ramp
         for j in range(tid, cn, nt):
@@ -232,7 +265,7 @@ def voices_kernel(t0, n, chunk, slot_i, slot_f, chg_i, chg_f, imeta, pole_re, po
                 y = gains[rs + r] * (mixd[rs + r] * sh[dry_o + r * chunk + j] + mixw[rs + r] * y)
                 v += math.tanh(y)
             if not (v == v and abs(v) < np.float32(np.inf)):
-                bad = 1
+                status = 2
             i = np.float32(c0 + j + 1)
             if g0 < g_target:
                 gj = min(g_target, g0 + g_step * i)
@@ -242,8 +275,8 @@ def voices_kernel(t0, n, chunk, slot_i, slot_f, chg_i, chg_f, imeta, pole_re, po
                 gj = g0
             vout[s, c0 + j] = gj * v
         cuda.syncthreads()
-    bad = cuda.syncthreads_or(np.int32(bad))
-    ringing = cuda.syncthreads_or(np.int32(ringing))
+    bad = cuda.syncthreads_or(np.int32(status == 2))
+    ringing = cuda.syncthreads_or(np.int32(status == 1))
     if bad:  # this voice starts over; the others never hear it
         for i in range(tid, state_re.shape[1], nt):
             state_re[s, i] = 0.0
@@ -261,16 +294,36 @@ def voices_kernel(t0, n, chunk, slot_i, slot_f, chg_i, chg_f, imeta, pole_re, po
 
 
 @cuda.jit
-def safety_kernel(out, n, limit, dcounters):
+def block_kernel(t0, n, chunk, limit, slot_i, slot_f, burst_i, burst_f, chg_i, chg_f, imeta, pole_re, pole_im,
+                 coef_re, coef_im, router, attacks, noise, table, mixd, mixw, gains, state_re, state_im, exc, live,
+                 vout, out, result, done, dcounters):
+    s = cuda.blockIdx.x
     tid = cuda.threadIdx.x
-    for j in range(tid, n, cuda.blockDim.x):
-        v = out[j]
-        if not (v == v and abs(v) < np.float32(np.inf)):
-            cuda.atomic.add(dcounters, D_SCRUBBED, 1)
-            v = np.float32(0.0)
-        if limit > 0.0:
-            if v > limit:
-                v = np.float32(limit)
-            elif v < -limit:
-                v = np.float32(-limit)
-        out[j] = v
+    nt = cuda.blockDim.x
+    row = slot_i[s, SI_ROW]
+    if row >= 0 and (live[s] != SILENT or t0 < slot_i[s, SI_EXC_UNTIL]):  # a silent slot costs nothing
+        _add_bursts(s, tid, nt, slot_i, burst_i, burst_f, imeta, attacks, noise, table, exc)
+        _render_slot(s, t0, n, chunk, slot_i, slot_f, chg_i, chg_f, imeta, pole_re, pole_im, coef_re, coef_im,
+                     router, mixd, mixw, gains, state_re, state_im, exc, live, vout, out, dcounters)
+    # the last block to finish sums up: every block's adds are fenced before it takes its ticket
+    cuda.threadfence()
+    cuda.syncthreads()
+    ticket = 0
+    if tid == 0:
+        ticket = cuda.atomic.add(done, 0, 1) + 1
+    last = cuda.syncthreads_or(np.int32(ticket == cuda.gridDim.x))
+    if last:
+        for j in range(tid, n, nt):
+            v = cuda.atomic.add(out, j, np.float32(0.0))  # an atomic read: from L2, where the adds landed
+            out[j] = 0.0  # for the next block (float atomics have no exchange in numba)
+            if not (v == v and abs(v) < np.float32(np.inf)):
+                cuda.atomic.add(dcounters, D_SCRUBBED, 1)
+                v = np.float32(0.0)
+            if limit > 0.0:
+                if v > limit:
+                    v = np.float32(limit)
+                elif v < -limit:
+                    v = np.float32(-limit)
+            result[j] = v
+        if tid == 0:
+            done[0] = 0

@@ -12,8 +12,8 @@ compact tables the GPU reads (the *plan*, :data:`PLAN`), in the CPU kernel's ord
    (:data:`OP_CLEAR`, :data:`OP_SWAP`) so the GPU replays it in order;
 2. collect this block's due events (sorted by time, then arrival: a stable sort, not the CPU kernel's
    insertion sort, so ten thousand busy voices stay cheap);
-3. control events become *bursts* (slot, sample, row, vector, fresh-noise offsets): the late fix, the size
-   check, the noise key and the counters are the CPU kernel's;
+3. control events become *bursts* (slot, sample, row, vector, fresh-noise offsets), grouped by slot: the late
+   fix, the size check, the noise key and the counters are the CPU kernel's, in its order;
 4. every slot's row and ramp at the block start, and its deformation changes inside the block;
 5. gains advance by the block, faded tails are freed, the due slots go back to the free stack.
 
@@ -42,9 +42,10 @@ KERNEL_STAMP = int.from_bytes(hashlib.sha256(Path(K.__file__).read_bytes()).dige
 OP_CLEAR, OP_SWAP = 0, 1
 N_OP = 2
 # slot table, int64 columns: instrument row (-1: not played), excitation-until sample, ramp start at the
-# block start, first deformation change of the slot in the change table, number of them
-SI_ROW, SI_EXC_UNTIL, SI_RAMP_START, SI_CHG_FIRST, SI_CHG_COUNT = range(5)
-N_SI = 5
+# block start, the slot's deformation changes (first row in the change table, count), its bursts (first row
+# in the burst table, count); each slot's rows are contiguous and in the CPU kernel's order
+SI_ROW, SI_EXC_UNTIL, SI_RAMP_START, SI_CHG_FIRST, SI_CHG_COUNT, SI_BURST_FIRST, SI_BURST_COUNT = range(7)
+N_SI = 7
 # slot table, float32 columns: gain now, gain target, gain step per sample, then prev[E], target[E]
 SF_GAIN, SF_TARGET, SF_STEP, SF_RAMP = range(4)
 # burst table, int64 columns: slot, sample, row, then one fresh-noise table offset per control dimension
@@ -164,14 +165,39 @@ def plan_block(stamp, t0, n, n_ops, bank_f, bank_q, fixed_f, fixed_q, sized_f, o
         n_ops = _drain_logged(a, ops, n_ops)
     n_due = _collect_due(a, t0 + n)
     imeta = a.imeta
+    n_slots = a.vmeta.shape[0]
 
-    # bursts (K._apply_bursts, minus the burst itself, which the GPU adds)
-    n_bursts = 0
+    # rows per slot in the burst and change tables (late events first play at the block start, counted)
+    for s in range(n_slots):
+        slot_i[s, SI_BURST_COUNT] = 0
+        slot_i[s, SI_CHG_COUNT] = 0
     for d in range(n_due):
         q = a.due[d]
         if a.qtime[q] < t0:
             a.counters[K.C_LATE] += 1
             a.qtime[q] = t0
+        s = a.qvoice[q]
+        inst = a.vmeta[s, K.V_INST]
+        if inst == K.NO_INSTRUMENT:
+            continue
+        if a.qkind[q] != K.EV_CONTROL:
+            slot_i[s, SI_CHG_COUNT] += 1
+        elif a.qlen[q] == imeta[inst, K.I_K]:
+            slot_i[s, SI_BURST_COUNT] += 1
+    first_b = 0
+    first_c = 0
+    for s in range(n_slots):
+        slot_i[s, SI_BURST_FIRST] = first_b
+        first_b += slot_i[s, SI_BURST_COUNT]
+        slot_i[s, SI_BURST_COUNT] = 0
+        slot_i[s, SI_CHG_FIRST] = first_c
+        first_c += slot_i[s, SI_CHG_COUNT]
+        slot_i[s, SI_CHG_COUNT] = 0
+
+    # bursts (K._apply_bursts, minus the burst itself, which the GPU adds)
+    n_bursts = 0
+    for d in range(n_due):
+        q = a.due[d]
         if a.qkind[q] != K.EV_CONTROL:
             continue
         s = a.qvoice[q]
@@ -184,7 +210,8 @@ def plan_block(stamp, t0, n, n_ops, bank_f, bank_q, fixed_f, fixed_q, sized_f, o
         key = K._hash32(np.uint64(a.rng[K.R_SEED]) ^ K._hash32(np.uint64(a.rng[K.R_COUNT])))
         a.rng[K.R_COUNT] += 1
         fresh = a.table.size > 0 and imeta[inst, K.I_OWNED] == 0
-        b = n_bursts
+        b = slot_i[s, SI_BURST_FIRST] + slot_i[s, SI_BURST_COUNT]
+        slot_i[s, SI_BURST_COUNT] += 1
         burst_i[b, BI_SLOT] = s
         burst_i[b, BI_TIME] = t
         burst_i[b, BI_ROW] = inst
@@ -201,15 +228,12 @@ def plan_block(stamp, t0, n, n_ops, bank_f, bank_q, fixed_f, fixed_q, sized_f, o
         a.counters[K.C_EVENTS] += 1
 
     # every slot at the block start
-    n_slots = a.vmeta.shape[0]
     e_cap = (slot_f.shape[1] - SF_RAMP) // 2
     for s in range(n_slots):
         inst = a.vmeta[s, K.V_INST]
         slot_i[s, SI_ROW] = inst
         slot_i[s, SI_EXC_UNTIL] = a.vmeta[s, K.V_EXC_UNTIL]
         slot_i[s, SI_RAMP_START] = a.vmeta[s, K.V_RAMP_START]
-        slot_i[s, SI_CHG_FIRST] = 0
-        slot_i[s, SI_CHG_COUNT] = 0
         slot_f[s, SF_GAIN] = a.vgain[s, 0]
         slot_f[s, SF_TARGET] = a.vgain[s, 1]
         slot_f[s, SF_STEP] = a.vgain[s, 2]
@@ -218,18 +242,6 @@ def plan_block(stamp, t0, n, n_ops, bank_f, bank_q, fixed_f, fixed_q, sized_f, o
             slot_f[s, SF_RAMP + e_cap + e] = a.ramp_target[s, e] if e < a.ramp_target.shape[1] else np.float32(0.0)
 
     # deformation changes (K._deformation_weights' bookkeeping), grouped by slot in due order
-    for d in range(n_due):
-        q = a.due[d]
-        if a.qkind[q] == K.EV_CONTROL:
-            continue
-        s = a.qvoice[q]
-        if a.vmeta[s, K.V_INST] != K.NO_INSTRUMENT:
-            slot_i[s, SI_CHG_COUNT] += 1
-    first = 0
-    for s in range(n_slots):
-        slot_i[s, SI_CHG_FIRST] = first
-        first += slot_i[s, SI_CHG_COUNT]
-        slot_i[s, SI_CHG_COUNT] = 0
     n_changes = 0
     for d in range(n_due):
         q = a.due[d]
@@ -274,7 +286,7 @@ def plan_block(stamp, t0, n, n_ops, bank_f, bank_q, fixed_f, fixed_q, sized_f, o
     K._free_due(a, n_due)
     counts[N_OPS] = n_ops
     counts[N_BURSTS] = n_bursts
-    counts[N_CHANGES] = max(n_changes, first)
+    counts[N_CHANGES] = n_changes
     return True
 
 

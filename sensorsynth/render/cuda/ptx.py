@@ -19,11 +19,9 @@ def signatures() -> dict:
     i64, f32 = T.int64, T.float32
     f1, f2, f3, q1, q2 = f32[::1], f32[:, ::1], f32[:, :, ::1], i64[::1], i64[:, ::1]
     return {
-        "ops_kernel": (f1, q2, i64, i64, f2, f2, f3, q1),
-        "bursts_kernel": (q2, f2, q2, f1, f2, f1, f3),
-        "voices_kernel": (i64, i64, i64, q2, f2, q2, f2, q2, f1, f1, f1, f1, f1, f1, f1, f1, f2, f2, f3, q1, f2,
-                          f1, q1),
-        "safety_kernel": (f1, i64, f32, q1),
+        "ops_kernel": (q2, i64, i64, f2, f2, f3, q1),
+        "block_kernel": (i64, i64, i64, f32, q2, f2, q2, f2, q2, f2, q2, f1, f1, f1, f1, f1, f1, f2, f1, f1, f1, f1,
+                         f2, f2, f3, q1, f2, f1, f1, q1, q1),
     }
 
 
@@ -32,6 +30,16 @@ def compile_all(cc: tuple[int, int] = (9, 0)) -> dict[str, str]:
     from numba import cuda
 
     from . import kernels
+
+    if not cuda.is_available():
+        # numba-cuda types a device function called from a kernel for the current device's compute
+        # capability, which needs a driver: with none, the one asked for stands in (this tool only)
+        import numba.cuda.dispatcher as dispatcher
+
+        class _Device:
+            compute_capability = cc
+
+        dispatcher.get_current_device = lambda: _Device  # type: ignore[attr-defined]
 
     return {name: cuda.compile_ptx(getattr(kernels, name).py_func, sig, cc=cc)[0] for name, sig in signatures().items()}
 

@@ -8,9 +8,9 @@ What changes is where the heavy state lives and who renders the block:
   (they live on the GPU: for ten thousand seed-size voices they are gigabytes); every block the compiled
   control plane (:func:`.plan.plan_block`) drains the inbox, schedules events and writes the block's
   *plan* into pinned host arrays;
-- the plan goes to the GPU with asynchronous copies on the renderer's stream, then the four kernels of
-  :mod:`.kernels` run on the same stream, then the output block comes back into a pinned array with an
-  asynchronous copy. The host waits once per block (the stream's completion), never on a synchronous copy.
+- the plan goes to the GPU with asynchronous copies on the renderer's stream, then :mod:`.kernels` run on
+  the same stream (one launch renders the block; a second one first when the block replays voice
+  messages), then the output block comes back into a pinned array with an asynchronous copy. The host waits once per block (the stream's completion), never on a synchronous copy.
   Two plan buffer sets alternate, so with ``latency_blocks=1`` the host plans block n+1 while the GPU
   renders block n (``process()`` then returns the previous block: one block of extra latency for overlap).
 
@@ -55,7 +55,9 @@ DEVICE_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("exc", "state", "(S, K, L) excitation ring per slot"),
     ("live", "state", "(S,) SILENT or RINGING after the last block (silent slots are skipped)"),
     ("vout", "state", "(S, B) scratch: each slot's block, gain applied, before the sum"),
-    ("out", "io", "(B,) the mixed block"),
+    ("out", "io", "(B,) the voices' sum (left at zero for the next block by the block's last CUDA block)"),
+    ("result", "io", "(B,) the block after the safety stage: what comes back to the host"),
+    ("done", "io", "[CUDA blocks finished]: the last one runs the safety stage"),
     ("dcounters", "io", "[voice resets, scrubbed samples]"),
 )
 P_SHARED = 4096  # floats of shared memory per voice block (16 KiB): several blocks share a multiprocessor
@@ -159,8 +161,9 @@ class CudaRenderer(Renderer):
             state["exc"][:, : src.shape[1], t & (ring - 1)] = src[:, :, t & (src.shape[2] - 1)]
         dev = {name: cuda.to_device(a) for name, a in state.items()}
         dev["vout"] = cuda.device_array((s, b), np.float32)
-        dev["out"] = cuda.to_device(np.zeros(b, np.float32)) if old is None else old["out"]
-        dev["dcounters"] = cuda.to_device(np.zeros(P_NDC, np.int64)) if old is None else old["dcounters"]
+        for name, init in (("out", np.zeros(b, np.float32)), ("result", np.zeros(b, np.float32)),
+                           ("done", np.zeros(1, np.int64)), ("dcounters", np.zeros(P_NDC, np.int64))):
+            dev[name] = cuda.to_device(init) if old is None else old[name]
         shapes = {
             "ops": (self._ops_cap, P.N_OP), "slot_i": (s, P.N_SI), "slot_f": (s, P.SF_RAMP + 2 * c.e),
             "burst_i": (q, P.BI_NOISE + c.k), "burst_f": (q, c.k), "chg_i": (q, P.N_CI), "chg_f": (q, 2 * c.e),
@@ -261,8 +264,8 @@ class CudaRenderer(Renderer):
         d, h = self._dev, self._host_plan
         n = self._n_ops
         d["ops"][:n].copy_to_device(h["ops"][:n], stream=self._stream)
-        ops_kernel[1, self._nthreads, self._stream](d["out"], d["ops"], n, self.max_voices, d["state_re"],
-                                                    d["state_im"], d["exc"], d["live"])
+        ops_kernel[1, self._nthreads, self._stream](d["ops"], n, self.max_voices, d["state_re"], d["state_im"],
+                                                    d["exc"], d["live"])
         self._stream.synchronize()
         self._n_ops = 0
 
@@ -270,7 +273,7 @@ class CudaRenderer(Renderer):
     def _kernel(self, t0, n, limit, *args) -> None:
         """One block: plan on the host, then copies and kernels on the stream; the output lands in the CPU
         renderer's ``out`` buffer (this block's, or the previous one's with latency_blocks=1)."""
-        from .kernels import bursts_kernel, ops_kernel, safety_kernel, voices_kernel
+        from .kernels import block_kernel, ops_kernel
 
         cuda, st, d = self._cuda, self._stream, self._dev
         h = self._host_plan
@@ -294,19 +297,17 @@ class CudaRenderer(Renderer):
             d["chg_i"][:n_chg].copy_to_device(h["chg_i"][:n_chg], stream=st)
             d["chg_f"][:n_chg].copy_to_device(h["chg_f"][:n_chg], stream=st)
         nt = self._nthreads
-        ops_kernel[1, nt, st](d["out"], d["ops"], n_ops, self.max_voices, d["state_re"], d["state_im"], d["exc"],
-                              d["live"])
-        if n_bursts:
-            bursts_kernel[n_bursts, nt, st](d["burst_i"], d["burst_f"], d["imeta"], d["attacks"], d["noise"],
-                                            d["table"], d["exc"])
+        if n_ops:
+            ops_kernel[1, nt, st](d["ops"], n_ops, self.max_voices, d["state_re"], d["state_im"], d["exc"],
+                                  d["live"])
         chunk = self._chunk_n
         shared = (self._capacity.r + self._capacity.g + self._capacity.e) * chunk * 4
-        voices_kernel[2 * self.max_voices, nt, st, shared](
-            t0, n, chunk, d["slot_i"], d["slot_f"], d["chg_i"], d["chg_f"], d["imeta"], d["pole_re"],
-            d["pole_im"], d["coef_re"], d["coef_im"], d["router"], d["mixd"], d["mixw"], d["gains"],
-            d["state_re"], d["state_im"], d["exc"], d["live"], d["vout"], d["out"], d["dcounters"])
-        safety_kernel[1, nt, st](d["out"], n, np.float32(limit), d["dcounters"])
-        d["out"].copy_to_host(self._out_host[self._set], stream=st)
+        block_kernel[2 * self.max_voices, nt, st, shared](
+            t0, n, chunk, np.float32(limit), d["slot_i"], d["slot_f"], d["burst_i"], d["burst_f"], d["chg_i"],
+            d["chg_f"], d["imeta"], d["pole_re"], d["pole_im"], d["coef_re"], d["coef_im"], d["router"],
+            d["attacks"], d["noise"], d["table"], d["mixd"], d["mixw"], d["gains"], d["state_re"], d["state_im"],
+            d["exc"], d["live"], d["vout"], d["out"], d["result"], d["done"], d["dcounters"])
+        d["result"].copy_to_host(self._out_host[self._set], stream=st)
         d["dcounters"].copy_to_host(self._dc_host, stream=st)
         stop.record(st)
         self._inflight.append(self._set)
