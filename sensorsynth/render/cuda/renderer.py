@@ -164,13 +164,31 @@ class CudaRenderer(Renderer):
         for name, init in (("out", np.zeros(b, np.float32)), ("result", np.zeros(b, np.float32)),
                            ("done", np.zeros(1, np.int64)), ("dcounters", np.zeros(P_NDC, np.int64))):
             dev[name] = cuda.to_device(init) if old is None else old[name]
-        shapes = {
-            "ops": (self._ops_cap, P.N_OP), "slot_i": (s, P.N_SI), "slot_f": (s, P.SF_RAMP + 2 * c.e),
-            "burst_i": (q, P.BI_NOISE + c.k), "burst_f": (q, c.k), "chg_i": (q, P.N_CI), "chg_f": (q, 2 * c.e),
+        # The plan tables, packed into one buffer per dtype, the bursts last: one copy per dtype and block
+        # (the prefix up to the last burst used; the unused room of the small tables before it costs less
+        # than another copy call).
+        packing = {
+            np.int64: (("slot_i", (s, P.N_SI)), ("ops", (self._ops_cap, P.N_OP)), ("chg_i", (q, P.N_CI)),
+                       ("burst_i", (q, P.BI_NOISE + c.k))),
+            np.float32: (("slot_f", (s, P.SF_RAMP + 2 * c.e)), ("chg_f", (q, 2 * c.e)), ("burst_f", (q, c.k))),
         }  # fmt: skip
-        dtypes = {name: dt for name, dt, _, _ in P.PLAN}
+        offsets: dict[str, int] = {}
+        flat_size = {}
+        for dt, sections in packing.items():
+            o = 0
+            for name, shape in sections:
+                offsets[name] = o
+                o += int(np.prod(shape))
+            flat_size[dt] = o
+        shapes = {name: shape for sections in packing.values() for name, shape in sections}
+
+        def views(flat: dict) -> dict:
+            return {name: flat[dt][offsets[name] : offsets[name] + int(np.prod(shape))].reshape(shape)
+                    for dt, sections in packing.items() for name, shape in sections}
+
         # two pinned sets: the host writes one while the other's copies may still be in flight
-        pinned = [{n: cuda.pinned_array(sh, dtypes[n]) for n, sh in shapes.items()} for _ in range(2)]
+        flats = [{dt: cuda.pinned_array(n, dt) for dt, n in flat_size.items()} for _ in range(2)]
+        pinned = [{**views(f), "flat_i": f[np.int64], "flat_f": f[np.float32]} for f in flats]
         self._set = getattr(self, "_set", 0)
         if old is not None and self._n_ops:  # ops logged against the old arrays stay pending
             pinned[self._set]["ops"][: self._n_ops] = self._host_plan["ops"][: self._n_ops]
@@ -178,8 +196,11 @@ class CudaRenderer(Renderer):
             d["counts"] = np.zeros(3, np.int64)
         self._pinned = pinned
         self._host_plan = pinned[self._set]
-        for n, sh in shapes.items():
-            dev[n] = cuda.device_array(sh, dtypes[n])
+        dflat = {dt: cuda.device_array(n, dt) for dt, n in flat_size.items()}
+        dev.update(views(dflat))
+        dev["flat_i"], dev["flat_f"] = dflat[np.int64], dflat[np.float32]
+        self._plan_offsets = offsets
+        self._plan_widths = {name: shape[1] for name, shape in shapes.items()}
         self._out_host = [cuda.pinned_array(b, np.float32) for _ in range(2)]
         self._dc_host = cuda.pinned_array(P_NDC, np.int64)
         self._dc_host[:] = 0
@@ -263,7 +284,8 @@ class CudaRenderer(Renderer):
         self._flush_inflight()
         d, h = self._dev, self._host_plan
         n = self._n_ops
-        d["ops"][:n].copy_to_device(h["ops"][:n], stream=self._stream)
+        end = self._plan_offsets["ops"] + n * P.N_OP
+        d["flat_i"][:end].copy_to_device(h["flat_i"][:end], stream=self._stream)
         ops_kernel[1, self._nthreads, self._stream](d["ops"], n, self.max_voices, d["state_re"], d["state_im"],
                                                     d["exc"], d["live"])
         self._stream.synchronize()
@@ -286,16 +308,11 @@ class CudaRenderer(Renderer):
         n_ops, n_bursts, n_chg = int(counts[P.N_OPS]), int(counts[P.N_BURSTS]), int(counts[P.N_CHANGES])
         start, stop = self._events[self._set]
         start.record(st)
-        if n_ops:
-            d["ops"][:n_ops].copy_to_device(h["ops"][:n_ops], stream=st)
-        d["slot_i"].copy_to_device(h["slot_i"], stream=st)
-        d["slot_f"].copy_to_device(h["slot_f"], stream=st)
-        if n_bursts:
-            d["burst_i"][:n_bursts].copy_to_device(h["burst_i"][:n_bursts], stream=st)
-            d["burst_f"][:n_bursts].copy_to_device(h["burst_f"][:n_bursts], stream=st)
-        if n_chg:
-            d["chg_i"][:n_chg].copy_to_device(h["chg_i"][:n_chg], stream=st)
-            d["chg_f"][:n_chg].copy_to_device(h["chg_f"][:n_chg], stream=st)
+        off, width = self._plan_offsets, self._plan_widths
+        end_i = off["burst_i"] + n_bursts * width["burst_i"] if n_bursts else off["chg_i"] + n_chg * width["chg_i"]
+        end_f = off["burst_f"] + n_bursts * width["burst_f"] if n_bursts else off["chg_f"] + n_chg * width["chg_f"]
+        d["flat_i"][:end_i].copy_to_device(h["flat_i"][:end_i], stream=st)
+        d["flat_f"][:end_f].copy_to_device(h["flat_f"][:end_f], stream=st)
         nt = self._nthreads
         if n_ops:
             ops_kernel[1, nt, st](d["ops"], n_ops, self.max_voices, d["state_re"], d["state_im"], d["exc"],
