@@ -102,7 +102,7 @@ def cuda_times(inst, voices: int, block: int, blocks: int, rng, **kw) -> tuple[n
     return times, gpu
 
 
-def cuda_figures(blocks_sizes: list[int], rng) -> None:
+def cuda_figures(blocks_sizes: list[int], rng, **kw) -> None:
     """The CUDA renderer's figures beside the targets, and the CPU renderer's at the same block sizes."""
     from numba import cuda
 
@@ -118,7 +118,7 @@ def cuda_figures(blocks_sizes: list[int], rng) -> None:
         print("cuda: SIMULATOR SMOKE TEST (NUMBA_ENABLE_CUDASIM=1): a tiny instrument, 2 voices, 3 blocks; the "
               "figures below are the simulator's, not a GPU's, and say nothing about the targets")
         for block in blocks_sizes:
-            t, _ = cuda_times(inst, 2, block, 3, rng)
+            t, _ = cuda_times(inst, 2, block, 3, rng, **kw)
             print(f"cuda (simulated) block {block}: 2 voices, median {np.median(t) * 1e3:.0f} ms/block")
         return
     inst = seed_instrument()
@@ -129,7 +129,7 @@ def cuda_figures(blocks_sizes: list[int], rng) -> None:
     print(f"cuda: {device_name()}; seed-size instrument ({spec.n_modes} oscillators) at {rate} Hz, every voice busy")
     for block in blocks_sizes:
         budget = block / rate
-        t, gpu = cuda_times(inst, 1, block, 50, rng)
+        t, gpu = cuda_times(inst, 1, block, 50, rng, **kw)
         one = float(np.median(t)) * 1e6
         g = f", GPU {np.median(gpu):.1f} µs" if gpu else ""
         print(f"cuda block {block}: 1 voice {one:.1f} µs/block wall{g} (target ≤ {ONE_VOICE_TARGET_US:.0f} µs: "
@@ -137,7 +137,7 @@ def cuda_figures(blocks_sizes: list[int], rng) -> None:
         voices = TARGETS.get(block, 1000)
         fit = voices
         for _ in range(4):
-            t, gpu = cuda_times(inst, voices, block, 10, rng)
+            t, gpu = cuda_times(inst, voices, block, 10, rng, **kw)
             med = float(np.median(t))
             fit = max(1, int(voices * budget / med))
             if fit >= voices and med <= budget:
@@ -145,7 +145,7 @@ def cuda_figures(blocks_sizes: list[int], rng) -> None:
                 if fit == voices:
                     break
             voices = fit
-        t, gpu = cuda_times(inst, fit, block, 10, rng)
+        t, gpu = cuda_times(inst, fit, block, 10, rng, **kw)
         med = float(np.median(t))
         g = f", GPU median {np.median(gpu) / 1e3:.2f} ms" if gpu else ""
         target = TARGETS.get(block)
@@ -198,6 +198,10 @@ def main() -> None:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                         help="cuda: also the numba-cuda renderer's figures beside its targets")
     parser.add_argument("--torch", action="append", help="torch device(s) for the batched path (default: none)")
+    parser.add_argument("--threads", type=int, help="cuda: threads per voice block (default: the renderer's)")
+    parser.add_argument("--shared-floats", type=int, default=4096, help="cuda: shared memory per voice block")
+    parser.add_argument("--latency-blocks", type=int, default=0, choices=[0, 1],
+                        help="cuda: 1 lets the host plan the next block while the GPU renders this one")
     parser.add_argument("--block", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=1.0, help="audio seconds per numba measurement")
     args = parser.parse_args()
@@ -209,7 +213,8 @@ def main() -> None:
     rate, block = spec.sample_rate, args.block
     budget = block / rate
     if args.device == "cuda":
-        cuda_figures([64, 256], rng)
+        cuda_figures([64, 256], rng, threads=args.threads, shared_floats=args.shared_floats,
+                     latency_blocks=args.latency_blocks)
     print(f"instrument: {spec.n_modes} oscillators, {rate} Hz, block {block} (budget {budget * 1e6:.0f} µs)")
     numba_voices(inst, 1, block, 0.1, rng)  # compile / load cache
 

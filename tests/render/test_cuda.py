@@ -46,11 +46,11 @@ def tiny(seed: int, **kw):
     return make_instrument(seed, active=10, **(kw or TINY))
 
 
-def pair(instruments, **kw):
+def pair(instruments, shared_floats=4096, **kw):
     from sensorsynth.render.cuda.renderer import CudaRenderer
 
     kw = dict(dict(block_size=48, max_voices=2, seed=3, limit=None), **kw)
-    return Renderer(instruments, **kw), CudaRenderer(instruments, **kw)
+    return Renderer(instruments, **kw), CudaRenderer(instruments, shared_floats=shared_floats, **kw)
 
 
 def events(rng, r, voice_k, voice_e, t0, block):
@@ -77,10 +77,12 @@ def sizes(r, v):
     return spec.control_plane_dim, spec.expressivity
 
 
-@pytest.mark.parametrize("noise", ["fresh", "fixed", "owned"])
+@pytest.mark.parametrize("noise", ["fresh", "fixed", "owned", "fresh-chunked"])
 def test_matches_the_cpu_renderer_with_events_mid_block_and_moving_deformations(noise):
+    """Three voices on two instruments of different sizes; "chunked": little shared memory, so each voice
+    block works through the block in six chunks (state carried across them in global memory)."""
     a, b = tiny(0), tiny(1, **OTHER)
-    kw = {}
+    kw = {"shared_floats": 8 * (3 + 9 + 3)} if noise == "fresh-chunked" else {}
     if noise == "fixed":
         kw["noise"] = fixed_noise(b, b.spec.sample_rate)  # (K, A) of the larger instrument: enough for both
     if noise == "owned":
@@ -98,7 +100,7 @@ def test_matches_the_cpu_renderer_with_events_mid_block_and_moving_deformations(
             if r is cpu:
                 rng.bit_generator.state = state  # the same events for both
 
-    want, got = play_both(cpu, gpu, 16, schedule)
+    want, got = play_both(cpu, gpu, 10, schedule)
     assert np.abs(want).max() > 0.05
     assert rel_error(got, want) <= TOLERANCE
     assert gpu.counters == cpu.counters

@@ -60,7 +60,6 @@ DEVICE_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("done", "io", "[CUDA blocks finished]: the last one runs the safety stage"),
     ("dcounters", "io", "[voice resets, scrubbed samples]"),
 )
-P_SHARED = 4096  # floats of shared memory per voice block (16 KiB): several blocks share a multiprocessor
 P_NDC = 2  # device counters (kernels.N_DCOUNTERS)
 BANK_ARRAYS = tuple(name for name, group, _ in DEVICE_FIELDS if group == "bank")
 
@@ -81,7 +80,9 @@ class CudaRenderer(Renderer):
 
     Extra parameters: ``device`` (the CUDA device index), ``latency_blocks`` (0: :meth:`process` returns the block it rendered; 1: it returns the
     previous one and lets the GPU render while the host plans the next), ``threads`` (threads per voice block;
-    default: enough for the largest instrument's oscillator groups, in whole warps, at most 256).
+    default: enough for the largest instrument's oscillator groups, in whole warps, at most 256),
+    ``shared_floats`` (shared memory per voice block, in floats: it sets the chunk of samples a voice block
+    works on, (R + R·E + E) floats a sample; less memory lets more voice blocks share a multiprocessor).
     :attr:`gpu_us` is the GPU time of the last block in µs (None when unknown, as under the simulator).
     """
 
@@ -90,7 +91,7 @@ class CudaRenderer(Renderer):
     def __init__(self, instruments, sample_rate=None, block_size=256, max_voices=8, seed=None, noise=None,
                  noise_mode="instrument", queue_size=4096, gain_ramp_ms=5.0, crossfade_ms=20.0, limit=1.0,
                  voice_instruments: Sequence[int] | None = None, inbox_size=4096, latency_blocks: int = 0,
-                 threads: int | None = None, device: int = 0) -> None:
+                 threads: int | None = None, device: int = 0, shared_floats: int = 4096) -> None:
         cuda = _cuda()
         if not cuda.is_available():
             raise RuntimeError("no CUDA GPU: numba.cuda finds no usable device (set NUMBA_ENABLE_CUDASIM=1 to "
@@ -101,6 +102,7 @@ class CudaRenderer(Renderer):
             raise ValueError(f"latency_blocks must be 0 or 1, got {latency_blocks}")
         self._latency_blocks = int(latency_blocks)
         self._threads_asked = threads
+        self._shared_floats = int(shared_floats)
         self._ops_cap = int(inbox_size) + 2 * int(max_voices) + 64
         self._cuda = cuda
         self._sim = _sim_flag()
@@ -136,10 +138,10 @@ class CudaRenderer(Renderer):
 
     def _chunk(self, c: _Capacity) -> int:
         per = c.r + c.g + c.e
-        if per > P_SHARED:
+        if per > self._shared_floats:
             raise ValueError(f"an instrument of {c.r} resonances × {c.e} variants needs more shared memory than "
-                             f"one GPU block holds (R + R·E + E ≤ {P_SHARED})")
-        return max(1, min(self.block_size, P_SHARED // per))
+                             f"shared_floats={self._shared_floats} (R + R·E + E floats per sample)")
+        return max(1, min(self.block_size, self._shared_floats // per))
 
     # ------------------------------------------------------------------ device arrays
     def _device_setup(self, c: _Capacity, old: dict | None = None) -> None:
