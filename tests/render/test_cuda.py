@@ -2,9 +2,10 @@
 simulator (the same kernels, run on the CPU in Python: slow, so the instruments are tiny and the renders
 short).
 
-``NUMBA_ENABLE_CUDASIM`` must be set before ``numba.cuda`` is first imported, and only while it is: the
-variable is removed again at once, so the other tests' subprocesses (``serve --device cuda`` on a machine
-without a GPU must fail) never inherit it. A machine with the CUDA driver library runs the real thing.
+``NUMBA_ENABLE_CUDASIM`` must be in numba's configuration when ``numba.cuda`` is first imported (numba reads
+its environment once, when numba itself is imported, so it is read again here), and only then: the variable
+is removed again at once, so the other tests' subprocesses (``serve --device cuda`` on a machine without a
+GPU must fail) never inherit it. A machine with the CUDA driver library runs the real thing.
 """
 
 from __future__ import annotations
@@ -18,8 +19,11 @@ import numpy as np
 import pytest
 
 if "numba.cuda" not in sys.modules and "NUMBA_ENABLE_CUDASIM" not in os.environ and not ctypes.util.find_library("cuda"):
+    from numba.core import config as numba_config
+
     os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
     try:
+        numba_config.reload_config()
         from numba import cuda
     finally:
         del os.environ["NUMBA_ENABLE_CUDASIM"]

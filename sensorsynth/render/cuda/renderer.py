@@ -100,6 +100,8 @@ class CudaRenderer(Renderer):
             cuda.select_device(int(device))
         if latency_blocks not in (0, 1):
             raise ValueError(f"latency_blocks must be 0 or 1, got {latency_blocks}")
+        if not 1 <= int(shared_floats) <= 12288:  # 48 KiB: more needs an opt-in per kernel
+            raise ValueError(f"shared_floats must be in [1, 12288], got {shared_floats}")
         self._latency_blocks = int(latency_blocks)
         self._threads_asked = threads
         self._shared_floats = int(shared_floats)
@@ -375,9 +377,18 @@ class CudaRenderer(Renderer):
         """The CPU renderer's warm-up (one silent block on the real buffers, everything restored), which here
         also compiles the GPU kernels (JIT on first launch) and the host plan. Call it before playing: the
         host's state is restored afterwards, the GPU's is not (a silent renderer's block changes nothing)."""
+        from .kernels import ops_kernel
+
         t = time.perf_counter()
         super().warmup()
         self._flush_inflight()
+        # what a later instrument change or reset runs, compiled now rather than on the audio thread then
+        n = int(P.call(P.apply_logged, K.MSG_NOP, 0, 0, 0.0, self._host_plan["ops"], self._n_ops, *self._args))
+        assert n == self._n_ops  # a no-op logs nothing
+        d = self._dev
+        ops_kernel[1, self._nthreads, self._stream](d["ops"], 0, self.max_voices, d["state_re"], d["state_im"],
+                                                    d["exc"], d["live"])
+        self._stream.synchronize()
         self.gpu_us, self.gpu_us_max = None, 0.0  # the warm-up block's GPU time holds the compilation's wait
         self._gpu_recent.clear()
         self.warmup_s = time.perf_counter() - t
