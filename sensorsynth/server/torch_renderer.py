@@ -1,7 +1,7 @@
 """The engine's renderer interface over the batched torch renderer (:mod:`sensorsynth.render.batched`).
 ``serve --device cuda`` no longer uses it: it plays through the numba-cuda renderer
-(:mod:`sensorsynth.render.cuda`), which renders the complete voice per sample on the GPU and is two orders of
-magnitude faster there than this launch-bound path. Imported only when a torch device is asked for, so the
+(:mod:`sensorsynth.render.cuda`), which renders the complete voice per sample on the GPU instead of this
+launch-bound path (about 87 busy voices on an H200; its own figures: docs/gpu.md). Imported only when a torch device is asked for, so the
 default (numba, CPU) server never imports torch.
 
 Differences from the numba renderer, said plainly: events cross threads through a ``SimpleQueue`` (torch

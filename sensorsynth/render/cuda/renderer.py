@@ -110,7 +110,6 @@ class CudaRenderer(Renderer):
         self._sim = _sim_flag()
         self._stream = cuda.stream()
         self._dev = None  # device arrays, set by _device_setup
-        self._dev_bank_of: _Bank | None = None
         self._n_ops = 0
         self.gpu_us: float | None = None
         self.gpu_us_max = 0.0
@@ -228,7 +227,6 @@ class CudaRenderer(Renderer):
             arrays["table"] = np.zeros(1, np.float32)
         for name, a in arrays.items():
             self._dev[name] = cuda.to_device(np.ascontiguousarray(a), stream=st)
-        self._dev_bank_of = bank
 
     # ------------------------------------------------------------------ the CPU renderer's hooks
     def _install(self) -> None:
@@ -306,8 +304,8 @@ class CudaRenderer(Renderer):
         counts = h["counts"]
         if self._n_ops > self._ops_cap - self.inbox.size - 1:
             self._flush_ops()
-        P.call(P.plan_block, t0, n, self._n_ops, *args, h["ops"], h["slot_i"], h["slot_f"], h["burst_i"], h["burst_f"],
-                     h["chg_i"], h["chg_f"], counts)
+        P.call(P.plan_block, t0, n, self._n_ops, *args, h["ops"], h["slot_i"], h["slot_f"], h["burst_i"],
+               h["burst_f"], h["chg_i"], h["chg_f"], counts)
         self._n_ops = 0
         n_ops, n_bursts, n_chg = int(counts[P.N_OPS]), int(counts[P.N_BURSTS]), int(counts[P.N_CHANGES])
         start, stop = self._events[self._set]
