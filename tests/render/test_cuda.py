@@ -50,11 +50,11 @@ def tiny(seed: int, **kw):
     return make_instrument(seed, active=10, **(kw or TINY))
 
 
-def pair(instruments, shared_floats=4096, **kw):
+def pair(instruments, shared_floats=4096, threads=None, **kw):
     from sensorsynth.render.cuda.renderer import CudaRenderer
 
     kw = dict(dict(block_size=48, max_voices=2, seed=3, limit=None), **kw)
-    return Renderer(instruments, **kw), CudaRenderer(instruments, shared_floats=shared_floats, **kw)
+    return Renderer(instruments, **kw), CudaRenderer(instruments, shared_floats=shared_floats, threads=threads, **kw)
 
 
 def events(rng, r, voice_k, voice_e, t0, block):
@@ -81,12 +81,14 @@ def sizes(r, v):
     return spec.control_plane_dim, spec.expressivity
 
 
-@pytest.mark.parametrize("noise", ["fresh", "fixed", "owned", "fresh-chunked"])
+@pytest.mark.parametrize("noise", ["fresh", "fixed", "owned", "fresh-chunked", "fresh-lanes"])
 def test_matches_the_cpu_renderer_with_events_mid_block_and_moving_deformations(noise):
-    """Three voices on two instruments of different sizes; "chunked": little shared memory, so each voice
-    block works through the block in six chunks (state carried across them in global memory)."""
+    """Three voices on two instruments of different sizes. "chunked": little shared memory, so each voice
+    block works through the block in three chunks (state carried across them in global memory). "lanes": 8
+    threads per voice block, so the 4 groups of the smaller instrument get 2 lanes each (partial sums, one
+    oscillator pair and one single per group) and the 9 groups of the larger one take turns on 8 threads."""
     a, b = tiny(0), tiny(1, **OTHER)
-    kw = {"shared_floats": 8 * (3 + 9 + 3)} if noise == "fresh-chunked" else {}
+    kw = {"chunked": {"shared_floats": 16 * (3 + 9 + 3)}, "lanes": {"threads": 8}}.get(noise.partition("-")[2], {})
     if noise == "fixed":
         kw["noise"] = fixed_noise(b, b.spec.sample_rate)  # (K, A) of the larger instrument: enough for both
     if noise == "owned":

@@ -11,9 +11,10 @@ the code CI runs under the simulator is the code a GPU runs; :mod:`.ptx` compile
   CPU kernel's order (``exc[k, t + i] += v_k · attack_k[i] · noise_k[i]``, the noise being the instrument's
   own — folded into its attacks —, a window of the fresh-noise table, or the fixed noise: the CPU renderer's
   rule and offsets). Then, in chunks of the block held in shared memory: routes the excitation to
-  resonances (dry); runs the oscillator bank — one thread per oscillator group, two oscillators at a time
-  for instruction-level parallelism, each oscillator's state in registers across the chunk, the group's
-  wet sum accumulated in the CPU kernel's order —; builds the deformation weights (ramps restarting at each
+  resonances (dry); runs the oscillator bank — ``lanes`` threads per oscillator group (as many as the CUDA
+  block has threads for), each taking every lanes-th oscillator two at a time for instruction-level
+  parallelism, each oscillator's state in registers across the chunk, its partial wet sums in its own row
+  of shared memory, summed across the lanes afterwards (no atomics, no warp shuffles) —; builds the deformation weights (ramps restarting at each
   change's sample); cross-fades the variants, blends dry and wet, applies gain before tanh, sums the
   resonances and ramps the voice gain. A slot whose state blew up (not finite, or above STATE_LIMIT) or
   whose output is not finite is cleared and counted and contributes nothing, as on the CPU; otherwise its
@@ -21,7 +22,8 @@ the code CI runs under the simulator is the code a GPU runs; :mod:`.ptx` compile
   the safety stage — a non-finite sample becomes 0 (counted), then the clip — into ``result``, and leaves
   ``out`` and the counter at zero for the next block: no second launch.
 
-Shared memory per CUDA block: (R + G + E) · chunk floats (dynamic), the chunk chosen by the renderer.
+Shared memory per CUDA block: (R + E + max(G, threads)) · chunk floats (dynamic; G · lanes ≤ max(G, threads)),
+the chunk chosen by the renderer.
 """
 
 from __future__ import annotations
@@ -144,12 +146,13 @@ def _render_slot(s, t0, n, chunk, slot_i, slot_f, chg_i, chg_f, imeta, pole_re, 
     ro = imeta[row, K.I_ROUTER]
     rs = imeta[row, K.I_RES]
     n_groups = n_res * e_dims
+    lanes = max(1, nt // n_groups)  # threads per oscillator group, each summing its own share of oscillators
     e_cap = (slot_f.shape[1] - SF_RAMP) // 2
     mask = exc.shape[2] - 1
     sh = cuda.shared.array(0, float32)
     dry_o = 0
-    wet_o = n_res * chunk
-    w_o = wet_o + n_groups * chunk
+    w_o = n_res * chunk
+    wet_o = w_o + e_dims * chunk  # (G · lanes) rows of partial sums; a group's sum lands in its first row
     ff = np.float32(frame)
     g0 = slot_f[s, SF_GAIN]
     g_target = slot_f[s, SF_TARGET]
@@ -192,30 +195,33 @@ def _render_slot(s, t0, n, chunk, slot_i, slot_f, chg_i, chg_f, imeta, pole_re, 
             k = idx // cn
             j = idx - k * cn
             exc[s, k, (t0 + c0 + j) & mask] = 0.0
-        # the oscillator bank: one thread per group; two oscillators at a time (two independent recursions
-        # in flight), each added to the group's sum in oscillator order, as the CPU kernel adds them
-        for g in range(tid, n_groups, nt):
+        # the oscillator bank: `lanes` threads per group, lane p taking oscillators p, p + lanes, ..., two
+        # at a time (two independent recursions in flight), each summed into the lane's row in order
+        for gl in range(tid, n_groups * lanes, nt):
+            g = gl // lanes
+            p = gl - g * lanes
             r = g // e_dims
-            wrow = wet_o + g * chunk
+            wrow = wet_o + gl * chunk
             drow = dry_o + r * chunk
             for j in range(cn):
                 sh[wrow + j] = 0.0
             base = mo + g * n_osc
             sb = g * n_osc
-            m = 0
-            while m + 1 < n_osc:
+            m = p
+            while m + lanes < n_osc:
+                m1 = m + lanes
                 qr0 = pole_re[base + m]
                 qi0 = pole_im[base + m]
                 kr0 = coef_re[base + m]
                 ki0 = coef_im[base + m]
-                qr1 = pole_re[base + m + 1]
-                qi1 = pole_im[base + m + 1]
-                kr1 = coef_re[base + m + 1]
-                ki1 = coef_im[base + m + 1]
+                qr1 = pole_re[base + m1]
+                qi1 = pole_im[base + m1]
+                kr1 = coef_re[base + m1]
+                ki1 = coef_im[base + m1]
                 a0 = state_re[s, sb + m]
                 b0 = state_im[s, sb + m]
-                a1 = state_re[s, sb + m + 1]
-                b1 = state_im[s, sb + m + 1]
+                a1 = state_re[s, sb + m1]
+                b1 = state_im[s, sb + m1]
                 for j in range(cn):
                     x = sh[drow + j]
                     nr0 = qr0 * a0 - qi0 * b0 + kr0 * x
@@ -232,9 +238,9 @@ def _render_slot(s, t0, n, chunk, slot_i, slot_f, chg_i, chg_f, imeta, pole_re, 
                     status = max(status, max(st0, st1))
                 state_re[s, sb + m] = a0
                 state_im[s, sb + m] = b0
-                state_re[s, sb + m + 1] = a1
-                state_im[s, sb + m + 1] = b1
-                m += 2
+                state_re[s, sb + m1] = a1
+                state_im[s, sb + m1] = b1
+                m += 2 * lanes
             if m < n_osc:
                 qr0 = pole_re[base + m]
                 qi0 = pole_im[base + m]
@@ -254,14 +260,24 @@ def _render_slot(s, t0, n, chunk, slot_i, slot_f, chg_i, chg_f, imeta, pole_re, 
                 state_re[s, sb + m] = a0
                 state_im[s, sb + m] = b0
         cuda.syncthreads()
+        if lanes > 1:  # each group's lanes summed into its first row
+            for idx in range(tid, n_groups * cn, nt):
+                g = idx // cn
+                j = idx - g * cn
+                row = wet_o + g * lanes * chunk + j
+                acc = sh[row]
+                for p in range(1, lanes):
+                    acc += sh[row + p * chunk]
+                sh[row] = acc
+            cuda.syncthreads()
         # variants cross-faded, dry/wet, gain, tanh, summed over resonances; the voice gain ramp
         for j in range(tid, cn, nt):
             v = np.float32(0.0)
             for r in range(n_res):
                 g0r = r * e_dims
-                y = sh[w_o + j] * sh[wet_o + g0r * chunk + j]
+                y = sh[w_o + j] * sh[wet_o + g0r * lanes * chunk + j]
                 for e in range(1, e_dims):
-                    y += sh[w_o + e * chunk + j] * sh[wet_o + (g0r + e) * chunk + j]
+                    y += sh[w_o + e * chunk + j] * sh[wet_o + (g0r + e) * lanes * chunk + j]
                 y = gains[rs + r] * (mixd[rs + r] * sh[dry_o + r * chunk + j] + mixw[rs + r] * y)
                 v += math.tanh(y)
             if not (v == v and abs(v) < np.float32(np.inf)):

@@ -80,7 +80,8 @@ class CudaRenderer(Renderer):
 
     Extra parameters: ``device`` (the CUDA device index), ``latency_blocks`` (0: :meth:`process` returns the block it rendered; 1: it returns the
     previous one and lets the GPU render while the host plans the next), ``threads`` (threads per voice block;
-    default: enough for the largest instrument's oscillator groups, in whole warps, at most 256),
+    default: 256, or the largest instrument's oscillator groups in whole warps when more, at most 1024; each
+    group gets threads // groups lanes),
     ``shared_floats`` (shared memory per voice block, in floats: it sets the chunk of samples a voice block
     works on, (R + R·E + E) floats a sample; less memory lets more voice blocks share a multiprocessor).
     :attr:`gpu_us` is the GPU time of the last block in µs (None when unknown, as under the simulator).
@@ -135,13 +136,18 @@ class CudaRenderer(Renderer):
             return int(self._threads_asked)
         if self._sim:  # the simulator runs every thread as a Python thread: as few as do the work
             return max(1, min(c.g, 4))
-        return min(256, max(32, -(-c.g // 32) * 32))
+        return min(1024, max(256, -(-c.g // 32) * 32))  # several lanes per oscillator group (8 at seed size)
+
+    def _rows(self, c: _Capacity) -> int:
+        """Shared floats per sample of a chunk: dry (R), weights (E), partial wet sums (G · lanes rows)."""
+        return c.r + c.e + max(c.g, self._nthreads)
 
     def _chunk(self, c: _Capacity) -> int:
-        per = c.r + c.g + c.e
+        per = self._rows(c)
         if per > self._shared_floats:
-            raise ValueError(f"an instrument of {c.r} resonances × {c.e} variants needs more shared memory than "
-                             f"shared_floats={self._shared_floats} (R + R·E + E floats per sample)")
+            raise ValueError(f"an instrument of {c.r} resonances × {c.e} variants at {self._nthreads} threads needs "
+                             f"more shared memory than shared_floats={self._shared_floats} (R + E + max(R·E, "
+                             "threads) floats per sample)")
         return max(1, min(self.block_size, self._shared_floats // per))
 
     # ------------------------------------------------------------------ device arrays
@@ -320,7 +326,7 @@ class CudaRenderer(Renderer):
             ops_kernel[1, nt, st](d["ops"], n_ops, self.max_voices, d["state_re"], d["state_im"], d["exc"],
                                   d["live"])
         chunk = self._chunk_n
-        shared = (self._capacity.r + self._capacity.g + self._capacity.e) * chunk * 4
+        shared = self._rows(self._capacity) * chunk * 4
         block_kernel[2 * self.max_voices, nt, st, shared](
             t0, n, chunk, np.float32(limit), d["slot_i"], d["slot_f"], d["burst_i"], d["burst_f"], d["chg_i"],
             d["chg_f"], d["imeta"], d["pole_re"], d["pole_im"], d["coef_re"], d["coef_im"], d["router"],
