@@ -199,7 +199,7 @@ def main() -> None:
                         help="cuda: also the numba-cuda renderer's figures beside its targets")
     parser.add_argument("--torch", action="append", help="torch device(s) for the batched path (default: none)")
     parser.add_argument("--threads", type=int, help="cuda: threads per voice block (default: the renderer's)")
-    parser.add_argument("--shared-floats", type=int, default=4096, help="cuda: shared memory per voice block")
+    parser.add_argument("--shared-floats", type=int, default=6144, help="cuda: shared memory per voice block (floats)")
     parser.add_argument("--latency-blocks", type=int, default=0, choices=[0, 1],
                         help="cuda: 1 lets the host plan the next block while the GPU renders this one")
     parser.add_argument("--block", type=int, default=64)

@@ -50,7 +50,7 @@ def tiny(seed: int, **kw):
     return make_instrument(seed, active=10, **(kw or TINY))
 
 
-def pair(instruments, shared_floats=4096, threads=None, **kw):
+def pair(instruments, shared_floats=6144, threads=None, **kw):
     from sensorsynth.render.cuda.renderer import CudaRenderer
 
     kw = dict(dict(block_size=48, max_voices=2, seed=3, limit=None), **kw)

@@ -92,7 +92,7 @@ class CudaRenderer(Renderer):
     def __init__(self, instruments, sample_rate=None, block_size=256, max_voices=8, seed=None, noise=None,
                  noise_mode="instrument", queue_size=4096, gain_ramp_ms=5.0, crossfade_ms=20.0, limit=1.0,
                  voice_instruments: Sequence[int] | None = None, inbox_size=4096, latency_blocks: int = 0,
-                 threads: int | None = None, device: int = 0, shared_floats: int = 4096) -> None:
+                 threads: int | None = None, device: int = 0, shared_floats: int = 6144) -> None:
         cuda = _cuda()
         if not cuda.is_available():
             raise RuntimeError("no CUDA GPU: numba.cuda finds no usable device (set NUMBA_ENABLE_CUDASIM=1 to "
