@@ -207,7 +207,7 @@ async def serve(config: ServeConfig, say: Callable[[str], None] = print) -> int:
         f"({first.control_plane_dim} control dimensions, {first.expressivity} deformation variants)",
         f"  sound: {output.description}, block {config.block_size} ({1000 * config.block_size / rate:.1f} ms), "
         f"rendered on {'cpu (numba)' if config.device == 'cpu' else config.device}"
-        f"{'' if config.device == 'cpu' else ' (numba-cuda)' if config.device.startswith('cuda') else ' (torch, batched)'}"
+        f"{'' if config.device == 'cpu' else ' (numba-cuda)' if config.device[:4] == 'cuda' else ' (torch, batched)'}"
         + (f"; {note}" if note else ""),
     ]
     if recorder is not None:

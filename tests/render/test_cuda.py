@@ -18,7 +18,8 @@ import sys
 import numpy as np
 import pytest
 
-if "numba.cuda" not in sys.modules and "NUMBA_ENABLE_CUDASIM" not in os.environ and not ctypes.util.find_library("cuda"):
+SIMULATE = "NUMBA_ENABLE_CUDASIM" not in os.environ and not ctypes.util.find_library("cuda")
+if SIMULATE and "numba.cuda" not in sys.modules:
     from numba.core import config as numba_config
 
     os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
@@ -61,7 +62,8 @@ def events(rng, r, voice_k, voice_e, t0, block):
     """A few control events mid-block and a moving deformation, as (method, args) calls."""
     calls = []
     for v, k in enumerate(voice_k):
-        calls.append(("control", (t0 + int(rng.integers(0, block)), v, rng.uniform(0, 1, k) * (rng.uniform(size=k) < 0.7))))
+        vector = rng.uniform(0, 1, k) * (rng.uniform(size=k) < 0.7)
+        calls.append(("control", (t0 + int(rng.integers(0, block)), v, vector)))
         calls.append(("deform", (t0 + int(rng.integers(0, block)), v, rng.normal(size=voice_e[v]) * 2)))
     return calls
 

@@ -14,11 +14,11 @@ the code CI runs under the simulator is the code a GPU runs; :mod:`.ptx` compile
   resonances (dry); runs the oscillator bank — ``lanes`` threads per oscillator group (as many as the CUDA
   block has threads for), each taking every lanes-th oscillator two at a time for instruction-level
   parallelism, each oscillator's state in registers across the chunk, its partial wet sums in its own row
-  of shared memory, summed across the lanes afterwards (no atomics, no warp shuffles) —; builds the deformation weights (ramps restarting at each
-  change's sample); cross-fades the variants, blends dry and wet, applies gain before tanh, sums the
-  resonances and ramps the voice gain. A slot whose state blew up (not finite, or above STATE_LIMIT) or
-  whose output is not finite is cleared and counted and contributes nothing, as on the CPU; otherwise its
-  block is added into ``out``. The last CUDA block to finish (a ticket counter, after a memory fence) runs
+  of shared memory, summed across the lanes afterwards (no atomics, no warp shuffles) —; builds the
+  deformation weights (ramps restarting at each change's sample); cross-fades the variants, blends dry and
+  wet, applies gain before tanh, sums the resonances and ramps the voice gain. A slot whose state blew up
+  (not finite, or above STATE_LIMIT) or whose output is not finite is cleared and counted and contributes
+  nothing, as on the CPU; otherwise its block is added into ``out``. The last CUDA block to finish (a ticket counter, after a memory fence) runs
   the safety stage — a non-finite sample becomes 0 (counted), then the clip — into ``result``, and leaves
   ``out`` and the counter at zero for the next block: no second launch.
 

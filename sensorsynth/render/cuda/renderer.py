@@ -10,7 +10,8 @@ What changes is where the heavy state lives and who renders the block:
   *plan* into pinned host arrays;
 - the plan goes to the GPU with asynchronous copies on the renderer's stream, then :mod:`.kernels` run on
   the same stream (one launch renders the block; a second one first when the block replays voice
-  messages), then the output block comes back into a pinned array with an asynchronous copy. The host waits once per block (the stream's completion), never on a synchronous copy.
+  messages), then the output block comes back into a pinned array with an asynchronous copy. The host
+  waits once per block (the stream's completion), never on a synchronous copy.
   Two plan buffer sets alternate, so with ``latency_blocks=1`` the host plans block n+1 while the GPU
   renders block n (``process()`` then returns the previous block: one block of extra latency for overlap).
 
@@ -78,12 +79,12 @@ def _sim_flag() -> bool:
 class CudaRenderer(Renderer):
     """The :class:`Renderer`, rendered by numba.cuda kernels: same constructor, same block API, same inbox.
 
-    Extra parameters: ``device`` (the CUDA device index), ``latency_blocks`` (0: :meth:`process` returns the block it rendered; 1: it returns the
-    previous one and lets the GPU render while the host plans the next), ``threads`` (threads per voice block;
-    default: 256, or the largest instrument's oscillator groups in whole warps when more, at most 1024; each
-    group gets threads // groups lanes),
-    ``shared_floats`` (shared memory per voice block, in floats: it sets the chunk of samples a voice block
-    works on, (R + R·E + E) floats a sample; less memory lets more voice blocks share a multiprocessor).
+    Extra parameters: ``device`` (the CUDA device index), ``latency_blocks`` (0: :meth:`process` returns the
+    block it rendered; 1: it returns the previous one and lets the GPU render while the host plans the
+    next), ``threads`` (threads per voice block; default: 256, or the largest instrument's oscillator groups
+    in whole warps when more, at most 1024; each group gets threads // groups lanes), ``shared_floats``
+    (shared memory per voice block, in floats: it sets the chunk of samples a voice block works on, at
+    R + E + max(R·E, threads) floats a sample; less memory lets more voice blocks share a multiprocessor).
     :attr:`gpu_us` is the GPU time of the last block in µs (None when unknown, as under the simulator).
     """
 
@@ -124,7 +125,7 @@ class CudaRenderer(Renderer):
     def _allocate_sized(self, c: _Capacity) -> Allocation:
         """The CPU renderer's sized arrays, with the oscillator state and the excitation rings zero-wide: they
         live on the GPU. The host keeps ramps, payloads and the (small) scratch its helpers touch."""
-        s, q, b = 2 * self.max_voices, self._fixed.views["qtime"].shape[0], self.block_size
+        s, q = 2 * self.max_voices, self._fixed.views["qtime"].shape[0]
         return allocate("sized", {
             "state_re": (s, 0), "state_im": (s, 0), "exc": (s, c.k, 0), "ramp_prev": (s, c.e),
             "ramp_target": (s, c.e), "qdata": (q, c.p), "nbuf": (1,), "excb": (1, 1), "dry": (1, 1),
@@ -305,7 +306,7 @@ class CudaRenderer(Renderer):
         renderer's ``out`` buffer (this block's, or the previous one's with latency_blocks=1)."""
         from .kernels import block_kernel, ops_kernel
 
-        cuda, st, d = self._cuda, self._stream, self._dev
+        st, d = self._stream, self._dev
         h = self._host_plan
         counts = h["counts"]
         if self._n_ops > self._ops_cap - self.inbox.size - 1:
@@ -358,7 +359,8 @@ class CudaRenderer(Renderer):
     def gpu_status(self) -> dict:
         """GPU time per block (µs, from CUDA events around the block's copies and kernels): the last block,
         median and p99 of the last 1024, the maximum; None for each under the simulator (no timing there)."""
-        recent = np.array(self._gpu_recent) if self._gpu_recent else None
+        recent = list(self._gpu_recent)  # one C-level copy: the render thread may append meanwhile
+        recent = np.array(recent) if recent else None
         rnd = lambda x: None if x is None else round(float(x), 1)  # noqa: E731
         return {
             "last": rnd(self.gpu_us), "p50": rnd(None if recent is None else np.percentile(recent, 50)),
