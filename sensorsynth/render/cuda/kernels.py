@@ -6,21 +6,21 @@ the code CI runs under the simulator is the code a GPU runs; :mod:`.ptx` compile
 
 - :func:`ops_kernel` (one CUDA block, launched only when the block has some): replays the block's GPU state
   operations in order (clear a slot; move a voice to its cross-fade tail and clear it).
-- :func:`block_kernel` (one CUDA block per voice slot: every instrument and voice in one launch). A slot
-  that plays this block first adds its bursts into its excitation ring, one burst after the other in the
-  CPU kernel's order (``exc[k, t + i] += v_k · attack_k[i] · noise_k[i]``, the noise being the instrument's
-  own — folded into its attacks —, a window of the fresh-noise table, or the fixed noise: the CPU renderer's
-  rule and offsets). Then, in chunks of the block held in shared memory: routes the excitation to
-  resonances (dry); runs the oscillator bank — ``lanes`` threads per oscillator group (as many as the CUDA
-  block has threads for), each taking every lanes-th oscillator two at a time for instruction-level
-  parallelism, each oscillator's state in registers across the chunk, its partial wet sums in its own row
-  of shared memory, summed across the lanes afterwards (no atomics, no warp shuffles) —; builds the
-  deformation weights (ramps restarting at each change's sample); cross-fades the variants, blends dry and
-  wet, applies gain before tanh, sums the resonances and ramps the voice gain. A slot whose state blew up
-  (not finite, or above STATE_LIMIT) or whose output is not finite is cleared and counted and contributes
-  nothing, as on the CPU; otherwise its block is added into ``out``. The last CUDA block to finish (a ticket counter, after a memory fence) runs
-  the safety stage — a non-finite sample becomes 0 (counted), then the clip — into ``result``, and leaves
-  ``out`` and the counter at zero for the next block: no second launch.
+- :func:`block_kernel` (one CUDA block per voice slot: every instrument and voice in one launch). A slot that
+  plays this block first adds its bursts into its excitation ring, one burst after the other in the CPU
+  kernel's order (``exc[k, t + i] += v_k · attack_k[i] · noise_k[i]``, the noise being the instrument's own —
+  folded into its attacks —, a window of the fresh-noise table, or the fixed noise: the CPU renderer's rule
+  and offsets). Then, in chunks of the block held in shared memory: routes the excitation to resonances (dry);
+  runs the oscillator bank — ``lanes`` threads per oscillator group (as many as the CUDA block has threads
+  for), each taking every lanes-th oscillator two at a time for instruction-level parallelism, each
+  oscillator's state in registers across the chunk, its partial wet sums in its own row of shared memory,
+  summed across the lanes afterwards (no atomics, no warp shuffles) —; builds the deformation weights (ramps
+  restarting at each change's sample); cross-fades the variants, blends dry and wet, applies gain before tanh,
+  sums the resonances and ramps the voice gain. A slot whose state blew up (not finite, or above STATE_LIMIT)
+  or whose output is not finite is cleared and counted and contributes nothing, as on the CPU; otherwise its
+  block is added into ``out``. The last CUDA block to finish (a ticket counter, after a memory fence) runs the
+  safety stage — a non-finite sample becomes 0 (counted), then the clip — into ``result``, and leaves ``out``
+  and the counter at zero for the next block: no second launch.
 
 Shared memory per CUDA block: (R + E + max(G, threads)) · chunk floats (dynamic; G · lanes ≤ max(G, threads)),
 the chunk chosen by the renderer.
