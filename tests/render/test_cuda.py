@@ -177,6 +177,33 @@ def test_hot_reload_to_larger_sizes_and_add_instrument_match():
     assert [gpu.voice_instrument(v) for v in range(2)] == [2, 1]
 
 
+def test_the_inbox_from_another_thread_while_the_audio_thread_plays():
+    """One producer thread posts events and gains while this thread renders: every event is applied (some
+    late, counted), none lost, nothing refused."""
+    import threading
+
+    _, gpu = pair(tiny(0), max_voices=2, limit=1.0)
+    gpu.warmup()
+    posted = threading.Event()
+
+    def producer():
+        for i in range(24):
+            assert gpu.inbox.control(48 * 2 + 7 * i, i % 2, [0.5, 0.2, 0.1])
+            if i % 8 == 0:
+                assert gpu.inbox.gain(i % 2, 0.8)
+        posted.set()
+
+    thread = threading.Thread(target=producer)
+    thread.start()
+    out = [gpu.process().copy() for _ in range(3)]
+    posted.wait(30)
+    thread.join(30)
+    out += [gpu.process().copy() for _ in range(3)]
+    c = gpu.counters
+    assert c["events"] == 24 and c["dropped"] == 0 and c["inbox_full"] == 0 and c["mismatched"] == 0
+    assert gpu.inbox.waiting == 0 and np.abs(np.concatenate(out)).max() > 0.01
+
+
 def test_a_blown_up_voice_is_reset_and_the_output_stays_contained():
     inst = tiny(0)
     _, gpu = pair(inst, max_voices=2, limit=1.0)
