@@ -102,15 +102,17 @@ def check_device(config: ServeConfig) -> None:
     """Refuse a render device this machine does not have, before anything starts (see Engine's make_renderer:
     the one place that picks the renderer for a device)."""
     if config.device.startswith("cuda"):
-        import torch  # the CUDA path is the batched torch renderer
+        from ..render.cuda import cuda_problem  # the CUDA path is the numba-cuda renderer
 
-        if not torch.cuda.is_available():
-            raise ServeError(f"--device {config.device}: torch sees no CUDA GPU here; use --device cpu")
+        if problem := cuda_problem():
+            raise ServeError(f"--device {config.device}: {problem}; use --device cpu")
 
 
 def renderer_name(device: str) -> str:
     """What renders, in words, for the start-up banner."""
-    return "cpu (numba)" if device == "cpu" else device + " (torch, batched)"
+    if device == "cpu":
+        return "cpu (numba)"
+    return device + (" (numba-cuda)" if device.startswith("cuda") else " (torch, batched)")
 
 
 class Service:

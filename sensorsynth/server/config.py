@@ -28,7 +28,7 @@ class ServeConfig(BaseModel):
     output: Literal["auto", "sound", "null"] = Field("auto", description="auto: the sound card if there is one")
     sound_device: str | None = Field(None, description="sound card: index or part of its name")
     device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?|torch:cpu)$",
-                        description="renderer: cpu (numba), cuda[:N] (batched torch on a GPU), torch:cpu (tests)")
+                        description="renderer: cpu (numba), cuda[:N] (numba-cuda on a GPU), torch:cpu (tests)")
     hostapi: str | None = Field(None, description="PortAudio host API to prefer, e.g. JACK or ALSA")
     sample_rate: int | None = Field(None, ge=8000, le=192000, description="default: the instrument's own rate")
     block_size: int = Field(64, ge=16, le=4096, description="samples per rendered block")

@@ -203,16 +203,14 @@ def check_gpu(config: ServeConfig) -> Iterable[Check]:
     if not config.device.startswith("cuda"):
         yield Check("gpu", OK, "renderer on the CPU (numba): no GPU needed")
         return
-    try:
-        import torch
-    except ImportError as exc:
-        yield Check("gpu", FAIL, f"torch is missing ({exc})", "pip install -c constraints.txt -e .")
-        return
-    if torch.cuda.is_available():
-        yield Check("gpu", OK, f"CUDA: {torch.cuda.get_device_name(0)}")
+    from ..render.cuda import cuda_problem, device_name  # the numba-cuda renderer
+
+    if problem := cuda_problem():
+        yield Check("gpu", FAIL, f"device {config.device} asked for: {problem}",
+                    "install the NVIDIA driver and numba-cuda (pip install -c constraints.txt -e '.[cuda]'), "
+                    "or set device = \"cpu\"")
     else:
-        yield Check("gpu", FAIL, f"device {config.device} asked for, but torch sees no CUDA GPU",
-                    "install the NVIDIA driver and a CUDA build of torch, or set device = \"cpu\"")
+        yield Check("gpu", OK, f"CUDA (numba-cuda): {device_name()}")
 
 
 def check_cache() -> Iterable[Check]:

@@ -61,18 +61,26 @@ class EngineSettings:
     instrument: str | None = None  # the default instrument; None = the first in the library
     switch_interval_s: float | None = 0.0005
     realtime_priority: int = 10  # SCHED_FIFO priority of the render thread when allowed; 0 = leave it normal
-    device: str = "cpu"  # "cpu": the numba renderer; a torch device ("cuda", "cuda:1"): the batched renderer
+    device: str = "cpu"  # "cpu": the numba renderer; "cuda", "cuda:1": the numba-cuda one; else torch (batched)
     audio_path: Literal["compiled", "python"] = "compiled"  # compiled: rendered in the card's callback (cpu only)
 
 
 # ---------------------------------------------------------------------------- renderer and driver, by device
 def make_renderer(instruments: list, settings: EngineSettings, assign: list[int]):
-    """The renderer for ``settings.device``: the numba renderer on the CPU, the batched torch one otherwise
-    (the one place that chooses)."""
+    """The renderer for ``settings.device``: the numba renderer on the CPU, the numba-cuda one on a CUDA GPU, the
+    batched torch one otherwise (the one place that chooses)."""
     if settings.device == "cpu":
         return Renderer(
             instruments, sample_rate=settings.sample_rate, block_size=settings.block_size,
             max_voices=settings.max_voices, seed=settings.seed, voice_instruments=assign, noise_mode=settings.noise,
+        )
+    if settings.device.startswith("cuda"):
+        from ..render.cuda.renderer import CudaRenderer  # imports numba.cuda: only for this path
+
+        return CudaRenderer(
+            instruments, sample_rate=settings.sample_rate, block_size=settings.block_size,
+            max_voices=settings.max_voices, seed=settings.seed, voice_instruments=assign,
+            noise_mode=settings.noise, device=int(settings.device.partition(":")[2] or 0),
         )
     from .torch_renderer import TorchRenderer  # imports torch: only for this path
 
@@ -342,6 +350,7 @@ class Engine:
             "render_priority": self.driver.priority,
             "audio_path": {"kind": self.audio_path, **{k: v for k, v in out.items() if k not in ("underruns", "callbacks")}},
             "block_us": {"p50": blk50, "p99": blk99, "max": round(blk.max, 1)},
+            "gpu_block_us": getattr(self.renderer, "gpu_status", lambda: None)(),  # None: not on a GPU
             "cpu_load": round(self.cpu_load(), 3),
             "recording": None if self.recorder is None else {
                 "path": str(self.recorder.path), "seconds": round(self.recorder.seconds, 2), "failed": self.recorder.failed

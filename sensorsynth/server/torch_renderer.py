@@ -1,6 +1,8 @@
-"""``serve --device cuda``: the engine's renderer interface over the batched torch renderer, for rooms with many
-voices on one GPU. Imported only when a torch device is asked for, so the default (numba, CPU) server never
-imports torch.
+"""The engine's renderer interface over the batched torch renderer (:mod:`sensorsynth.render.batched`).
+``serve --device cuda`` no longer uses it: it plays through the numba-cuda renderer
+(:mod:`sensorsynth.render.cuda`), which renders the complete voice per sample on the GPU instead of this
+launch-bound path (about 87 busy voices on an H200; its own figures: docs/gpu.md). Imported only when a torch device is asked for, so the
+default (numba, CPU) server never imports torch.
 
 Differences from the numba renderer, said plainly: events cross threads through a ``SimpleQueue`` (torch
 calls take the GIL anyway), instrument swaps and hot reload are not supported on this path (the engine refuses
