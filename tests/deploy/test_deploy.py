@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from sensorsynth.server.config import ServeConfig, load_config
-from tests.server.conftest import launch
+from tests.server.helpers import launch
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"

@@ -28,14 +28,13 @@ from sensorsynth.server.library import Change, Entry, Library
 from sensorsynth.server.playout import NullOutput, SoundDeviceOutput
 from sensorsynth.server.recorder import Recorder
 
-from .conftest import BUNDLED
-from .test_jack import _jack_running
+from .helpers import BUNDLED, jack_missing
 
 RATE, BLOCK, VOICES, SEED = 22050, 64, 8, 3
 
 
 def need_jack() -> None:
-    why = _jack_running()
+    why = jack_missing()
     if why is not None:
         if os.environ.get("SENSORSYNTH_REQUIRE_JACK"):
             pytest.fail(f"SENSORSYNTH_REQUIRE_JACK is set but {why}")

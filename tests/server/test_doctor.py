@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 
-from .conftest import BUNDLED, REPO
+from .helpers import BUNDLED, REPO
 
 
 def doctor(*args: str, stdout_only: bool = False) -> tuple[int, str]:

@@ -18,7 +18,7 @@ from sensorsynth.protocol import ws as wire
 from sensorsynth.server.osc import OscDecoder
 
 from .fuzzing import osc_packets, ws_messages
-from .test_serve import K, http_json, osc_status, recorded, recorded_seconds, rms, wait_for
+from .helpers import K, http_json, osc_status, recorded, recorded_seconds, rms, wait_for
 
 DECODER = OscDecoder()
 

@@ -12,7 +12,7 @@ import pytest
 
 from sensorsynth.server.library import Library, LibraryError, check_name
 
-from .conftest import BUNDLED
+from .helpers import BUNDLED
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from websockets.asyncio.client import connect
 
 from tests.benchmarks.bench_serve import datagrams
 
-from .test_serve import http_json, wait_for, recorded_seconds
+from .helpers import http_json, recorded_seconds, wait_for
 
 
 async def _browsers(url: str, n: int, seconds: float) -> int:

@@ -29,7 +29,7 @@ from websockets.asyncio.client import connect
 
 from tests.mapping.streams import basicmotions, hand_stream
 
-from .conftest import REPO, launch
+from .helpers import REPO, launch
 
 K = 16
 SILENT_PEAK = 1e-4  # the recording's peak while everything is still

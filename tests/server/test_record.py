@@ -32,7 +32,7 @@ from sensorsynth.server.fits import (UPLOAD_MAX_BYTES, UploadError, check_clip, 
 
 from ..trainer.helpers import TINY_SPEC
 from ..trainer.procs import Cluster
-from .conftest import BUNDLED, REPO
+from .helpers import BUNDLED, REPO
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]

@@ -21,7 +21,7 @@ from websockets.sync.client import connect  # noqa: E402
 
 from sensorsynth.server import tls  # noqa: E402
 
-from .conftest import BUNDLED, REPO  # noqa: E402
+from .helpers import BUNDLED, REPO  # noqa: E402
 
 
 def san(path) -> tuple[set[str], set[str]]:
