@@ -99,6 +99,7 @@ def test_what_needs_torch_names_the_extra_in_one_line(no_torch: dict[str, str], 
     assert len(lines) == 1 and lines[0].startswith("error:") and HINT in lines[0], r.stderr
 
 
+@pytest.mark.slow
 def test_info_and_render_work_without_torch(no_torch: dict[str, str], tmp_path: Path) -> None:
     r = _python(no_torch, "-m", "sensorsynth", "info", str(GUITAR), "--json")
     assert r.returncode == 0, r.stderr

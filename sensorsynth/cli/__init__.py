@@ -3,7 +3,7 @@ the fitting queue.
 
 The package is the top edge of the program: it may import every layer, and nothing imports it. One module per
 command group (:mod:`.fit`: fit, render, info; :mod:`.serve`: serve, doctor; :mod:`.trainer`: trainer,
-worker, submit, jobs, cancel), each importing only :mod:`.common` within the package. Heavy imports (torch,
+worker, submit, jobs, cancel), sharing :mod:`.common` and never importing each other. Heavy imports (torch,
 pyzmq, the renderer) happen inside the commands that need them, so ``--help`` and ``info`` start fast.
 Exit codes are in :mod:`.common`.
 """

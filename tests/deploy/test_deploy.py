@@ -15,7 +15,10 @@ from pathlib import Path
 import pytest
 
 from sensorsynth.server.config import ServeConfig, load_config
-from tests.server.helpers import launch
+from tests.server.conftest import launch
+
+pytestmark = pytest.mark.slow  # the deployment's files and servers
+
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"

@@ -28,7 +28,10 @@ from sensorsynth.server.library import Change, Entry, Library
 from sensorsynth.server.playout import NullOutput, SoundDeviceOutput
 from sensorsynth.server.recorder import Recorder
 
-from .helpers import BUNDLED, jack_missing
+from .conftest import BUNDLED, jack_missing
+
+pytestmark = pytest.mark.slow  # the compiled callback path against a real clock
+
 
 RATE, BLOCK, VOICES, SEED = 22050, 64, 8, 3
 

@@ -8,7 +8,11 @@ import socket
 import subprocess
 import sys
 
-from .helpers import BUNDLED, REPO
+import pytest
+
+from .conftest import BUNDLED, REPO
+
+pytestmark = pytest.mark.slow  # doctor as a real process
 
 
 def doctor(*args: str, stdout_only: bool = False) -> tuple[int, str]:

@@ -15,6 +15,8 @@ from pythonosc.udp_client import SimpleUDPClient
 
 from .helpers import K, http_json, recorded, recorded_seconds, rms, wait_for
 
+pytestmark = pytest.mark.slow  # faults injected into real servers
+
 
 def test_the_sound_card_vanishing_falls_back_to_the_null_output(jack, start_server):  # noqa: F811
     # a fixed name: a server killed without cleaning up leaves its slot in JACK's registry (8 slots in all),

@@ -12,7 +12,7 @@ import pytest
 
 from sensorsynth.server.library import Library, LibraryError, check_name
 
-from .helpers import BUNDLED
+from .conftest import BUNDLED
 
 
 @pytest.fixture

@@ -29,7 +29,10 @@ from websockets.asyncio.client import connect
 
 from tests.mapping.streams import basicmotions, hand_stream
 
-from .helpers import REPO, launch
+from .conftest import REPO, launch
+
+pytestmark = pytest.mark.slow  # real servers and recordings played through them
+
 
 K = 16
 SILENT_PEAK = 1e-4  # the recording's peak while everything is still

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .helpers import REPO
+from .conftest import REPO
 from .pages import CHROMIUM, Motion, health, open_phone, recording_and_still, sensor_frames, state, wait_until  # noqa: F401
 
 SCREENSHOT = Path("/tmp/phone-page.png")

@@ -32,7 +32,10 @@ from sensorsynth.server.fits import (UPLOAD_MAX_BYTES, UploadError, check_clip, 
 
 from ..trainer.helpers import TINY_SPEC
 from ..trainer.procs import Cluster
-from .helpers import BUNDLED, REPO
+from .conftest import BUNDLED, REPO
+
+pytestmark = [pytest.mark.slow, pytest.mark.trainer]  # a real trainer and server
+
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]

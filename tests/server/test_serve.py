@@ -17,7 +17,10 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.udp_client import SimpleUDPClient
 from websockets.asyncio.client import connect
 
-from .helpers import REPO, K, http_json, osc_status, recorded, recorded_seconds, rms, wait_for  # noqa: F401
+from .conftest import REPO
+from .helpers import K, http_json, osc_status, recorded, recorded_seconds, rms, wait_for  # noqa: F401
+
+pytestmark = pytest.mark.slow  # every test starts a server or a fresh interpreter
 
 
 def test_osc_plays_silence_before_sound_after_and_sigterm_leaves_a_valid_wav(start_server):

@@ -14,6 +14,9 @@ import urllib.request
 
 import pytest
 
+pytestmark = pytest.mark.slow  # certificates are made for real, and served by real servers
+
+
 pytest.importorskip("cryptography", reason="the cryptography package is not installed")
 
 from cryptography import x509  # noqa: E402
@@ -21,7 +24,7 @@ from websockets.sync.client import connect  # noqa: E402
 
 from sensorsynth.server import tls  # noqa: E402
 
-from .helpers import BUNDLED, REPO  # noqa: E402
+from .conftest import BUNDLED, REPO  # noqa: E402
 
 
 def san(path) -> tuple[set[str], set[str]]:
