@@ -141,3 +141,9 @@ def test_serve_plays_without_torch(no_torch: dict[str, str], tmp_path: Path) -> 
     assert "sensorsynth serve: playing" in log_path.read_text()
     audio, rate = sf.read(str(record), dtype="float32")
     assert float(np.max(np.abs(audio))) > 0.01, "the control played nothing"
+
+
+def test_the_hands_adapter_starts_without_torch(no_torch: dict[str, str]) -> None:
+    """The webcam adapter's wire side (arguments, replaying recorded frames) needs neither torch nor the fit extra."""
+    r = _python(no_torch, str(REPO / "adapters" / "hands" / "sensorsynth_hands.py"), "--help", timeout=60)
+    assert r.returncode == 0 and "--replay" in r.stdout, r.stderr

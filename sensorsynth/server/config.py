@@ -42,15 +42,14 @@ class ServeConfig(BaseModel):
     latency: Literal["asap", "fixed"] = Field("asap", description="asap: next block; fixed: a constant delay")
     fixed_delay_ms: float = Field(10.0, ge=0, le=1000, description="the delay of fixed latency and time tags")
     timetag_window_s: float = Field(1.0, ge=0, le=3600, description="OSC time tags further than this are 'now'")
-    osc_allowed_senders: list[str] | None = Field(None, description="IP addresses OSC is accepted from (default: any)")
+    osc_allowed_senders: list[str] | None = Field(None, description="IP addresses OSC is accepted from")
     ws_token: str | None = Field(None, min_length=8, max_length=256,
                                  description="token the WebSocket requires (default: generated when not on localhost)")
     allowed_origins: list[str] | None = Field(None, description="other web origins allowed to open the WebSocket")
     reload_interval_s: float = Field(0.5, gt=0, le=60, description="how often the models folder is checked")
-    ws_max_message_bytes: int = Field(64 * 1024, ge=256, le=1 << 20, description="largest WebSocket message accepted")
-    ws_messages_per_s: float = Field(240.0, gt=0, le=100000,
-                                     description="messages per second one WebSocket client may send")
-    max_clients: int = Field(64, ge=1, le=10000, description="WebSocket clients connected at once")
+    ws_max_message_bytes: int = Field(64 * 1024, ge=256, le=1 << 20)
+    ws_messages_per_s: float = Field(240.0, gt=0, le=100000)
+    max_clients: int = Field(64, ge=1, le=10000)
     idle_release_s: float = Field(60.0, gt=0, le=86400, description="an idle browser gives its voice back")
     stall_exit_s: float = Field(5.0, gt=0, le=3600, description="exit (for a restart) when audio stalls this long")
     seed: int | None = Field(None, description="seed of the attack noise (reproducible renders)")
@@ -76,7 +75,7 @@ class ServeConfig(BaseModel):
                                        description="fit settings for recorded clips (FitSettings fields, and a "
                                        "'spec' table of ModelSpec fields); default: quality fast, so a clip "
                                        "recorded on a phone plays about a minute later")
-    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="what the log shows")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("record_fit")
     @classmethod
