@@ -15,7 +15,7 @@ Arrays (K = control_plane_dim, R = n_resonances, E = expressivity, M = n_oscilla
     deformations (E, deformation_frames)  logits of the fitted performance
     control_index (nnz,) int32 = frame·K + k    control_value (nnz,)         the sparse control signal
     mapping_atoms (C, K) float32, unit rows     the instrument's own basis: what sensors play through it
-                                                (sensorsynth.mapping.basis; described by manifest.mapping)
+                                                (sensorsynth.instrument.basis; described by manifest.mapping)
 
 Files and bytes. :func:`save`/:func:`load` work on paths; :func:`dumps`/:func:`loads` produce and read the
 same bytes in memory (a trainer sending a fitted instrument over a wire). Both readers validate the same way
@@ -518,7 +518,7 @@ def describe(instrument: Instrument, path: str | Path | None = None) -> dict[str
 
 def compute_mapping(index: np.ndarray, value: np.ndarray, control_dims: int) -> tuple[np.ndarray, MappingInfo]:
     """(mapping_atoms, MappingInfo) of a sparse control signal, with the default basis method."""
-    from .mapping.basis import cached_fit
+    from .instrument.basis import cached_fit
 
     basis, error, frames = cached_fit(index, value, control_dims)
     info = MappingInfo(method=basis.method, signed=basis.signed, atoms=int(basis.atoms.shape[0]),

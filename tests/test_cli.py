@@ -23,6 +23,9 @@ import soundfile as sf
 from sensorsynth.cli import main
 from sensorsynth.instrument_file import load
 
+pytestmark = pytest.mark.slow  # real fits and real processes
+
+
 GUITAR = Path(__file__).resolve().parents[1].parent / "shared" / "audio" / "guitar.wav"
 FAST = ["--set", "init=random", "--threads", "1"]
 

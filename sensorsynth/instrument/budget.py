@@ -7,7 +7,8 @@ attack 48-fold when played at 48 kHz. A server loads every file in its folder at
 ``Restart=always``, so one such file would crash-loop an installation. :func:`check_playable` refuses it
 first, with one line naming the figure, and every reader of instrument files (the server's library, the CLI,
 the trainer's broker and client, the server's fit edge) calls it through ``instrument_file.load``/``loads``;
-``pipeline.check_spec`` calls it too, so a fit that nobody could play is refused before it runs.
+``settings.check_spec`` calls it too, so a fit that nobody could play is refused before it runs. The fit
+limits live here, at the bottom, so that the settings (above) and the file format both use them.
 
 Pure: a :class:`~sensorsynth.instrument.spec.ModelSpec` and a :class:`LoadBudget` in, a :class:`PlayingCost`
 out (or :class:`BudgetError`). numpy-free and torch-free. The figures follow the renderer's own allocation
@@ -22,7 +23,6 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .pipeline import FIT_LIMITS, FitLimits, check_spec
 from .spec import ModelSpec
 
 MiB = 1 << 20
@@ -30,6 +30,39 @@ REFERENCE_RATE = 48000  # the rate a budget assumes when it names none (the usua
 NOISE_TABLE = 1 << 16  # render.kernel.NOISE_TABLE (not imported: that module compiles numba code)
 WARMUP_COPY = "warm-up copy of the voice state"
 ENV_BUDGET_MIB = "SENSORSYNTH_INSTRUMENT_BUDGET_MIB"  # a deployment's own per-instrument budget, in MiB
+
+
+class FitLimits(BaseModel):
+    """What a fit may ask for, beyond ModelSpec's own sanity bounds (which let a *file* describe large
+    models). These keep one fit within a few GB of memory: the seed's size uses an eighth of each budget."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    max_n_samples: int = 2**20  # 47 s at 22050 Hz
+    max_modes: int = 2**15  # oscillators in all: R·E·M (the seed has 2048)
+    max_resonance_samples: int = 2**25  # R·E·n_samples: every resonance's impulse response (the seed: 2**22)
+    max_control_elements: int = 2**21  # K·frames of the control plane (the seed: 2**14)
+    max_attack_samples: int = 2**21  # K·attack_size (the seed: 2**15)
+
+
+FIT_LIMITS = FitLimits()
+
+
+def check_sizes(spec: ModelSpec, limits: FitLimits = FIT_LIMITS) -> ModelSpec:
+    """``spec`` if a fit of that size fits the limits; else ValueError naming the size and the limit."""
+    sizes = {
+        "n_samples": (spec.n_samples, limits.max_n_samples),
+        "n_resonances·expressivity·n_oscillators": (spec.n_modes, limits.max_modes),
+        "n_resonances·expressivity·n_samples": (
+            spec.n_resonances * spec.expressivity * spec.n_samples,
+            limits.max_resonance_samples,
+        ),
+        "control_plane_dim·frames": (spec.control_plane_dim * spec.n_frames, limits.max_control_elements),
+        "control_plane_dim·attack_size": (spec.control_plane_dim * spec.attack_size, limits.max_attack_samples),
+    }
+    for what, (value, limit) in sizes.items():
+        if value > limit:
+            raise ValueError(f"the model is too large to fit: {what} is {value}, at most {limit}")
+    return spec
 
 
 class BudgetError(ValueError):
@@ -131,7 +164,7 @@ def human(n: int) -> str:
 
 def check_bytes(spec: ModelSpec, budget: LoadBudget | None = None) -> PlayingCost:
     """The cost of playing ``spec``, or BudgetError naming the figure, the budget and the largest part; then
-    the file rate (a fit never writes one outside the budget's range). ``pipeline.check_spec`` calls this, so
+    the file rate (a fit never writes one outside the budget's range). ``settings.check_spec`` calls this, so
     a fit is refused before it runs exactly when its file would be refused at load."""
     b = budget or default_budget()
     cost = playing_cost(spec, b)
@@ -153,7 +186,7 @@ def check_playable(spec: ModelSpec, budget: LoadBudget | None = None) -> Playing
     b = budget or default_budget()
     cost = check_bytes(spec, b)
     try:
-        check_spec(spec, b.limits, b)
+        check_sizes(spec, b.limits)
     except BudgetError:
         raise
     except ValueError as exc:

@@ -25,7 +25,7 @@ from .init import Analysis, analyse
 from .loss import sparsity, spectral_loss, stft_magnitude
 from .model import ResonanceModel, draw_noise, fft_size
 from .noise import attack_noise
-from .pipeline import CancelToken, FitSettings, Progress
+from .settings import CancelToken, FitSettings, Progress
 from .spec import ModelSpec
 
 __all__ = ["FitSettings", "Progress", "FitResult", "fit", "initialise"]
@@ -171,7 +171,7 @@ def fit(
 
     ``on_progress`` gets a plain :class:`Progress` at the analysis and after every step; ``on_checkpoint``
     (for in-process tools such as the benchmark) gets ``(step, elapsed_s, live model)`` after every step.
-    ``cancel`` is checked between steps and inside the analysis: :class:`~.pipeline.Cancelled` is raised
+    ``cancel`` is checked between steps and inside the analysis: :class:`~.settings.Cancelled` is raised
     within a second of it being cancelled. ``clock`` measures the fit's time (elapsed, ETA, the time budget):
     a benchmark that evaluates at checkpoints passes one that leaves its own time out.
     """

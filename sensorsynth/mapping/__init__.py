@@ -2,7 +2,8 @@
 
 Pure (arrays and values in, commands out; time arrives with the frames; no I/O but reading preset files):
 
-- :mod:`.basis`        the instrument's own basis (fitted on its control signal, stored in the instrument file)
+- :mod:`sensorsynth.instrument.basis`  the instrument's own basis (fitted on its control signal, stored in
+  the instrument file; it lives with the instrument because the file format computes it when upgrading)
 - :mod:`.filters`      One-Euro smoothing and a high-pass, per axis
 - :mod:`.calibration`  per-axis ranges, learned over the first seconds or set
 - :mod:`.gate`         the velocity gate: when an event fires, and how loud

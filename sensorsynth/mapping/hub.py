@@ -24,7 +24,7 @@ import numpy as np
 
 from ..instrument_file import Instrument
 from ..protocol.commands import Control, Rejected
-from .basis import Basis
+from ..instrument.basis import Basis
 from .calibration import Calibration
 from .learned import MAX_PAIRS, LearnedModel, Predictor, targets_at
 from .presets import FrameAssembler, PresetTable, PresetValues, SourceSpec

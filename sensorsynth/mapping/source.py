@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..protocol.commands import Control, Deform
-from .basis import DEFAULT_KEEP, Basis
+from ..instrument.basis import DEFAULT_KEEP, Basis
 from .calibration import Calibration
 from .features import GATES, Extractor, Features, deform_logits, make_extractor
 from .gate import GateSettings, VelocityGate

@@ -43,7 +43,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from ..instrument.pipeline import Progress
+from ..instrument.settings import Progress
 
 VERSION = 1
 MAX_HEADER_BYTES = 64 * 1024  # the JSON frame; files travel in their own frames

@@ -116,7 +116,7 @@ class ServeConfig(BaseModel):
     @field_validator("record_fit")
     @classmethod
     def _fit_settings(cls, value: dict[str, Any]) -> dict[str, Any]:
-        from ..instrument.pipeline import make_settings, make_spec  # no torch: validation only
+        from ..instrument.settings import make_settings, make_spec  # no torch: validation only
 
         settings = {k: v for k, v in value.items() if k != "spec"}
         spec = value.get("spec") or {}

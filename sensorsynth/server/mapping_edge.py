@@ -22,7 +22,7 @@ from ..mapping.learned import LearnedFile, LearnedModel, train
 from ..mapping.presets import PresetTable, PresetValues
 from ..protocol.commands import Command, Control, ControlChannel, Rejected
 from .engine import OSC_VOICE, Engine, Stats
-from .osc import CalibrateRequest, LearnRequest, SensorInput
+from ..protocol.requests import CalibrateRequest, LearnRequest, SensorInput
 from .rejections import Rejections
 
 log = logging.getLogger("sensorsynth.mapping")

@@ -83,6 +83,7 @@ from sensorsynth.protocol.commands import (
     Rejected,
     SelectInstrument,
 )
+from sensorsynth.protocol.requests import LEARN_ACTIONS, CalibrateRequest, LearnRequest, SensorInput
 from sensorsynth.server.rejections import Rejections
 
 if TYPE_CHECKING:  # the decoder only calls its match(); the mapping package is imported by its owner
@@ -140,40 +141,6 @@ class Rejection:
 
     kind: str
     message: str
-
-
-@dataclass(frozen=True, slots=True)
-class SensorInput:
-    """A sensor frame: ``/sensorsynth/input/<source>[/<kind>]`` with N numbers."""
-
-    source: str
-    kind: str
-    values: tuple[float, ...]
-    voice: int | None = None
-    at: float | None = None
-
-
-LEARN_ACTIONS = ("record", "replay", "train", "run", "clear")
-
-
-@dataclass(frozen=True, slots=True)
-class LearnRequest:
-    """``/sensorsynth/learn/<action>``: ``on`` (record, run), ``source`` (record, replay), ``model`` (train)."""
-
-    action: str
-    on: bool = True
-    source: str | None = None
-    model: str = "ridge"
-    voice: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class CalibrateRequest:
-    """``/sensorsynth/calibrate/<source>``: relearn (no values) or set lo (first half) and hi (second half)."""
-
-    source: str
-    values: tuple[float, ...] = ()
-    voice: int | None = None
 
 
 Item = Union[Command, StatusRequest, Rejection, SensorInput, LearnRequest, CalibrateRequest, "PresetValues"]

@@ -5,6 +5,6 @@ Pure core: :mod:`.jobs` (a job's states and the only transitions between them) a
 :mod:`.store` (SQLite, WAL: the queue survives restarts), :mod:`.broker` (the ROUTER socket clients and
 workers talk to, heartbeats, requeueing, results into the models folder), :mod:`.worker` (a DEALER that fits
 one job at a time), :mod:`.client` (submit, watch, list, cancel, fetch), :mod:`.local` (the trainer's own
-worker processes), :mod:`.ray_backend` (fits as Ray tasks) and :mod:`.command` (the CLI). The wire is
-:mod:`sensorsynth.protocol.trainer`.
+worker processes) and :mod:`.ray_backend` (fits as Ray tasks). The commands are in
+:mod:`sensorsynth.cli.trainer`; the wire is :mod:`sensorsynth.protocol.trainer`.
 """

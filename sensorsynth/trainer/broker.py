@@ -25,7 +25,7 @@ from typing import Any, Callable, Protocol
 
 import zmq
 
-from ..instrument.pipeline import Progress, make_settings, make_spec
+from ..instrument.settings import Progress, make_settings, make_spec
 from ..instrument_file import write_instrument
 from ..protocol import trainer as wire
 from . import jobs as J

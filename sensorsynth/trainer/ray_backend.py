@@ -20,7 +20,7 @@ import logging
 import time
 from typing import Any
 
-from ..instrument.pipeline import CancelToken, Progress
+from ..instrument.settings import CancelToken, Progress
 from ..protocol import trainer as wire
 from .jobs import Job
 from .worker import run_job

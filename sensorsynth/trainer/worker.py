@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 import zmq
 
-from ..instrument.pipeline import Progress
+from ..instrument.settings import Progress
 from ..protocol import trainer as wire
 
 log = logging.getLogger("sensorsynth.worker")
@@ -251,7 +251,7 @@ class Worker:
             if self.job != key:  # the queue is out of date: tell it what this worker holds
                 self._send(wire.Heartbeat(job=self.job))
             return
-        from ..instrument.pipeline import CancelToken
+        from ..instrument.settings import CancelToken
 
         log.info("job %s attempt %d: %s (%s, %d bytes)", key.job_id[:8], key.attempt, message.name,
                  message.clip_name, len(audio))

@@ -25,6 +25,9 @@ from sensorsynth.protocol import ws as wire
 
 from .synthetic_hand import blank_image, hand_image, write_video
 
+pytestmark = pytest.mark.slow  # MediaPipe's model on video, into a real server
+
+
 REPO = Path(__file__).resolve().parents[2]
 ADAPTER = REPO / "adapters" / "hands" / "sensorsynth_hands.py"
 MODEL = REPO.parent / "shared" / "models" / "hand_landmarker.task"

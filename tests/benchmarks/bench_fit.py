@@ -170,7 +170,7 @@ def main() -> None:
     if args.every_s is None:
         args.every_s = {"fast": 5.0, "default": 20.0, "best": 60.0}[args.quality]
 
-    from sensorsynth.cli import _parse_assignment
+    from sensorsynth.cli.common import parse_assignment as _parse_assignment
 
     distance = load_distance()
     options: dict = {"device": args.device, "quality": args.quality, "threads": args.threads}

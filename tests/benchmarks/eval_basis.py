@@ -1,4 +1,4 @@
-"""Which basis plays best? Every method of sensorsynth.mapping.basis, measured without listening.
+"""Which basis plays best? Every method of sensorsynth.instrument.basis, measured without listening.
 
     python tests/benchmarks/eval_basis.py [--quick]
 
@@ -29,7 +29,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from sensorsynth.instrument_file import load  # noqa: E402
-from sensorsynth.mapping.basis import DEFAULT_KEEP, DEFAULT_METHOD, METHODS, active_frames, fit_basis  # noqa: E402
+from sensorsynth.instrument.basis import DEFAULT_KEEP, DEFAULT_METHOD, METHODS, active_frames, fit_basis  # noqa: E402
 from sensorsynth.mapping.features import GATES, make_extractor  # noqa: E402
 from sensorsynth.mapping.gate import VelocityGate  # noqa: E402
 from tests.mapping.streams import REPO, basicmotions, hand_stream  # noqa: E402

@@ -196,7 +196,7 @@ def phase_bad(tmp: Path, args) -> None:
         status = bs.health(server) if alive else {}
         reply = False
         try:
-            from tests.server.test_serve import osc_status
+            from tests.server.helpers import osc_status
 
             reply = "underruns" in osc_status(server.osc_port)
         except Exception:  # noqa: BLE001

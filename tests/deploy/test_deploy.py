@@ -17,6 +17,9 @@ import pytest
 from sensorsynth.server.config import ServeConfig, load_config
 from tests.server.conftest import launch
 
+pytestmark = pytest.mark.slow  # the deployment's files and servers
+
+
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 UNITS = ["sensorsynth.service", "sensorsynth-trainer.service"]

@@ -11,6 +11,9 @@ from sensorsynth.instrument.fit import FitSettings, fit
 from sensorsynth.instrument.init import analyse
 from sensorsynth.instrument.spec import ModelSpec
 
+pytestmark = pytest.mark.slow  # real fits
+
+
 AUDIO = Path(__file__).resolve().parents[2].parent / "shared" / "audio"
 SPEC = ModelSpec(n_samples=2**15, n_oscillators=32)
 

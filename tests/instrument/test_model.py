@@ -15,6 +15,9 @@ from sensorsynth.instrument.model import (
 from sensorsynth.instrument.playback import deformation_targets, interpolate_linear
 from sensorsynth.instrument.spec import ModelSpec
 
+pytestmark = pytest.mark.slow  # the model's full-size forward and backward passes
+
+
 SMALL = ModelSpec(n_samples=4096, control_plane_dim=3, n_resonances=5, expressivity=2, n_oscillators=4,
                   attack_size=300, attack_frames=16)
 

@@ -7,6 +7,9 @@ from sensorsynth.instrument.modes import OscillatorBank, materialize, seed_modes
 
 from .reference import seed_resonances
 
+pytestmark = pytest.mark.slow  # the seed's reference resonances, computed in full
+
+
 N = 2**17
 TOLERANCE = 1e-4  # relative L2 error, in value and in gradient
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from sensorsynth.instrument_file import load
-from sensorsynth.mapping import basis as basis_mod
-from sensorsynth.mapping.basis import (
+from sensorsynth.instrument import basis as basis_mod
+from sensorsynth.instrument.basis import (
     DEFAULT_METHOD,
     METHODS,
     Basis,

@@ -11,6 +11,8 @@ from sensorsynth.render.renderer import Renderer
 
 from .instruments import fixed_noise, make_instrument, rel_error
 
+pytestmark = pytest.mark.slow  # torch's batched renderer against the numba one: seconds per case on a CPU
+
 TOLERANCE = 1e-4
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
 

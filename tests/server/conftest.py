@@ -1,5 +1,7 @@
 """A real ``sensorsynth serve`` process for the server tests: null output, free ports, a recording, and the
-bundled instrument copied into a temporary models folder (so tests may add or corrupt files in it)."""
+bundled instrument copied into a temporary models folder (so tests may add or corrupt files in it); a JACK
+server (``jack``) and a headless Chromium (``browser``). Helpers the test modules share are in ``helpers.py``
+(reading a running server) and ``pages.py`` (the phone page in Chromium): a test module never imports another."""
 
 from __future__ import annotations
 
@@ -86,9 +88,9 @@ def launch(tmp_path: Path, *args: str, record: bool = True, models: Path | None 
         cmd += ["--record", str(record_path)]
     cmd += list(args)
     log_path = tmp_path / f"server-{time.monotonic_ns()}.log"
-    log = open(log_path, "w")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, preexec_fn=preexec,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+    with open(log_path, "w") as log:  # the child keeps its own copy of the handle
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, preexec_fn=preexec,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
     deadline = time.monotonic() + timeout
     while not ready.exists():
         if proc.poll() is not None:
@@ -118,3 +120,41 @@ def start_server(tmp_path):
         if h.proc.poll() is None:
             h.proc.kill()
             h.proc.wait()
+
+
+def jack_missing() -> str | None:
+    """Why the JACK tests cannot run here, or None when a JACK server answers through PortAudio."""
+    if not shutil.which("jack_lsp"):
+        return "JACK is not installed (apt-get install jackd2)"
+    if not jack_server_running():
+        return "no JACK server is running (jackd --no-realtime -d dummy -r 22050 -p 64 &)"
+    try:
+        import sounddevice  # noqa: F401
+    except OSError as exc:
+        return f"PortAudio is missing: {exc}"
+    return None
+
+
+@pytest.fixture
+def jack():
+    why = jack_missing()
+    if why is not None:
+        if os.environ.get("SENSORSYNTH_REQUIRE_JACK"):
+            pytest.fail(f"SENSORSYNTH_REQUIRE_JACK is set but {why}")
+        pytest.skip(why)
+
+
+@pytest.fixture
+def browser():
+    """Debian's Chromium driven by playwright; the test skips where either is missing."""
+    from .pages import CHROMIUM, CHROMIUM_ARGS
+
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    if not CHROMIUM.exists():
+        pytest.skip(f"no system Chromium at {CHROMIUM}")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()

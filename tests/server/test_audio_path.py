@@ -28,14 +28,16 @@ from sensorsynth.server.library import Change, Entry, Library
 from sensorsynth.server.playout import NullOutput, SoundDeviceOutput
 from sensorsynth.server.recorder import Recorder
 
-from .conftest import BUNDLED
-from .test_jack import _jack_running
+from .conftest import BUNDLED, jack_missing
+
+pytestmark = pytest.mark.slow  # the compiled callback path against a real clock
+
 
 RATE, BLOCK, VOICES, SEED = 22050, 64, 8, 3
 
 
 def need_jack() -> None:
-    why = _jack_running()
+    why = jack_missing()
     if why is not None:
         if os.environ.get("SENSORSYNTH_REQUIRE_JACK"):
             pytest.fail(f"SENSORSYNTH_REQUIRE_JACK is set but {why}")

@@ -8,7 +8,11 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 from .conftest import BUNDLED, REPO
+
+pytestmark = pytest.mark.slow  # doctor as a real process
 
 
 def doctor(*args: str, stdout_only: bool = False) -> tuple[int, str]:

@@ -13,8 +13,9 @@ import time
 import pytest
 from pythonosc.udp_client import SimpleUDPClient
 
-from .test_jack import jack  # noqa: F401 - the fixture: JACK present (or CI fails)
-from .test_serve import K, http_json, recorded, recorded_seconds, rms, wait_for
+from .helpers import K, http_json, recorded, recorded_seconds, rms, wait_for
+
+pytestmark = pytest.mark.slow  # faults injected into real servers
 
 
 def test_the_sound_card_vanishing_falls_back_to_the_null_output(jack, start_server):  # noqa: F811

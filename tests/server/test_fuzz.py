@@ -9,6 +9,7 @@ import json
 import socket
 import time
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from websockets.asyncio.client import connect
@@ -18,7 +19,10 @@ from sensorsynth.protocol import ws as wire
 from sensorsynth.server.osc import OscDecoder
 
 from .fuzzing import osc_packets, ws_messages
-from .test_serve import K, http_json, osc_status, recorded, recorded_seconds, rms, wait_for
+from .helpers import K, http_json, osc_status, recorded, recorded_seconds, rms, wait_for
+
+pytestmark = pytest.mark.slow  # hypothesis against a real server
+
 
 DECODER = OscDecoder()
 

@@ -4,36 +4,11 @@ tests run or fail; elsewhere they skip with the reason."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 
-import pytest
 from pythonosc.udp_client import SimpleUDPClient
 
-from .conftest import jack_server_running
-from .test_serve import K, http_json, recorded, recorded_seconds, rms, wait_for
-
-
-def _jack_running() -> str | None:
-    if not shutil.which("jack_lsp"):
-        return "JACK is not installed (apt-get install jackd2)"
-    if not jack_server_running():
-        return "no JACK server is running (jackd --no-realtime -d dummy -r 22050 -p 64 &)"
-    try:
-        import sounddevice  # noqa: F401
-    except OSError as exc:
-        return f"PortAudio is missing: {exc}"
-    return None
-
-
-@pytest.fixture
-def jack():
-    why = _jack_running()
-    if why is not None:
-        if os.environ.get("SENSORSYNTH_REQUIRE_JACK"):
-            pytest.fail(f"SENSORSYNTH_REQUIRE_JACK is set but {why}")
-        pytest.skip(why)
+from .helpers import K, http_json, recorded, recorded_seconds, rms, wait_for
 
 
 def test_plays_through_the_jack_dummy_card(jack, start_server):

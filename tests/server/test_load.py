@@ -9,11 +9,14 @@ import json
 import socket
 import time
 
+import pytest
 from websockets.asyncio.client import connect
 
 from tests.benchmarks.bench_serve import datagrams
 
-from .test_serve import http_json, wait_for, recorded_seconds
+from .helpers import http_json, recorded_seconds, wait_for
+
+pytestmark = pytest.mark.slow  # a flood against a real server
 
 
 async def _browsers(url: str, n: int, seconds: float) -> int:

@@ -31,6 +31,9 @@ from tests.mapping.streams import basicmotions, hand_stream
 
 from .conftest import REPO, launch
 
+pytestmark = pytest.mark.slow  # real servers and recordings played through them
+
+
 K = 16
 SILENT_PEAK = 1e-4  # the recording's peak while everything is still
 SOUND_RMS = 3e-3  # ... and its RMS while a source moves

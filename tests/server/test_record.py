@@ -35,6 +35,9 @@ from ..trainer.procs import Cluster
 from .conftest import BUNDLED, REPO
 from .browser_wait import wait_js
 
+pytestmark = [pytest.mark.slow, pytest.mark.trainer]  # a real trainer and server
+
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
 MARIMBA = REPO.parent / "shared" / "audio" / "marimba.wav"

@@ -6,73 +6,21 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import time
-import urllib.request
-from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
 from pythonosc.osc_bundle_builder import OscBundleBuilder
-from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.udp_client import SimpleUDPClient
 from websockets.asyncio.client import connect
 
 from .conftest import REPO
+from .helpers import K, http_json, osc_status, recorded, recorded_seconds, rms, wait_for  # noqa: F401
 
-K = 16  # the bundled guitar's control dimensions
-
-
-def http_json(server, path: str) -> dict:
-    with urllib.request.urlopen(server.url + path, timeout=5) as r:
-        return json.loads(r.read())
-
-
-def wait_for(predicate, timeout: float = 10.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def recorded(server, seconds_from: float = 0.0) -> tuple[np.ndarray, int]:
-    data, rate = sf.read(str(server.record_path), dtype="float32")
-    return data[int(seconds_from * rate) :], rate
-
-
-def recorded_seconds(server) -> float:
-    try:
-        return sf.info(str(server.record_path)).duration
-    except RuntimeError:
-        return 0.0
-
-
-def rms(x: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if x.size else 0.0
-
-
-def osc_status(port: int) -> dict:
-    """Ask /sensorsynth/status from our own socket and parse the key/value reply."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.settimeout(5)
-    try:
-        sock.sendto(OscMessageBuilder("/sensorsynth/status").build().dgram, ("127.0.0.1", port))
-        data, _ = sock.recvfrom(65536)
-    finally:
-        sock.close()
-    msg = OscMessage(data)
-    assert msg.address == "/sensorsynth/status"
-    args = msg.params
-    return dict(zip(args[0::2], args[1::2]))
+pytestmark = pytest.mark.slow  # every test starts a server or a fresh interpreter
 
 
 def test_osc_plays_silence_before_sound_after_and_sigterm_leaves_a_valid_wav(start_server):
@@ -229,7 +177,7 @@ def test_bad_config_value_names_the_field(tmp_path):
 def test_the_playing_side_never_imports_torch():
     code = (
         "import sys\n"
-        "import sensorsynth.server.app, sensorsynth.server.command, sensorsynth.render.renderer\n"
+        "import sensorsynth.server.app, sensorsynth.cli.serve, sensorsynth.render.renderer\n"
         "import sensorsynth.protocol.ws, sensorsynth.instrument_file, sensorsynth.cli\n"
         "sensorsynth.cli.build_parser()\n"
         "bad = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))\n"

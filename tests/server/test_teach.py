@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from .test_phone import browser, health, open_phone, recording_and_still, wait_until  # noqa: F401 - browser is a fixture
+from .pages import health, open_phone, recording_and_still, wait_until
 from .browser_wait import wait_js
 
 LEFT, REST, RIGHT = -40.0, 0.0, 40.0

@@ -14,6 +14,9 @@ import urllib.request
 
 import pytest
 
+pytestmark = pytest.mark.slow  # certificates are made for real, and served by real servers
+
+
 pytest.importorskip("cryptography", reason="the cryptography package is not installed")
 
 from cryptography import x509  # noqa: E402

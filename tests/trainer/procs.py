@@ -86,9 +86,9 @@ class Cluster:
 
     def _spawn(self, name: str, args: list[str]) -> Proc:
         log = self.root / f"{name}-{time.monotonic_ns()}.log"
-        handle = open(log, "w")
-        proc = subprocess.Popen([sys.executable, "-m", "sensorsynth", *args], stdout=handle, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, cwd=self.root, env=_env())
+        with open(log, "w") as handle:  # the child keeps its own copy of the handle
+            proc = subprocess.Popen([sys.executable, "-m", "sensorsynth", *args], stdout=handle,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.root, env=_env())
         p = Proc(proc, log)
         self.procs.append(p)
         return p

@@ -10,7 +10,7 @@ import pytest
 
 from sensorsynth.cli import main
 from sensorsynth.trainer.client import TrainerClient, TrainerUnavailable
-from sensorsynth.trainer.command import _clip_name, _pub_endpoint
+from sensorsynth.cli.trainer import _clip_name, _pub_endpoint
 from sensorsynth.trainer.local import default_threads, local_endpoint
 
 from .helpers import GUITAR

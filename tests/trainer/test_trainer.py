@@ -19,6 +19,9 @@ from sensorsynth.trainer.client import read_event, subscribe
 from .helpers import TINY_SPEC, clip_bytes, silent_bytes
 from .procs import REPO, Cluster, wait_for
 
+pytestmark = [pytest.mark.slow, pytest.mark.trainer]  # real trainer, worker and Ray processes
+
+
 SPEC_ARGS = [arg for key, value in TINY_SPEC.items() for arg in ("--spec", f"{key}={value}")]
 FAST = {"init": "random", "frozen_steps": 2}
 

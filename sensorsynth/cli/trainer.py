@@ -1,6 +1,8 @@
 """The trainer's subcommands: ``trainer``, ``worker``, ``submit``, ``jobs``, ``cancel``. Argparse wiring and
-thin handlers over :mod:`.broker`, :mod:`.worker` and :mod:`.client`; pyzmq and the rest are imported only
-when a command runs, so ``sensorsynth --help`` stays fast."""
+thin handlers over :mod:`sensorsynth.trainer.broker`, :mod:`~sensorsynth.trainer.worker` and
+:mod:`~sensorsynth.trainer.client`; pyzmq and the rest are imported only when a command runs, so
+``sensorsynth --help`` stays fast. ``trainer`` (with local or Ray workers) and ``worker`` fit, so they need the
+fitting extra and say so in one line without it; ``submit``, ``jobs`` and ``cancel`` only talk to a queue."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_write
+from .common import EXIT_FAILURE, CliError, check_device, parse_assignment, progress_callback, refuse_output, require_fit
 
 DEFAULT_CONNECT = "tcp://127.0.0.1:5555"
 DEFAULT_BIND = "tcp://127.0.0.1:5555"
@@ -45,8 +48,6 @@ def _positive(kind: type) -> Any:
 
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:
-    from ..cli import _parse_assignment
-
     # -------------------------------------------------------------------------------------- trainer
     p = commands.add_parser(
         "trainer",
@@ -121,9 +122,9 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=_positive(int), help="optimisation steps (default: the fitter's)")
     p.add_argument("--loss", metavar="NAME", help="spectral loss: seed or multires")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
-    p.add_argument("--set", metavar="KEY=VALUE", action="append", type=_parse_assignment,
+    p.add_argument("--set", metavar="KEY=VALUE", action="append", type=parse_assignment,
                    help="any other fit setting (repeatable); device and threads are the worker's")
-    p.add_argument("--spec", metavar="KEY=VALUE", action="append", type=_parse_assignment,
+    p.add_argument("--spec", metavar="KEY=VALUE", action="append", type=parse_assignment,
                    help="model size or rate, e.g. --spec n_resonances=8 (repeatable)")
     p.add_argument("--timeout", type=_positive(float), metavar="S", help="give up waiting after S seconds")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -192,15 +193,14 @@ def _write_json(path: str, data: dict[str, Any]) -> None:
 
 
 def _client(args: argparse.Namespace, **options: Any) -> Any:
-    from .client import TrainerClient
+    from ..trainer.client import TrainerClient
 
     return TrainerClient(args.connect, **{"timeout_s": 5.0, "retries": 2, **options})
 
 
 def _refused(exc: Exception) -> Any:
     """The queue said no (exit 2: the request was wrong), or nothing answered (exit 1)."""
-    from ..cli import EXIT_FAILURE, CliError
-    from .client import TrainerUnavailable
+    from ..trainer.client import TrainerUnavailable
 
     return CliError(str(exc), EXIT_FAILURE if isinstance(exc, TrainerUnavailable) else 2)
 
@@ -209,23 +209,21 @@ def _refused(exc: Exception) -> Any:
 
 
 def cmd_trainer(args: argparse.Namespace) -> int:
-    from ..cli import EXIT_FAILURE, CliError
-
     if args.workers is None:  # with --ray, Ray owns this machine's cores: no local workers competing for them
         args.workers = 0 if args.ray else 1
     if args.workers < 0:
         raise CliError("--workers must be 0 or more")
+    if args.workers or args.ray:  # a queue alone (--workers 0) fits nothing here and needs no torch
+        require_fit("trainer")
     if args.device != "cpu":  # fail here, not in every local worker (which the trainer would keep restarting)
-        from ..cli import _check_device
-
-        _check_device(args.device)
+        check_device(args.device)
     _logging(args.log_level)
     import zmq
 
-    from .broker import MiB, Broker, BrokerConfig
-    from .local import LocalWorkers, default_threads, local_endpoint
-    from .store import Store, StoreError
-    from .worker import machine_cores
+    from ..trainer.broker import MiB, Broker, BrokerConfig
+    from ..trainer.local import LocalWorkers, default_threads, local_endpoint
+    from ..trainer.store import Store, StoreError
+    from ..trainer.worker import machine_cores
 
     config = BrokerConfig(
         bind=args.bind, pub=_pub_endpoint(args.bind, args.pub), models=Path(args.models),
@@ -241,7 +239,7 @@ def cmd_trainer(args: argparse.Namespace) -> int:
     backend = None
     threads = args.threads or default_threads(max(1, args.workers), machine_cores())
     if args.ray:
-        from .ray_backend import RayBackend, RayUnavailable
+        from ..trainer.ray_backend import RayBackend, RayUnavailable
 
         try:
             backend = RayBackend(args.ray, threads=args.threads or 1, device=args.device, max_tasks=args.ray_tasks)
@@ -282,13 +280,12 @@ def cmd_trainer(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from ..cli import _check_device
-
+    require_fit("worker")
     _logging(args.log_level)
-    _check_device(args.device)
+    check_device(args.device)
     import torch
 
-    from .worker import Worker, WorkerOptions, machine_cores
+    from ..trainer.worker import Worker, WorkerOptions, machine_cores
 
     threads = args.threads or machine_cores()
     torch.set_num_threads(threads)  # this process fits with these threads; each fit sets them again anyway
@@ -311,8 +308,7 @@ def _clip_name(path: Path) -> str:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from ..cli import EXIT_FAILURE, CliError, _refuse_output
-    from ..instrument.pipeline import make_settings, make_spec
+    from ..instrument.settings import make_settings, make_spec
     from ..protocol.trainer import valid_name
 
     clip = Path(args.clip)
@@ -331,13 +327,13 @@ def cmd_submit(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     out = Path(args.output) if args.output else None
     if out is not None:
-        _refuse_output(out, args.force)
+        refuse_output(out, args.force)
     try:
         data = clip.read_bytes()
     except OSError as exc:
         raise CliError(f"{clip}: cannot read ({exc.strerror or exc})") from None
 
-    from .client import RequestRefused, TrainerUnavailable
+    from ..trainer.client import RequestRefused, TrainerUnavailable
 
     with _client(args) as client:
         try:
@@ -377,10 +373,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 def _follow(client: Any, job_id: str, args: argparse.Namespace) -> Any:
     """Watch the job with a progress bar; Ctrl-C stops watching, not the job."""
-    from ..cli import CliError, _progress_callback
-    from .client import RequestRefused
+    from ..trainer.client import RequestRefused
 
-    show, close = _progress_callback(args.quiet)
+    show, close = progress_callback(args.quiet)
     state: dict[str, Any] = {"last": ("queued", None, 0)}  # submit has already said it is queued
 
     def on_update(info: Any) -> None:
@@ -414,7 +409,6 @@ def _follow(client: Any, job_id: str, args: argparse.Namespace) -> Any:
 
 
 def _save_bytes(blob: bytes, out: Path, force: bool) -> None:
-    from ..cli import CliError
     from ..instrument_file import InstrumentFileError, loads
 
     try:
@@ -443,7 +437,7 @@ def _age(seconds: float) -> str:
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
-    from .client import RequestRefused, TrainerUnavailable
+    from ..trainer.client import RequestRefused, TrainerUnavailable
 
     with _client(args) as client:
         try:
@@ -477,8 +471,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    from ..cli import CliError
-    from .client import RequestRefused, TrainerUnavailable
+    from ..trainer.client import RequestRefused, TrainerUnavailable
 
     if not re.match(r"^[0-9a-f]{1,32}$", args.job):
         raise CliError(f"{args.job!r} is not a job id (hex digits, as `sensorsynth jobs` shows them)")

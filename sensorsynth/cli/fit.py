@@ -1,156 +1,41 @@
-"""The ``sensorsynth`` command: fit an instrument from a clip, render it, inspect it, serve it live.
-
-Exit codes: 0 success; 2 bad input (unreadable clip or instrument, bad arguments, output that cannot be
-written or would be overwritten); 1 a failure that is not the user's input (e.g. the fit produced an
-invalid model, or the renderer is missing); 130 interrupted with Ctrl-C. User errors print one
-``error: <message>`` line on stderr, never a traceback. torch and the fitter are imported only inside the
-commands that need them, so ``--help`` and ``info`` start fast.
+"""``sensorsynth fit``, ``render`` and ``info``: an instrument from a clip, a WAV from an instrument, and what a
+file holds. torch and the fitter are imported only inside ``fit``, which first checks that the fitting extra
+is installed (``render`` and ``info`` work on a player installed without it).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
 import signal
 import sys
 import threading
-import time
 from pathlib import Path
-from typing import Any, Callable, NoReturn, Sequence
+from typing import Any
 
-EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
-
-
-class CliError(Exception):
-    """An error to report as ``error: <message>`` with an exit code (2 = bad input)."""
-
-    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def _version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("sensorsynth")
-    except Exception:  # not installed (running from a source tree)
-        return "unknown"
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports as ``error: ...`` (plus a usage hint) instead of ``prog: error: ...``."""
-
-    def error(self, message: str) -> NoReturn:
-        self.print_usage(sys.stderr)
-        self.exit(EXIT_USAGE, f"error: {message}\n")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _sample_rate(text: str) -> int:
-    """The range ModelSpec accepts; a typo like 44 instead of 44100 should fail, not render 44 Hz audio."""
-    value = _positive_int(text)
-    if not 1000 <= value <= 384000:
-        raise argparse.ArgumentTypeError(f"must be between 1000 and 384000 Hz, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
+from .common import (
+    EXIT_FAILURE,
+    CliError,
+    check_device,
+    parse_assignment,
+    positive_float,
+    positive_int,
+    prepare_output_dir,
+    progress_callback,
+    refuse_output,
+    require_fit,
+    sample_rate,
+)
 
 
 # ---------------------------------------------------------------------------------------------- fit
 
 
-def _refuse_output(path: Path, force: bool) -> None:
-    """Cheap checks first, with no side effects: a wrong -o fails in a blink, before torch is imported."""
-    if path.is_dir():
-        raise CliError(f"{path}: is a directory; give a file name such as {path / 'name.instrument'}")
-    if path.exists() and not force:
-        raise CliError(f"{path}: already exists; use --force to overwrite it")
-
-
-def _prepare_output_dir(path: Path) -> None:
-    """Create and probe the output directory before a long fit, not after it."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CliError(f"{path.parent}: cannot create the output directory ({exc.strerror or exc})") from None
-    if not os.access(path.parent, os.W_OK):
-        raise CliError(f"{path.parent}: output directory is not writable")
-
-
-def _progress_callback(quiet: bool) -> tuple[Callable[[Any], None], Callable[[], None]]:
-    """A tqdm bar on stderr fed by plain Progress records: step/steps, the fit's own ETA (it knows a step
-    that trains the oscillators costs more than a frozen one), the current loss, and the stage as label.
-
-    A new bar starts only if the number of steps changes. ``sensorsynth submit --wait`` shows the same bar.
-    """
-    from tqdm import tqdm
-
-    state: dict[str, Any] = {"bar": None}
-    layout = "{desc}{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
-
-    def on_progress(progress: Any) -> None:
-        if quiet:
-            return
-        bar = state["bar"]
-        if bar is None or bar.total != progress.steps:
-            if bar is not None:
-                bar.close()
-            bar = state["bar"] = tqdm(
-                total=progress.steps, unit="step", file=sys.stderr, dynamic_ncols=True, bar_format=layout
-            )
-        bar.set_description(str(progress.stage), refresh=False)
-        postfix: dict[str, str] = {}
-        if progress.eta_s is not None:
-            postfix["eta"] = f"{progress.eta_s:.0f}s"
-        if progress.loss is not None:
-            postfix["loss"] = f"{progress.loss:.5g}"
-        bar.set_postfix(postfix, refresh=False)
-        bar.update(progress.step - bar.n)
-
-    def close() -> None:
-        if state["bar"] is not None:
-            state["bar"].close()
-            state["bar"] = None
-
-    return on_progress, close
-
-
-def _parse_assignment(text: str) -> tuple[str, Any]:
-    """``KEY=VALUE`` for --set; VALUE is read as JSON when it parses (numbers, true, null), else a string."""
-    key, sep, raw = text.partition("=")
-    if not sep or not key.strip():
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError:
-        value = raw
-    return key.strip(), value
-
-
 def _fit_settings(args: argparse.Namespace) -> Any:
     """Only the options the user gave are passed; FitSettings' own defaults rule the rest."""
-    from .instrument.pipeline import FitSettings, make_settings
+    from ..instrument.settings import make_settings
 
     given: dict[str, Any] = dict(args.set or [])
     given.update(
@@ -162,25 +47,13 @@ def _fit_settings(args: argparse.Namespace) -> Any:
         settings = make_settings(given)
     except ValueError as exc:
         raise CliError(f"bad fit settings: {str(exc).removeprefix('bad settings: ')}") from None
-    _check_device(settings.device)
+    check_device(settings.device)
     return settings
-
-
-def _check_device(device: str) -> None:
-    """A device torch does not know, or CUDA on a machine without it, fails before any work is done."""
-    import torch
-
-    try:
-        kind = torch.device(device).type
-    except (RuntimeError, ValueError):
-        raise CliError(f"--device {device}: not a torch device (try cpu or cuda)") from None
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise CliError(f"--device {device}: CUDA is not available on this machine")
 
 
 def _model_spec(args: argparse.Namespace) -> Any:
     """ModelSpec from ``--spec KEY=VALUE`` over the default, within the fit's size limits."""
-    from .instrument.pipeline import make_spec
+    from ..instrument.settings import make_spec
 
     try:
         return make_spec(dict(getattr(args, "spec", None) or []))
@@ -190,8 +63,8 @@ def _model_spec(args: argparse.Namespace) -> Any:
 
 def _save_atomically(instrument: Any, out: Path, force: bool) -> None:
     """Save beside ``out`` under a temporary name, then rename: Ctrl-C or a crash leaves nothing behind."""
-    from .atomic import atomic_write
-    from .instrument_file import save
+    from ..atomic import atomic_write
+    from ..instrument_file import save
 
     try:  # the default mode: safetensors writes 0600; an instrument is meant to be shared
         atomic_write(out, lambda tmp: save(instrument, tmp), clobber=force)
@@ -233,25 +106,26 @@ class _DeferredInterrupt:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
+    require_fit("fit")
     out = Path(args.output) if args.output else Path("models") / f"{Path(args.clip).stem}.instrument"
-    _refuse_output(out, args.force)
-    from .audio import read_clip
+    refuse_output(out, args.force)
+    from ..audio import read_clip
 
     spec = _model_spec(args)
     settings = _fit_settings(args)
     clip = read_clip(args.clip, sample_rate=spec.sample_rate, n_samples=spec.n_samples)
-    _prepare_output_dir(out)
+    prepare_output_dir(out)
     if not args.quiet:
         for message in clip.messages:
             print(f"note: {args.clip}: {message}", file=sys.stderr)
 
-    from .instrument.pipeline import CancelToken, Cancelled, InvalidResult, fit_clip
+    from ..instrument.pipeline import CancelToken, Cancelled, InvalidResult, fit_clip
 
     if not args.quiet:
         budget = f" within {settings.time_budget_s:g} s" if settings.time_budget_s else ""
         print(f"fitting {args.clip} ({settings.quality} quality): up to {settings.steps} steps{budget} on "
               f"{settings.device}", file=sys.stderr)
-    show_progress, close_bar = _progress_callback(args.quiet)
+    show_progress, close_bar = progress_callback(args.quiet)
     token = CancelToken()
     name = args.name or out.stem
     try:
@@ -284,9 +158,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
 def cmd_render(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .audio import AudioOutputError, write_wav
-    from .instrument.budget import LoadBudget
-    from .instrument_file import load
+    from ..audio import AudioOutputError, write_wav
+    from ..instrument.budget import LoadBudget
+    from ..instrument_file import load
 
     out = Path(args.output)
     if out.suffix.lower() != ".wav":
@@ -296,10 +170,10 @@ def cmd_render(args: argparse.Namespace) -> int:
     if out.is_dir():
         raise CliError(f"{out}: is a directory")
     instrument = load(args.instrument, LoadBudget(rate=args.sample_rate, at_file_rate=True, voices=1,
-                                                      block_size=args.block_size))
-    _prepare_output_dir(out)
+                                                  block_size=args.block_size))
+    prepare_output_dir(out)
     try:
-        from .render.performance import render_random, render_reconstruction
+        from ..render.performance import render_random, render_reconstruction
     except ImportError as exc:
         raise CliError(f"the renderer is not available in this build ({exc})", EXIT_FAILURE) from None
     rate = int(args.sample_rate or instrument.spec.sample_rate)
@@ -369,7 +243,7 @@ def _human_info(summary: dict[str, Any], path: str) -> str:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from .instrument_file import describe, load
+    from ..instrument_file import describe, load
 
     instrument = load(args.instrument)
     summary = describe(instrument, args.instrument)
@@ -383,15 +257,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------- parser
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="sensorsynth",
-        description="Fit a tiny resonance model of an instrument from one clip, render it, inspect it.",
-        epilog="Exit codes: 0 ok, 1 failure, 2 bad input or arguments, 130 interrupted.",
-    )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-
+def add_parsers(commands: argparse._SubParsersAction) -> None:
+    """fit, render, info."""
     fit = commands.add_parser(
         "fit",
         help="fit an instrument from an audio clip",
@@ -409,22 +276,22 @@ def build_parser() -> argparse.ArgumentParser:
         "default's steps (default: default)",
     )
     fit.add_argument(
-        "--time-budget", type=_positive_float, metavar="SECONDS", dest="time_budget_s",
+        "--time-budget", type=positive_float, metavar="SECONDS", dest="time_budget_s",
         help="finish within this much wall time, analysis included: the whole schedule is compressed into it "
         "(default: none, or the quality's)",
     )
-    fit.add_argument("--steps", type=_positive_int, help="optimisation steps (default: the quality's)")
+    fit.add_argument("--steps", type=positive_int, help="optimisation steps (default: the quality's)")
     # No argparse choices: reading them from FitSettings would import torch for every command. The fitter's
     # own validation names the allowed values.
     fit.add_argument("--loss", metavar="NAME", help="spectral loss: seed or multires (default: the fitter's)")
     fit.add_argument("--seed", type=int, help="random seed (default: the fitter's)")
     fit.add_argument("--device", metavar="DEVICE", help="torch device: cpu, cuda, cuda:1 ... (default: cpu)")
-    fit.add_argument("--threads", type=_positive_int, help="CPU threads for torch (default: all cores)")
+    fit.add_argument("--threads", type=positive_int, help="CPU threads for torch (default: all cores)")
     fit.add_argument(
         "--spec",
         metavar="KEY=VALUE",
         action="append",
-        type=_parse_assignment,
+        type=parse_assignment,
         help="model size or rate, e.g. --spec n_resonances=8 --spec n_oscillators=32 --spec n_samples=65536 "
         "(repeatable; ModelSpec fields, within the fit's size limits; default: the seed's sizes)",
     )
@@ -432,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--set",
         metavar="KEY=VALUE",
         action="append",
-        type=_parse_assignment,
+        type=parse_assignment,
         help="any other fit setting, e.g. --set init=random --set lr=0.005 (repeatable; see the error "
         "message of a wrong key for the list)",
     )
@@ -452,13 +319,13 @@ def build_parser() -> argparse.ArgumentParser:
     mode = render.add_mutually_exclusive_group(required=True)
     mode.add_argument("--reconstruct", action="store_true", help="replay the performance the fit learned")
     mode.add_argument("--random", action="store_true", help="play random controls")
-    render.add_argument("--seconds", type=_positive_float, help="length for --random (default: the clip's length)")
+    render.add_argument("--seconds", type=positive_float, help="length for --random (default: the clip's length)")
     render.add_argument("-o", "--output", metavar="OUT.wav", required=True, help="WAV file to write")
     render.add_argument(
-        "--sample-rate", type=_sample_rate, metavar="R", help="output rate in Hz (default: the instrument's)"
+        "--sample-rate", type=sample_rate, metavar="R", help="output rate in Hz (default: the instrument's)"
     )
     render.add_argument(
-        "--block-size", type=_positive_int, default=512, metavar="B", help="renderer block size (default: 512)"
+        "--block-size", type=positive_int, default=512, metavar="B", help="renderer block size (default: 512)"
     )
     render.add_argument("--seed", type=int, help="noise seed, for repeatable output")
     render.set_defaults(handler=cmd_render)
@@ -472,48 +339,3 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("instrument", metavar="INSTRUMENT", help=".instrument file")
     info.add_argument("--json", action="store_true", help="machine-readable JSON instead of text")
     info.set_defaults(handler=cmd_info)
-
-    from .server.command import add_parser as add_serve_parser
-
-    add_serve_parser(commands)
-    __import__("sensorsynth.trainer.command", fromlist=["add_parsers"]).add_parsers(commands)  # trainer, worker, submit, jobs, cancel
-    return parser
-
-
-def _error(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the console script; returns the exit code instead of raising SystemExit."""
-    from .audio import AudioInputError
-    from .instrument_file import InstrumentFileError
-
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # --help, --version, argument errors
-        return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_USAGE
-    if getattr(args, "handler", None) is None:
-        parser.print_usage(sys.stderr)
-        _error("no command given; choose one of fit, render, info, serve (see sensorsynth --help)")
-        return EXIT_USAGE
-    try:
-        return int(args.handler(args))
-    except KeyboardInterrupt:
-        _error("interrupted; nothing was written")
-        return EXIT_INTERRUPTED
-    except CliError as exc:
-        _error(str(exc))
-        return exc.code
-    except (AudioInputError, InstrumentFileError) as exc:
-        _error(str(exc))
-        return EXIT_USAGE
-    except BrokenPipeError:  # e.g. `sensorsynth info x | head`
-        with contextlib.suppress(OSError):
-            sys.stdout = open(os.devnull, "w")
-        return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
