@@ -81,6 +81,20 @@ SERVE_MEANING: dict[str, str | tuple[str, str]] = {
                  "Bearer`); a generated one is printed inside the page address at start"),
     "allowed_origins": ("none", "other web origins allowed to open the WebSocket; pages served by this "
                         "server always are"),
+    "allowed_hosts": ("none", "other names this server is reached by (its hostname, TLS names, `localhost` and "
+                      "any IP address always work); a `Host` outside them is refused before the upgrade (DNS "
+                      "rebinding); `*` turns the check off (see [Server security](server-security.md))"),
+    "admin_token": ("none", "token that may replace an existing instrument (`upload` with `replace: true`); "
+                    "without one nobody may replace over the WebSocket"),
+    "max_clients_per_ip": "WebSocket connections at once from one address (loopback is exempt)",
+    "max_voices_per_ip": "voices held at once by one address's clients (loopback is exempt)",
+    "hello_timeout_s": "a connection that neither says `hello` nor plays within this is closed (counted)",
+    "osc_controls_all_voices": "let OSC play voices a WebSocket client holds (default: only OSC's voice 0 and "
+                               "free ones)",
+    "osc_messages_per_s": "OSC datagrams per second from one sender (bursts of twice that); beyond, they are "
+                          "dropped and counted (loopback is exempt)",
+    "osc_status_peers": ("this machine", "IP addresses that get the full `/sensorsynth/status` reply; others get "
+                         "at most 4 times the size of their request"),
     "reload_interval_s": "how often the models folder is checked for new or changed files",
     "ws_max_message_bytes": "larger text frames get an `error` `too_large` (frames over 1 MiB close the "
                             "connection)",
@@ -93,7 +107,8 @@ SERVE_MEANING: dict[str, str | tuple[str, str]] = {
     "noise": "`instrument`: every attack replays the noise its instrument was fitted with (instruments from "
              "before format 3 draw fresh noise); `fresh`: a new draw per event, for variety",
     "ready_file": ("none", "once listening, write `{\"osc_port\", \"ws_port\", \"pid\", \"sample_rate\", "
-                   "\"preset_ports\"}` here as JSON (written to a temporary name, then renamed)"),
+                   "\"preset_ports\", \"token\"}` here as JSON, readable by this user only (written to a "
+                   "temporary name, then renamed)"),
     "presets": "OSC apps understood as they send: `touchdesigner`, `wekinator`, `zigsim`, `sensors2osc`, "
                "`gyrosc`, `touchosc`, or a `.toml` file (see [Mappings and presets](mappings.md#osc-input-and-presets))",
     "tls": "`self-signed`: serve https/wss with a certificate made once for this machine's LAN addresses and "
@@ -116,6 +131,7 @@ SERVE_FLAG_ALIASES = {
     "osc_allowed_senders": ["--osc-allow"],
     "allowed_origins": ["--allow-origin"],
     "presets": ["--preset"],
+    "osc_controls_all_voices": ["--osc-controls-all-voices", "--no-osc-controls-all-voices"],
 }
 # Flags of `serve --help` that are not config fields.
 SERVE_FLAGS_NOT_FIELDS = {"--help", "--config"}
@@ -335,13 +351,13 @@ def block_serve_options() -> str:
         else:
             shown = _show(default)
         candidates = [f"--{name.replace('_', '-')}", *SERVE_FLAG_ALIASES.get(name, [])]
-        flag = next((c for c in candidates if c in flags), None)
+        present = [c for c in candidates if c in flags]  # a yes/no option has both --x and --no-x
         if name == "models":
             cli = "`MODELS` (positional)"
-        elif flag:
-            used.add(flag)
+        elif present:
+            used.update(present)
             repeat = " (repeatable)" if typing.get_origin(f.annotation) in (list,) or "list" in _type_name(f.annotation) else ""
-            cli = f"`{flag}`{repeat}"
+            cli = " / ".join(f"`{c}`" for c in present) + repeat
         else:
             cli = "TOML only"
         accepts = _type_name(f.annotation)

@@ -90,7 +90,7 @@ def test_the_playing_side_imports_without_torch(no_torch: dict[str, str]) -> Non
     ["fit", str(REPO / "missing.wav")],
     ["worker"],
     ["trainer", "--workers", "1"],
-    ["serve", "--device", "cuda", "--output", "null"],
+    ["serve", "--device", "torch:cpu", "--output", "null"],  # the batched torch renderer (cuda is numba-cuda)
 ])
 def test_what_needs_torch_names_the_extra_in_one_line(no_torch: dict[str, str], command: list[str]) -> None:
     r = _python(no_torch, "-m", "sensorsynth", *command, timeout=60)
