@@ -56,8 +56,8 @@ SERVE_MEANING: dict[str, str | tuple[str, str]] = {
               "`null`: no card, paced by the clock",
     "sound_device": ("the default card", "sound card: index or part of its name (`python -m sounddevice` lists "
                      "them)"),
-    "device": "renderer: `cpu` (numba), `cuda[:N]` (the batched torch renderer on a GPU), `torch:cpu` (that "
-              "path on the CPU, for tests)",
+    "device": "renderer: `cpu` (numba), `cuda[:N]` (the numba-cuda renderer on a GPU; the `cuda` extra), "
+              "`torch:cpu` (the batched torch renderer on the CPU, a plain reference; the `fit` extra)",
     "hostapi": ("any (JACK first)", "PortAudio host API to use, e.g. `JACK` or `ALSA`"),
     "sample_rate": ("the instrument's", "output rate; instruments are recomputed for any rate (a card that "
                     "cannot play the instrument's rate is used at its own)"),
