@@ -506,7 +506,7 @@ def _plays_the_same_notes(refit: Instrument, stored: Instrument) -> None:
     (tolerance 0.05; a random basis scores 0.15 lower), dimensions per event within 0.25 (tolerance 0.4), every
     gesture sounds, and every control dimension is some gesture's loudest note. level, cap and frames are
     statistics of the frames themselves: equal to 6 digits."""
-    from sensorsynth.mapping.basis import Basis, active_frames
+    from sensorsynth.instrument.basis import Basis, active_frames
 
     a, b = refit.manifest.mapping, stored.manifest.mapping
     assert a is not None and b is not None
