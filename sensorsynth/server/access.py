@@ -87,7 +87,7 @@ def split_host(host_header: str) -> str:
     return h.rstrip(".")
 
 
-def _canonical(host: str) -> str:
+def canonical_host(host: str) -> str:
     try:
         ip = ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
@@ -117,7 +117,7 @@ def own_hosts(bind_host: str = "", tls_names: Iterable[str] = ()) -> frozenset[s
     found = {*names, *addrs, "localhost", "127.0.0.1", "::1", *tls_names}
     if bind_host and bind_host not in ("0.0.0.0", "::"):
         found.add(bind_host)
-    return frozenset(_canonical(h) for h in found if h)
+    return frozenset(canonical_host(h) for h in found if h)
 
 
 def _all(headers, name: str) -> list[str]:
@@ -154,7 +154,7 @@ class AccessPolicy:
         origins = frozenset(o.rstrip("/").lower() for o in (allowed_origins or []))
         hosts = None
         if check_hosts:
-            hosts = own_hosts(host, tls_names) | frozenset(_canonical(split_host(h)) for h in (allowed_hosts or []))
+            hosts = own_hosts(host, tls_names) | frozenset(canonical_host(split_host(h)) for h in (allowed_hosts or []))
         return cls(token or new_token(), origins, loopback_exempt=not configured, hosts=hosts,
                    admin_token=admin_token, configured=configured)
 
@@ -185,7 +185,7 @@ class AccessPolicy:
             return "exactly one Host header is required" if values else "a Host header is required"
         if self.hosts is None or "*" in self.hosts:
             return None
-        host = _canonical(split_host(values[0]))
+        host = canonical_host(split_host(values[0]))
         if host in self.hosts or _is_ip(host):
             return None
         return (f"Host {values[0][:80]!r} is not a name of this server (a DNS-rebinding page?); if it is one, add "

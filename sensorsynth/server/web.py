@@ -40,7 +40,7 @@ from websockets.http11 import Request, Response
 
 from ..protocol import ws as wire
 from ..protocol.commands import Command, Control, ControlChannel, Deform, Gain, Rejected, SelectInstrument
-from .access import AccessPolicy, _canonical, is_loopback
+from .access import AccessPolicy, canonical_host, is_loopback
 from .engine import Engine
 from .library import LibraryError, check_name, details, summary
 from .rejections import Rejections
@@ -177,7 +177,7 @@ class WebServer:
     @staticmethod
     def _peer(connection: ServerConnection) -> str:
         addr = connection.remote_address
-        return _canonical(str(addr[0])) if addr else ""
+        return canonical_host(str(addr[0])) if addr else ""
 
     def _per_ip(self, ip: str) -> int:
         return sum(1 for c in self.clients.values() if c.ip == ip)
