@@ -27,6 +27,9 @@ no camera, no mediapipe, bad arguments), 1 an unexpected failure.
 It is a standalone program, not part of the ``sensorsynth`` package: it needs ``websockets`` and ``numpy``,
 plus ``mediapipe`` (which brings OpenCV) for the camera: ``pip install 'sensorsynth[hands]'`` or
 ``pip install mediapipe websockets``.
+
+(Past 500 lines on purpose: a standalone program that must run from a copy of this one file, without the
+sensorsynth package: its command line, camera, landmark features, replay and WebSocket client are all here.)
 """
 
 from __future__ import annotations

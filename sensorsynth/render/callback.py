@@ -48,6 +48,9 @@ due time plus the prefill slack (``late``).
 Why one module of about 900 lines: numba's on-disk cache is keyed on the file that defines a compiled function,
 and the audio side's functions share the control block's constants (compiled in as globals) and its intrinsics;
 split across files, a change to one could leave another's cached machine code with stale offsets.
+
+(Past 500 lines on purpose: the control-block table, the compiled callback, the null-output loop and the
+Python side that owns them share one memory layout; numba's cache is per file, so they stay together.)
 """
 
 from __future__ import annotations

@@ -33,6 +33,10 @@ tanhf is a scalar call, ~30 ns here, more than all oscillators). The orchestrati
 into the entries (``inline="always"``): they take the whole :data:`Arrays` and would otherwise pass hundreds
 of scalars per call; its arrays are non-owning views (see :func:`_view1`), or every inlined call would pay
 an atomic reference-count update per array.
+
+(Past 500 lines on purpose: the field table, the per-sample recursion and the inbox drain are one compiled
+unit; numba inlines them into ``render_block``, and its on-disk cache is per file, so splitting the file would
+let a cached caller keep a stale copy of a changed helper.)
 """
 
 from __future__ import annotations

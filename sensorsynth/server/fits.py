@@ -32,6 +32,10 @@ Uploads are judged from their header before anything is decoded (rate ≤ ``UPLO
 whatever the header says, and at most ``MAX_DECODES`` clips are decoded at once.
 
 Without ``--trainer`` the edge answers every upload with ``no_trainer`` and says how to start one.
+
+(Past 500 lines on purpose: one flow, upload → checks → trainer job → install → the uploader's voice, with
+its ownership rules and its worker-thread hand-offs, reads best in one place; its message shapes live in
+``protocol/ws.py``.)
 """
 
 from __future__ import annotations

@@ -17,6 +17,9 @@ This machine (loopback) is exempt from the per-address caps: its clients are the
 kiosk page, the hands adapter, load tests), and the global caps still hold.
 Every response carries a Content-Security-Policy (no framing, scripts only from this server), no referrer
 and ``nosniff``; a 500 says "internal error" and nothing of the exception (that goes to the log, once).
+
+(Past 500 lines on purpose: the gate (Host, token, Origin, caps), the HTTP routes and the WebSocket client loop
+share one connection table and one set of limits; split, each part would reach into the others' state.)
 """
 
 from __future__ import annotations
