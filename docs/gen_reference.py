@@ -93,6 +93,9 @@ SERVE_MEANING: dict[str, str | tuple[str, str]] = {
                                "free ones)",
     "osc_messages_per_s": "OSC datagrams per second from one sender (bursts of twice that); beyond, they are "
                           "dropped and counted (loopback is exempt)",
+    "local_uncapped": "this machine's own clients and OSC senders (loopback) skip the per-address caps, the "
+                      "OSC sender rate and the status-reply bound; `false` holds them to these like any address "
+                      "(behind a reverse proxy on this box)",
     "osc_status_peers": ("this machine", "IP addresses that get the full `/sensorsynth/status` reply; others get "
                          "at most 4 times the size of their request"),
     "reload_interval_s": "how often the models folder is checked for new or changed files",
@@ -132,6 +135,7 @@ SERVE_FLAG_ALIASES = {
     "allowed_origins": ["--allow-origin"],
     "presets": ["--preset"],
     "osc_controls_all_voices": ["--osc-controls-all-voices", "--no-osc-controls-all-voices"],
+    "local_uncapped": ["--local-uncapped", "--no-local-uncapped"],
 }
 # Flags of `serve --help` that are not config fields.
 SERVE_FLAGS_NOT_FIELDS = {"--help", "--config"}

@@ -63,6 +63,10 @@ class ServeConfig(BaseModel):
     osc_messages_per_s: float = Field(5000.0, gt=0, le=1e6,
                                       description="OSC datagrams per second from one sender (bursts of twice that); "
                                       "beyond, they are dropped and counted")
+    local_uncapped: bool = Field(
+        True, description="this machine's own clients and OSC senders (loopback) are exempt from the per-address "
+        "caps, the OSC sender rate and the status-reply bound; off: they are held to them like any address "
+        "(behind a reverse proxy on this box, where every client looks local)")
     osc_status_peers: list[str] | None = Field(
         None, description="IP addresses that get the full /sensorsynth/status reply (this machine always does); "
         "others get at most 4 times the size of their request")

@@ -659,11 +659,13 @@ class OscPolicy:
     messages_per_s: float = 5000.0  # datagrams per second from one sender address
     burst: float = 10000.0
     status_peers: frozenset[str] = frozenset()  # canonical IPs that get the whole status reply
+    local_uncapped: bool = True  # this machine's senders (loopback) skip the bucket and get the whole status
 
     @classmethod
     def from_config(cls, config) -> "OscPolicy":
         peers = frozenset(c for c in (_canonical_ip(str(p)) for p in (config.osc_status_peers or [])) if c)
-        return cls(config.osc_controls_all_voices, config.osc_messages_per_s, 2 * config.osc_messages_per_s, peers)
+        return cls(config.osc_controls_all_voices, config.osc_messages_per_s, 2 * config.osc_messages_per_s, peers,
+                   config.local_uncapped)
 
 
 
@@ -839,9 +841,9 @@ class OscServer:
         """One sender's token bucket: ``messages_per_s`` datagrams per second, bursts of ``burst``. This
         machine's own senders (loopback, which no other machine can forge) are the operator's: not limited."""
         bucket = self._senders.get(host)
-        if bucket is None and host in _LOOPBACK_SENDERS:
-            return True
         pol = self.policy
+        if bucket is None and pol.local_uncapped and host in _LOOPBACK_SENDERS:
+            return True
         if bucket is None:
             if len(self._senders) >= MAX_SENDERS:
                 self._senders.clear()
@@ -872,7 +874,8 @@ class OscServer:
         """How large the status reply to ``host`` may be: the whole (MAX_STATUS_BYTES) for this machine and
         ``status_peers``, else STATUS_REPLY_RATIO × the request (no amplification for forged senders)."""
         canon = _canonical_ip(host)
-        if canon is not None and (ipaddress.ip_address(canon).is_loopback or canon in self.policy.status_peers):
+        local = self.policy.local_uncapped and canon is not None and ipaddress.ip_address(canon).is_loopback
+        if local or canon in self.policy.status_peers:
             return MAX_STATUS_BYTES
         return min(MAX_STATUS_BYTES, STATUS_REPLY_RATIO * request_bytes)
 

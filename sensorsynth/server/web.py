@@ -66,6 +66,7 @@ class WebLimits:
     max_clients_per_ip: int = 8
     max_voices_per_ip: int = 2
     hello_timeout_s: float = 10.0  # a connection that neither says hello nor plays by then is closed
+    local_uncapped: bool = True  # this machine's clients (loopback) are exempt from the per-address caps
 
     @classmethod
     def from_config(cls, config: Any) -> "WebLimits":
@@ -73,7 +74,8 @@ class WebLimits:
         return cls(max_message_bytes=config.ws_max_message_bytes, messages_per_s=config.ws_messages_per_s,
                    burst=2 * config.ws_messages_per_s, max_clients=config.max_clients,
                    idle_release_s=config.idle_release_s, max_clients_per_ip=config.max_clients_per_ip,
-                   max_voices_per_ip=config.max_voices_per_ip, hello_timeout_s=config.hello_timeout_s)
+                   max_voices_per_ip=config.max_voices_per_ip, hello_timeout_s=config.hello_timeout_s,
+                   local_uncapped=config.local_uncapped)
 
 
 @dataclass
@@ -217,12 +219,16 @@ class WebServer:
             return _error(HTTPStatus.SERVICE_UNAVAILABLE, full)
         return None  # the WebSocket handshake goes on
 
+    def _uncapped(self, ip: str) -> bool:
+        """This machine's own clients (loopback) skip the per-address caps, unless ``local_uncapped`` is off."""
+        return self.limits.local_uncapped and is_loopback(ip)
+
     def _full(self, ip: str) -> str | None:
         """Why one more connection from ``ip`` is refused (all slots, or this address's share), or None."""
         if len(self.clients) >= self.limits.max_clients:
             self.rejections.count("ws", "too_many_clients", f"all {self.limits.max_clients} client slots are taken")
             return "too many clients"
-        if not is_loopback(ip) and self._per_ip(ip) >= self.limits.max_clients_per_ip:
+        if not self._uncapped(ip) and self._per_ip(ip) >= self.limits.max_clients_per_ip:
             self.rejections.count("ws", "too_many_from_address",
                                   f"more than {self.limits.max_clients_per_ip} connections from one address")
             return f"too many connections from your address (at most {self.limits.max_clients_per_ip})"
@@ -328,7 +334,7 @@ class WebServer:
         already holds ``max_voices_per_ip`` (``_no_voice`` says which)."""
         if client.voice is None:
             held = sum(1 for c in self.clients.values() if c.ip == client.ip and c.voice is not None)
-            if held >= self.limits.max_voices_per_ip and not is_loopback(client.ip):
+            if held >= self.limits.max_voices_per_ip and not self._uncapped(client.ip):
                 self.rejections.count("ws", "voices_per_address",
                                       f"more than {self.limits.max_voices_per_ip} voices for one address")
                 return None
@@ -337,7 +343,7 @@ class WebServer:
 
     def _no_voice(self, client: Client) -> str:
         held = sum(1 for c in self.clients.values() if c.ip == client.ip and c.voice is not None)
-        if held >= self.limits.max_voices_per_ip and not is_loopback(client.ip):
+        if held >= self.limits.max_voices_per_ip and not self._uncapped(client.ip):
             return (f"your address already plays {held} voices (at most {self.limits.max_voices_per_ip}); close "
                     "another page first")
         return f"all {len(self.engine.voices)} voices are taken; try later"

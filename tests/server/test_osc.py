@@ -768,48 +768,43 @@ async def test_osc_never_reaches_a_voice_a_websocket_client_holds():
 
 @pytest.mark.asyncio
 async def test_each_sender_has_its_own_token_bucket():
-    """A LAN sender beyond its rate is dropped and counted; another port on its address shares its bucket;
-    this machine's loopback senders are not limited."""
+    """A sender beyond its rate is dropped and counted; another port on its address shares its bucket; another
+    address has its own. With ``local_uncapped`` (the default) this machine's loopback senders are not limited.
+    Every sender is on the loopback range (127.0.0.x): no traffic leaves this machine."""
     from sensorsynth.server.osc import OscPolicy
 
-    lan = _lan_ip()
-    if lan is None:
-        pytest.skip("no non-loopback address on this machine")
-    rec, rej = Recorder(), Rejections()
-    server = OscServer(rec, lambda: {}, rej, policy=OscPolicy(messages_per_s=10.0, burst=20.0))
-    _, port = await server.start("0.0.0.0", 0)
-
-    def send_from(source: str, *packets: bytes) -> None:
+    def send_from(source: str, port: int, *packets: bytes) -> None:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.bind((source, 0))
             for p in packets:
-                s.sendto(p, (lan if source == lan else "127.0.0.1", port))
+                s.sendto(p, ("127.0.0.1", port))
 
+    rec, rej = Recorder(), Rejections()
+    server = OscServer(rec, lambda: {}, rej, policy=OscPolicy(messages_per_s=10.0, burst=20.0, local_uncapped=False))
+    _, port = await server.start("127.0.0.1", 0)
     try:
-        send_from(lan, *[GOOD] * 60)
+        send_from("127.0.0.2", port, *[GOOD] * 60)
         await until(lambda: server.stats["packets"] == 60)
         assert 20 <= len(rec.commands) <= 22 and rej.counts["osc:sender_rate"] == 60 - len(rec.commands)
-        send_from(lan, GOOD)  # another socket (port) on the same address: the same bucket
+        send_from("127.0.0.2", port, GOOD)  # another socket (port) on the same address: the same bucket
         await until(lambda: server.stats["packets"] == 61)
         assert rej.counts["osc:sender_rate"] >= 39
         before = len(rec.commands)
-        send_from("127.0.0.1", *[GOOD] * 60)  # this machine: not limited
-        await until(lambda: server.stats["packets"] == 121)
-        assert len(rec.commands) == before + 60
+        send_from("127.0.0.3", port, *[GOOD] * 5)  # another address: its own, full bucket
+        await until(lambda: server.stats["packets"] == 66)
+        assert len(rec.commands) == before + 5
     finally:
         await server.stop()
 
-
-def _lan_ip() -> str | None:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rec, rej = Recorder(), Rejections()
+    server = OscServer(rec, lambda: {}, rej, policy=OscPolicy(messages_per_s=10.0, burst=20.0))
+    _, port = await server.start("127.0.0.1", 0)
     try:
-        s.connect(("192.0.2.1", 9))
-        ip = s.getsockname()[0]
-    except OSError:
-        return None
+        send_from("127.0.0.1", port, *[GOOD] * 60)  # this machine, local_uncapped: not limited
+        await until(lambda: server.stats["packets"] == 60)
+        assert len(rec.commands) == 60 and "osc:sender_rate" not in rej.counts
     finally:
-        s.close()
-    return None if ip.startswith("127.") else ip
+        await server.stop()
 
 
 BIG_STATUS = {f"voice{i}": {"instrument": "guitar", "owner": f"ws{i}", "level": 0.25, "events": i * 1000}
@@ -822,21 +817,20 @@ async def test_the_status_reply_to_a_stranger_is_at_most_four_times_its_request(
     this machine's loopback, the reply is now at most 4 × the request; a configured peer gets all of it."""
     from sensorsynth.server.osc import OscPolicy
 
-    lan = _lan_ip()
-    if lan is None:
-        pytest.skip("no non-loopback address on this machine")
+    stranger = "127.0.0.2"  # held to the bound as any address would be (local_uncapped off); no traffic leaves
     full = len(encode_status(BIG_STATUS))
     assert full > 2000
-    for policy, want_full in ((OscPolicy(), False), (OscPolicy(status_peers=frozenset({lan})), True)):
+    for policy, want_full in ((OscPolicy(local_uncapped=False), False),
+                              (OscPolicy(status_peers=frozenset({stranger}), local_uncapped=False), True)):
         server = OscServer(Recorder(), lambda: BIG_STATUS, Rejections(), policy=policy)
-        _, port = await server.start(lan, 0)
+        _, port = await server.start("127.0.0.1", 0)
         try:
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-                s.bind((lan, 0))
+                s.bind((stranger, 0))
                 s.settimeout(3)
                 request = msg("/sensorsynth/status")
                 assert len(request) == 24
-                s.sendto(request, (lan, port))
+                s.sendto(request, ("127.0.0.1", port))
                 await until(lambda: server.stats["status_replies"] == 1)  # (recv below must not block the loop)
                 reply = s.recv(65536)
                 if want_full:
@@ -849,7 +843,7 @@ async def test_the_status_reply_to_a_stranger_is_at_most_four_times_its_request(
                     for _ in range(10):
                         b.add_content(OscMessageBuilder("/sensorsynth/status").build())
                     gram = b.build().dgram
-                    s.sendto(gram, (lan, port))
+                    s.sendto(gram, ("127.0.0.1", port))
                     await until(lambda: server.stats["messages"] == 11)
                     await asyncio.sleep(0.05)
                     assert server.stats["status_replies"] == 2

@@ -71,9 +71,11 @@ def upgrade(port: int, host: str, origin: str | None = None, path: str = "/ws") 
     return lines
 
 
-def try_ws(url: str, origin: str | None = None) -> str:
+def try_ws(url: str, origin: str | None = None, source: str | None = None) -> str:
+    """Open the WebSocket (from ``source``, an address of the loopback range, when given) and say hello."""
+    extra = {"source_address": (source, 0)} if source else {}
     try:
-        with connect(url, origin=origin, open_timeout=10) as ws:
+        with connect(url, origin=origin, open_timeout=10, **extra) as ws:
             ws.send(json.dumps({"type": "hello"}))
             return json.loads(ws.recv(timeout=10))["type"]
     except InvalidStatus as exc:
@@ -169,30 +171,16 @@ def test_pages_carry_the_security_headers(server):
         assert headers["referrer-policy"] == "no-referrer" and headers["x-content-type-options"] == "nosniff"
 
 
-def lan_address() -> str | None:
-    """This machine's address on its network (not loopback), or None."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        s.connect(("192.0.2.1", 9))
-        ip = s.getsockname()[0]
-    except OSError:
-        return None
-    finally:
-        s.close()
-    return None if ip.startswith("127.") else ip
-
-
 @pytest.fixture
 def lan_server(start_server, tmp_path):
-    """The server listening on every interface, reached at this machine's LAN address (a peer that is not
-    loopback: the per-address caps apply, and the token is needed)."""
-    lan = lan_address()
-    if lan is None:
-        pytest.skip("no non-loopback address on this machine")
-    cfg = config_file(tmp_path, max_voices_per_ip=2, max_clients_per_ip=4, osc_messages_per_s=40.0)
-    handle = start_server("--config", cfg, "--host", "0.0.0.0", record=False)
+    """A server that holds this machine's own clients to the per-address caps and the OSC sender rate
+    (``local_uncapped = false``), as it holds every LAN address: so the caps are tested on loopback only
+    (127.0.0.x), with no traffic to any other address."""
+    cfg = config_file(tmp_path, max_voices_per_ip=2, max_clients_per_ip=4, osc_messages_per_s=40.0,
+                      local_uncapped=False)
+    handle = start_server("--config", cfg, record=False)
     handle.token = token_of(tmp_path)
-    handle.lan_ws = f"ws://{lan}:{handle.ws_port}/ws?token={handle.token}"
+    handle.lan_ws = f"ws://127.0.0.1:{handle.ws_port}/ws?token={handle.token}"
     return handle
 
 
@@ -215,7 +203,7 @@ def test_one_address_gets_a_share_of_voices_and_client_slots(lan_server):
         assert try_ws(url) == "refused 503", "the fifth connection from one address"
         owners = [v["owner"] for v in health(server.url)["voices"]]
         assert sum(o is not None and o.startswith("ws") for o in owners) == 2, owners
-        assert try_ws(server.ws_url) == "welcome", "this machine (loopback) is not capped per address"
+        assert try_ws(url, source="127.0.0.2") == "welcome", "another address has its own share"
         fourth.close()
         assert health(server.url)["rejected"]["ws:too_many_from_address"] >= 1
     finally:
@@ -330,18 +318,18 @@ def test_osc_cannot_play_a_websocket_clients_voice(server):
 
 def test_one_osc_sender_is_rate_limited_and_another_is_not(lan_server):
     server = lan_server
-    lan = lan_address()
     port = server.osc_port
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as flood, socket.socket(socket.AF_INET,
                                                                                    socket.SOCK_DGRAM) as calm:
-        flood.bind((lan, 0))
+        flood.bind(("127.0.0.2", 0))  # one address of the loopback range floods; another stays calm
+        calm.bind(("127.0.0.3", 0))
         for i in range(400):
-            flood.sendto(osc("/sensorsynth/gain", 0.8), (lan, port))
+            flood.sendto(osc("/sensorsynth/gain", 0.8), ("127.0.0.1", port))
             if i % 50 == 49:
                 time.sleep(0.01)  # (a kernel receive buffer capped by rmem_max would drop a tight burst)
         time.sleep(0.3)
         before = health(server.url)["osc"]["commands"]
-        for _ in range(5):  # another sender (this machine's loopback) is not held back by the flood
+        for _ in range(5):  # another sender address is not held back by the flood
             calm.sendto(osc("/sensorsynth/gain", 0.8), ("127.0.0.1", port))
         wait_until(lambda: health(server.url)["osc"]["commands"] >= before + 5, 5, "the calm sender's gains")
     h = health(server.url)
