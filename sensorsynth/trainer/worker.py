@@ -8,6 +8,9 @@ for ``liveness`` heartbeats is presumed gone: the socket is closed and reopened 
 back-off, and ``ready`` tells the new queue which run this worker holds, as in the Guide's Paranoid Pirate.
 
 The worker chooses its own device and threads (``--device``, ``--threads``); a job's settings cannot.
+With ``keys`` (a worker key from the queue's keys folder) it is a CURVE client of the queue, and its id
+starts with its key's fingerprint: the queue takes worker messages only from worker keys, and a run's
+result only from the worker (key and id) it gave the run to.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import zmq
 
 from ..instrument.pipeline import Progress
 from ..protocol import trainer as wire
+from .keys import PeerKeys, fingerprint
 
 log = logging.getLogger("sensorsynth.worker")
 
@@ -58,6 +62,7 @@ class WorkerOptions:
     liveness: int = 5
     progress_s: float = 0.25
     max_backoff_s: float = 32.0
+    keys: PeerKeys | None = None
 
 
 def run_job(assign: wire.Assign, audio: bytes, threads: int, device: str, token: Any,
@@ -96,7 +101,8 @@ class Worker:
         self.ctx = context or zmq.Context.instance()
         self.threads = options.threads or machine_cores()
         self.info = wire.WorkerInfo(
-            id=f"w-{uuid.uuid4().hex[:16]}", host=socket.gethostname()[:255],
+            id=(f"w-{fingerprint(options.keys.public)}-{uuid.uuid4().hex[:12]}" if options.keys
+                else f"w-{uuid.uuid4().hex[:16]}"), host=socket.gethostname()[:255],
             machine=(options.machine or socket.gethostname())[:255], pid=os.getpid(), device=options.device,
             threads=self.threads, cores=machine_cores(), version=_version(),
         )
@@ -122,6 +128,9 @@ class Worker:
         sock.setsockopt(zmq.ROUTING_ID, self.info.id.encode())
         sock.setsockopt(zmq.RECONNECT_IVL, 200)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+        sock.setsockopt(zmq.MAXMSGSIZE, 1024 * 1024 * 1024)  # the queue's own bound is lower; this is a backstop
+        if self.o.keys is not None:
+            self.o.keys.apply(sock)
         sock.connect(self.o.connect)
         self.sock = sock
         self.last_heard = time.monotonic()
@@ -244,6 +253,8 @@ class Worker:
             self._send_outbox()
         elif message.type == "error":
             log.warning("the queue refused a message: %s", message.message)
+            if message.code == "forbidden" and message.ref == "ready":
+                log.error("this worker's key is not a worker key on that queue: %s", message.message)
 
     def _assign(self, message: wire.Assign, audio: bytes) -> None:
         key = wire.JobKey(job_id=message.job_id, attempt=message.attempt)
