@@ -29,6 +29,7 @@ import asyncio
 import hashlib
 import io
 import logging
+import os
 import re
 import time
 import uuid
@@ -160,8 +161,11 @@ class FitEdge:
     to the trainer from its own thread (a TrainerClient per fit: ZeroMQ sockets are not shared)."""
 
     def __init__(self, engine: "Engine", trainer: str | None, record_fit: dict[str, Any] | None = None,
-                 rejections: "Rejections | None" = None, reload_interval_s: float = 0.5) -> None:
+                 rejections: "Rejections | None" = None, reload_interval_s: float = 0.5,
+                 trainer_keys: str | os.PathLike[str] | None = None) -> None:
         self.engine = engine
+        # a trainer with CURVE keys: this server is one of its clients (config trainer_keys, else the env var)
+        self.trainer_keys = trainer_keys or os.environ.get("SENSORSYNTH_TRAINER_KEYS") or None
         self.reload_interval_s = reload_interval_s
         self.library = engine.library
         self.endpoint = trainer
@@ -434,7 +438,10 @@ class FitEdge:
         from ..trainer.client import RequestRefused, TrainerClient, TrainerUnavailable
 
         assert self.endpoint is not None
-        client = TrainerClient(self.endpoint, timeout_s=SUBMIT_TIMEOUT_S, retries=2)
+        try:
+            client = TrainerClient(self.endpoint, timeout_s=SUBMIT_TIMEOUT_S, retries=2, keys=self.trainer_keys)
+        except ValueError as exc:  # KeysError: the keys folder cannot be used
+            return "failed", f"the trainer keys cannot be used: {exc}", "no_trainer"
         try:
             info = None
             for _ in range(20):  # a name taken in the trainer's own folder: the next suffix

@@ -111,3 +111,19 @@ def test_loopback_is_what_only_this_machine_reaches() -> None:
     for outside in ("tcp://*:5555", "tcp://0.0.0.0:5555", "tcp://[::]:5555", "tcp://192.168.1.2:5555",
                     "tcp://eth0:5555", "tcp://127.0.0.1.evil.example:5555"):
         assert not is_loopback(outside), outside
+
+
+def test_compose_keeps_the_trainer_off_the_network() -> None:
+    """deploy/compose.yaml: the trainer's port is published on 127.0.0.1 only, and it always runs with keys
+    (it binds every interface of its container, which the trainer refuses without them)."""
+    import yaml
+
+    from .procs import REPO
+
+    trainer = yaml.safe_load((REPO / "deploy" / "compose.yaml").read_text())["services"]["trainer"]
+    for port in trainer.get("ports", []):
+        host = str(port).split(":")[0]
+        assert str(port).count(":") == 2 and host not in ("0.0.0.0", "", "::"), port
+        assert host == "127.0.0.1", port
+    command = trainer["command"]
+    assert "--keys" in command and command[command.index("--keys") + 1] != "none"
