@@ -169,6 +169,7 @@ class Broker:
         self.pub_endpoint: str | None = None
         self._next_heartbeat = 0.0
         self._next_prune = 0.0
+        self._rejected = 0  # submissions kept as failed since the last prune
         self._dirty = True  # something changed that may allow a dispatch
         self.refused: dict[str, int] = {}  # refusals by reason (counted, and logged once per kind a minute)
         grace = config.orphan_grace_s if config.orphan_grace_s is not None else 2 * config.worker_timeout_s + 1
@@ -724,6 +725,10 @@ class Broker:
             if reason is not None:
                 job = J.rejected(job, reason, now)
                 log.info("job %s (%s) refused: %s", job.id[:8], job.name, reason)
+                self._rejected += 1
+                if self._rejected >= 100:  # a flood of refused submissions: apply the retention rule now
+                    self._rejected = 0
+                    self.prune()
             else:
                 log.info("job %s (%s) queued: %s, %d bytes", job.id[:8], job.name, msg.clip_name, len(audio))
             existing = self.store.add(job, None if job.terminal else audio)

@@ -480,7 +480,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         note = job.result_path if job.state == "done" else (job.reason or "")
         if job.attempt > 1:
             note = f"attempt {job.attempt}; {note}".rstrip("; ")
-        rows.append((job.id[:8], job.name, job.state, progress, f"{loss:.5g}" if loss is not None else "",
+        rows.append((job.id, job.name, job.state, progress, f"{loss:.5g}" if loss is not None else "",
                      job.worker or "", _age(now - job.created), note or ""))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
