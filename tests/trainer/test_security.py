@@ -342,3 +342,59 @@ def test_submit_and_a_worker_on_two_machines_with_keys(tmp_path: Path, capsys: p
         raise
     finally:
         cluster.close()
+
+
+def test_the_servers_record_flow_through_a_trainer_with_keys(tmp_path: Path) -> None:
+    """`serve --trainer` as a client of a trainer with keys (a client bundle given by SENSORSYNTH_TRAINER_KEYS):
+    an uploaded clip is fitted and fetched into the server's own folder (the trainer writes into another)."""
+    import json as _json
+
+    from websockets.sync.client import connect
+
+    from ..server.conftest import launch
+    from .helpers import TINY_SPEC, clip_bytes
+    from .procs import Cluster
+
+    keys = tmp_path / "trainer-keys"
+    K.init(keys)
+    K.add(keys, "clients", "server")
+    cluster = Cluster(tmp_path / "trainer")
+    cluster.root.mkdir()
+    server = None
+    try:
+        cluster.start_trainer("--keys", str(keys), workers=1)
+        fit = [a for k, v in {"steps": 30, "init": "random", "frozen_steps": 2}.items()
+               for a in ("--record-fit", f"{k}={v}")]
+        fit += [a for k, v in TINY_SPEC.items() for a in ("--record-fit", f"spec.{k}={v}")]
+        server = launch(tmp_path, "--trainer", cluster.endpoint, *fit, record=False,
+                        env={"SENSORSYNTH_TRAINER_KEYS": str(keys / "issued" / "server")})
+        data = clip_bytes(1.0)
+        with connect(f"ws://127.0.0.1:{server.ws_port}/ws", open_timeout=10, max_size=None) as ws:
+            def expect(test: Any, timeout: float) -> dict:
+                deadline = time.monotonic() + timeout
+                while time.monotonic() < deadline:
+                    try:
+                        raw = ws.recv(timeout=max(0.1, deadline - time.monotonic()))
+                    except TimeoutError:
+                        continue
+                    if isinstance(raw, str) and test(message := _json.loads(raw)):
+                        return message
+                raise AssertionError(f"nothing matched within {timeout} s")
+
+            ws.send(_json.dumps({"type": "hello"}))
+            assert expect(lambda m: m["type"] == "welcome", 10)["record"]["available"]
+            ws.send(_json.dumps({"type": "upload", "name": "keyed", "size": len(data)}))
+            ws.send(data)
+            end = expect(lambda m: m["type"] == "fit" and m["state"] in ("done", "failed", "cancelled"), 120)
+        assert end["state"] == "done" and end["instrument"] == "keyed", end
+        assert (server.models / "keyed.instrument").exists()
+    except BaseException:
+        print(cluster.logs())
+        if server is not None:
+            print(server.log_path.read_text())
+        raise
+    finally:
+        if server is not None and server.proc.poll() is None:
+            server.proc.kill()
+            server.proc.wait()
+        cluster.close()
