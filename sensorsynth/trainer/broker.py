@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -41,6 +40,7 @@ from ..instrument.pipeline import Progress, make_settings, make_spec
 from ..instrument_file import write_instrument
 from ..protocol import trainer as wire
 from . import jobs as J
+from .access import WORKER_MESSAGES, Peer, identify, may_replace, may_see, may_send
 from .jobs import Job
 from .keys import ANNOUNCE_DOMAIN, QUEUE_DOMAIN, ServerKeys, fingerprint
 from .schedule import Slot, plan
@@ -83,31 +83,6 @@ class BrokerConfig:
         """A frame beyond this closes the sender's connection unread (ZMQ_MAXMSGSIZE): what the largest
         accepted clip (or result) needs, so memory is bounded before a byte is read."""
         return max(self.max_audio_bytes, self.max_result_bytes, wire.MAX_HEADER_BYTES)
-
-
-@dataclass(frozen=True)
-class Peer:
-    """Who sent a message: ``owner`` names them in the store; ``roles`` say what they may do."""
-
-    owner: str
-    roles: frozenset[str]
-
-    @property
-    def admin(self) -> bool:
-        return "admin" in self.roles
-
-    @property
-    def client(self) -> bool:
-        return "client" in self.roles or "admin" in self.roles
-
-    @property
-    def worker(self) -> bool:
-        return "worker" in self.roles
-
-
-_LOCAL_ID = re.compile(rb"^u(\d{1,10})\.[A-Za-z0-9]{1,32}$")
-WORKER_MESSAGES = frozenset({"ready", "heartbeat", "progress", "done", "failed", "bye"})
-CLIENT_MESSAGES = frozenset({"submit", "watch", "list", "cancel", "fetch"})
 
 
 @dataclass
@@ -277,17 +252,8 @@ class Broker:
     def peer(self, identity: bytes, user_id: str | None) -> Peer | None:
         """Who sent a message, or None when its key is no longer allowed."""
         keys = self.config.keys
-        if keys is not None:
-            if not user_id:
-                return None
-            roles = keys.ring.roles(user_id)
-            return Peer(f"key:{user_id}", roles) if roles else None
-        match = _LOCAL_ID.match(identity)
-        if match:  # a client that named itself by its user id (the CLI and TrainerClient do)
-            uid = int(match.group(1))
-            admin = self.config.local_admin_uid is not None and uid == self.config.local_admin_uid
-            return Peer(f"local:u{uid}", frozenset({"worker", "client", "admin"} if admin else {"worker", "client"}))
-        return Peer(f"local:{identity.hex()}", frozenset({"worker", "client"}))
+        return identify(identity, user_id, keys.ring.roles if keys is not None else None,
+                        self.config.local_admin_uid)
 
     def _refuse(self, what: str, detail: str) -> None:
         count = self.refused.get(what, 0) + 1
@@ -307,10 +273,7 @@ class Broker:
             self.router.send_multipart([identity, *exc.reply()], flags=zmq.NOBLOCK)  # type: ignore[union-attr]
             return
         peer = self.peer(identity, user_id)
-        allowed = peer is not None and (
-            peer.worker if message.type in WORKER_MESSAGES else peer.client if message.type in CLIENT_MESSAGES
-            else True)
-        if not allowed:
+        if peer is None or not may_send(peer, message.type):
             what = "a worker" if message.type in WORKER_MESSAGES else "a client"
             self._refuse(f"{message.type} from a peer that is not {what}", f"{peer.owner if peer else user_id}")
             error = wire.ErrorMsg(code="forbidden", message=f"{message.type}: this key may not act as {what}"
@@ -469,7 +432,7 @@ class Broker:
             log.warning("a worker's id %s does not match its socket identity; refused", msg.worker.id)
             return
         if self.config.keys is not None:  # the id names the key, so a job's recorded worker names its key too
-            expected = f"w-{fingerprint(peer.owner[len('key:'):])}"
+            expected = f"w-{fingerprint(peer.key or '')}"
             if not msg.worker.id.startswith(expected):
                 self._refuse("a worker id not made from its key", msg.worker.id)
                 self._send(identity, wire.ErrorMsg(code="forbidden", ref="ready",
@@ -693,7 +656,7 @@ class Broker:
         job = self.store.get(job_id)
         if job is None:
             raise wire.WireError("unknown_job", f"no job {job_id}", what, req)
-        if job.owner != peer.owner and not peer.admin:
+        if not may_see(peer, job.owner):
             self._refuse(f"{what} of another client's job", f"job {job_id[:8]} by {peer.owner[:24]}")
             raise wire.WireError("forbidden", f"job {job_id} was submitted by another client", what, req)
         return job
@@ -773,11 +736,9 @@ class Broker:
                 return f"{target} already exists (submit with --replace to overwrite it)"
             if active:
                 return f"another job is already fitting {msg.name!r} (submit with --replace to overwrite it)"
-        elif (exists or active) and not peer.admin:
-            maker = self.store.last_owner(msg.name)
-            if maker != peer.owner or any(j.owner != peer.owner for j in active):
-                return (f"{msg.name!r} was made by someone else: only its maker or an admin key may replace it "
-                        "(choose another name)")
+        elif (exists or active) and not may_replace(peer, self.store.last_owner(msg.name), [j.owner for j in active]):
+            return (f"{msg.name!r} was made by someone else: only its maker or an admin key may replace it "
+                    "(choose another name)")
         return None
 
     def _on_watch(self, identity: bytes, peer: Peer, msg: wire.Watch) -> None:

@@ -51,6 +51,8 @@ class TrainerClient:
         self.retries = retries
         self.ctx = context or zmq.Context.instance()
         self.sock: zmq.Socket | None = None
+        self.monitor: zmq.Socket | None = None  # handshake events: a refused key is said, not guessed
+        self.handshake: str | None = None  # "auth" (the key was refused) or "protocol" (keys vs no keys)
 
     def __enter__(self) -> "TrainerClient":
         return self
@@ -60,8 +62,29 @@ class TrainerClient:
 
     def close(self) -> None:
         if self.sock is not None:
+            self._read_handshakes()
+            if self.monitor is not None:
+                self.sock.disable_monitor()
+                self.monitor.close(0)
+                self.monitor = None
             self.sock.close(0)
             self.sock = None
+
+    def _read_handshakes(self) -> None:
+        """Note how the last handshakes with the queue went (CURVE refusals are otherwise silent)."""
+        from zmq.utils.monitor import recv_monitor_message
+
+        while self.monitor is not None:
+            try:
+                event = recv_monitor_message(self.monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            if event["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                self.handshake = "auth"
+            elif event["event"] == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
+                self.handshake = self.handshake or "protocol"
+            elif event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self.handshake = None
 
     def _socket(self) -> zmq.Socket:
         if self.sock is None:
@@ -75,6 +98,9 @@ class TrainerClient:
                 sock.setsockopt(zmq.ROUTING_ID, self.identity.encode())
             if self.keys is not None:
                 self.keys.apply(sock)
+            self.monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH
+                                                   | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                                                   | zmq.EVENT_HANDSHAKE_SUCCEEDED)
             sock.connect(self.endpoint)
             self.sock = sock
         return self.sock
@@ -113,6 +139,15 @@ class TrainerClient:
                         raise RequestRefused(reply)
                     return reply, reply_files
             self.close()  # a fresh socket: the old one may hold a half-dead connection
+        if self.handshake == "auth":
+            where = self.keys.where if self.keys else "none"
+            raise TrainerUnavailable(f"the trainer at {self.endpoint} refused this client's key ({where}): it is "
+                                     "not allowed there (on the trainer: `sensorsynth trainer keys add-client NAME`, "
+                                     "or `keys list`)")
+        if self.handshake == "protocol":
+            raise TrainerUnavailable(f"the trainer at {self.endpoint} " + (
+                "has no keys, and this client was given some: use --keys none" if self.keys else
+                "uses CURVE keys: give --keys with a bundle from `sensorsynth trainer keys add-client NAME`"))
         keys = (f"; with the keys in {self.keys.where}: are they allowed there (sensorsynth trainer keys list)?"
                 if self.keys else "; if it uses CURVE keys, give --keys")
         raise TrainerUnavailable(f"no answer from the trainer at {self.endpoint} (tried {self.retries} times, "

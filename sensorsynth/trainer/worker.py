@@ -107,6 +107,7 @@ class Worker:
             threads=self.threads, cores=machine_cores(), version=_version(),
         )
         self.sock: zmq.Socket | None = None
+        self.monitor: zmq.Socket | None = None  # handshake events: a refused key is logged as such
         self.job: wire.JobKey | None = None  # the run held: fitting, or its outcome not yet acknowledged
         self.token: Any = None
         self.thread: threading.Thread | None = None
@@ -131,6 +132,7 @@ class Worker:
         sock.setsockopt(zmq.MAXMSGSIZE, 1024 * 1024 * 1024)  # the queue's own bound is lower; this is a backstop
         if self.o.keys is not None:
             self.o.keys.apply(sock)
+        self.monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
         sock.connect(self.o.connect)
         self.sock = sock
         self.last_heard = time.monotonic()
@@ -140,8 +142,32 @@ class Worker:
 
     def _close(self) -> None:
         if self.sock is not None:
+            self._report_handshakes()
+            if self.monitor is not None:
+                self.sock.disable_monitor()
+                self.monitor.close(0)
+                self.monitor = None
             self.sock.close(0)
             self.sock = None
+
+    def _report_handshakes(self) -> None:
+        """CURVE refusals are silent on the wire: say so when the queue refused this worker's key (or keys)."""
+        from zmq.utils.monitor import recv_monitor_message
+
+        while self.monitor is not None:
+            try:
+                event = recv_monitor_message(self.monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if event["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                where = self.o.keys.where if self.o.keys else "none"
+                log.error("the queue at %s refused this worker's key (%s): allow it there with `sensorsynth trainer "
+                          "keys add-worker NAME`", self.o.connect, where)
+            else:
+                log.error("the queue at %s %s", self.o.connect, "has no keys: start this worker with --keys none"
+                          if self.o.keys else "uses CURVE keys: start this worker with --keys (a bundle from "
+                          "`sensorsynth trainer keys add-worker NAME`)")
+            return
 
     def _send(self, message: Any, *files: bytes) -> None:
         if self.sock is None:

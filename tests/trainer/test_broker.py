@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
 import zmq
 
 from sensorsynth.protocol import trainer as wire
@@ -120,13 +119,6 @@ class Rig:
         self.broker.close()
         self.store.close()
         self.ctx.destroy(0)
-
-
-@pytest.fixture
-def rig(tmp_path: Path):
-    r = Rig(tmp_path)
-    yield r
-    r.close()
 
 
 def assigns(peer: Peer, rig: Rig | None = None) -> list[tuple[wire.Assign, bytes]]:

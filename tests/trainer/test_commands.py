@@ -122,7 +122,7 @@ def test_compose_keeps_the_trainer_off_the_network() -> None:
     from .procs import REPO
 
     text = (REPO / "deploy" / "compose.yaml").read_text()
-    block = re.search(r"^  trainer:\n((?:    .*\n|\s*#.*\n|\s*\n)+)", text, re.M)
+    block = re.search(r"^  trainer:\n((?:    .*\n|\s*#.*\n|\s*\n)+)", text, re.MULTILINE)
     assert block is not None
     lines = [line for line in block.group(1).splitlines() if not line.strip().startswith("#")]
     body = "\n".join(lines)

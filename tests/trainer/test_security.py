@@ -20,7 +20,7 @@ from sensorsynth.trainer import keys as K
 from sensorsynth.trainer.client import read_event, subscribe
 
 from .helpers import tiny_instrument_bytes
-from .test_broker import Peer, Rig, assigns, rig  # noqa: F401 - rig is a fixture
+from .test_broker import Peer, Rig, assigns
 
 
 def silent(peer: Peer, rig: Rig, seconds: float = 1.0, adapter: Any = wire.TO_CLIENT) -> list:
@@ -313,8 +313,13 @@ def test_submit_and_a_worker_on_two_machines_with_keys(tmp_path: Path, capsys: p
         trainer = cluster.start_trainer("--keys", str(keys), workers=1)
         assert f"CURVE keys {keys}" in trainer.output()
         cluster.start_worker("--keys", str(keys / "issued" / "box2"))
+        keyless = cluster.start_worker("--keys", "none")  # a worker that was given no keys: told why, not let in
         with TrainerClient(cluster.endpoint, timeout_s=5, keys=keys) as admin:  # the operator, on the trainer's box
             wait_for(lambda: len(admin.list().workers) == 2, 90, "the local and the remote worker")
+            wait_for(lambda: "uses CURVE keys: start this worker with --keys" in keyless.output(), 60,
+                     "the keyless worker to say why it is not let in")
+            assert len(admin.list().workers) == 2
+        assert keyless.stop() == 0
         (tmp_path / "take.wav").write_bytes(clip_bytes())
         laptop, other = str(keys / "issued" / "laptop"), str(keys / "issued" / "other")
         out = tmp_path / "mine.instrument"
@@ -398,3 +403,26 @@ def test_the_servers_record_flow_through_a_trainer_with_keys(tmp_path: Path) -> 
             server.proc.kill()
             server.proc.wait()
         cluster.close()
+
+
+def test_a_refused_key_is_said_not_guessed(keyed: Rig) -> None:
+    """CURVE refusals are silent on the wire; the client reads its socket's handshake events and says which
+    it was: a key the trainer does not know, or no keys for a trainer that requires them."""
+    from sensorsynth.trainer.client import TrainerClient, TrainerUnavailable
+
+    stop = threading.Event()
+    thread = threading.Thread(target=keyed.broker.run, args=(stop.is_set,), daemon=True)
+    thread.start()
+    try:
+        stranger = K.PeerKeys(keyed.keys["alice"].server_public, *zmq.curve_keypair(), where="stranger-keys")
+        with pytest.raises(TrainerUnavailable, match=r"refused this client's key \(stranger-keys\)"):
+            with TrainerClient(keyed.endpoint, timeout_s=1, retries=1, keys=stranger, context=keyed.ctx) as c:
+                c.hello()
+        with pytest.raises(TrainerUnavailable, match="uses CURVE keys: give --keys"):
+            with TrainerClient(keyed.endpoint, timeout_s=1, retries=1, context=keyed.ctx) as c:
+                c.hello()
+        with TrainerClient(keyed.endpoint, timeout_s=5, keys=keyed.keys["alice"], context=keyed.ctx) as c:
+            assert c.hello().type == "welcome"
+    finally:
+        stop.set()
+        thread.join(5)
