@@ -13,7 +13,8 @@ port). Client → queue (each may carry ``req``, echoed in the answer, so a retr
     hello     {}                                                      → welcome {version, limits}
     submit    {job_id, name, clip_name, settings, spec, replace} + audio frame
               → job (state queued; or failed at once: wrong settings, too large, name taken)
-    watch     {job_id}  (the full id) → job now, then job pushes on every change (progress included) for watch_s seconds;
+    watch     {job_id}  (the full id) → job now, then job pushes on every change (progress included) for
+              watch_s seconds;
               a client that keeps watching sends watch again (it doubles as its heartbeat)
     list      {limit, states}                                         → jobs {jobs, workers}
     cancel    {job_id}  (the full id)                                 → job (state cancelled) or error

@@ -115,7 +115,8 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         if "serve" in data and isinstance(data["serve"], dict):
             data = {**{k: v for k, v in data.items() if k != "serve"}, **data["serve"]}
         if path.parent != Path("."):
-            for key in ("models", "record", "ready_file", "tls_cert", "tls_key", "tls_dir", "trainer_keys"):  # relative to the file
+            for key in ("models", "record", "ready_file", "tls_cert", "tls_key", "tls_dir",
+                        "trainer_keys"):  # relative to the file
                 if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
                     data[key] = str(path.parent / data[key])
             if isinstance(data.get("presets"), list):  # preset files too (bundled names stay names)

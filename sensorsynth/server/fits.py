@@ -161,14 +161,13 @@ class FitEdge:
     to the trainer from its own thread (a TrainerClient per fit: ZeroMQ sockets are not shared)."""
 
     def __init__(self, engine: "Engine", trainer: str | None, record_fit: dict[str, Any] | None = None,
-                 rejections: "Rejections | None" = None, reload_interval_s: float = 0.5,
-                 trainer_keys: str | os.PathLike[str] | None = None) -> None:
+                 rejections: "Rejections | None" = None, reload_interval_s: float = 0.5) -> None:
         self.engine = engine
-        # a trainer with CURVE keys: this server is one of its clients (config trainer_keys, else the env var)
-        self.trainer_keys = trainer_keys or os.environ.get("SENSORSYNTH_TRAINER_KEYS") or None
         self.reload_interval_s = reload_interval_s
         self.library = engine.library
         self.endpoint = trainer
+        # a trainer with CURVE keys: this server is one of its clients (the app sets config.trainer_keys here)
+        self.trainer_keys: str | os.PathLike[str] | None = os.environ.get("SENSORSYNTH_TRAINER_KEYS") or None
         fit = dict(record_fit or {})
         self.spec: dict[str, Any] = dict(fit.pop("spec", None) or {})
         self.settings: dict[str, Any] = fit

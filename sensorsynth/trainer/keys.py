@@ -109,7 +109,8 @@ def init(folder: Path) -> list[str]:
     for bundle, role in ((LOCAL_WORKER, "workers"), (LOCAL_ADMIN, "admins")):
         if not (folder / bundle / f"{BUNDLE_KEY}.key_secret").exists():
             _issue(folder, bundle, role, folder / bundle)
-            made.append(f"{folder / bundle}/: keys for this machine's {'workers' if role == 'workers' else 'operator (admin)'}")
+            who = "workers" if role == "workers" else "operator (admin)"
+            made.append(f"{folder / bundle}/: keys for this machine's {who}")
     return made
 
 
@@ -313,8 +314,8 @@ class PeerKeys:
             if (inner / f"{BUNDLE_KEY}.key_secret").exists():
                 bundle = inner
             else:
-                raise KeysError(f"{base}: no {BUNDLE_KEY}.key_secret here (a keys bundle from `sensorsynth trainer keys "
-                                f"add-{role}`, or the trainer's own keys folder)")
+                raise KeysError(f"{base}: no {BUNDLE_KEY}.key_secret here (a keys bundle from `sensorsynth trainer "
+                                f"keys add-{role}`, or the trainer's own keys folder)")
         server_file = bundle / f"{SERVER}.key"
         if not server_file.exists() and (bundle.parent / f"{SERVER}.key").exists():
             server_file = bundle.parent / f"{SERVER}.key"
