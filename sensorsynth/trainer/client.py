@@ -222,7 +222,7 @@ def subscribe(endpoint: str, topics: tuple[str, ...] = ("job", "instrument"),
     is let in (announcements name every job)."""
     sock = (context or zmq.Context.instance()).socket(zmq.SUB)
     sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.MAXMSGSIZE, wire.MAX_HEADER_BYTES)
+    sock.setsockopt(zmq.MAXMSGSIZE, 4 * wire.MAX_HEADER_BYTES)  # a job record: a submit header and a little more
     if (pk := peer_keys(keys, "client")) is not None:
         pk.apply(sock)
     for topic in topics:
