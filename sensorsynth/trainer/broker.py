@@ -146,7 +146,7 @@ class Broker:
         self._next_prune = 0.0
         self._rejected = 0  # submissions kept as failed since the last prune
         self._dirty = True  # something changed that may allow a dispatch
-        self.refused: dict[str, int] = {}  # refusals by reason (counted, and logged once per kind a minute)
+        self.refused: dict[str, int] = {}  # refusals by kind (counted; logged the first and every 100th time)
         grace = config.orphan_grace_s if config.orphan_grace_s is not None else 2 * config.worker_timeout_s + 1
         now = clock()
         for job in store.in_state("running"):
