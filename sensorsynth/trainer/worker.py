@@ -120,6 +120,7 @@ class Worker:
         self.pending_progress: Progress | None = None
         self.backoff = options.heartbeat_s
         self.jobs_done = 0
+        self.told_forbidden = False
 
     # ------------------------------------------------------------------------------------------ socket
 
@@ -278,9 +279,12 @@ class Worker:
             self._send(wire.Ready(worker=self.info, job=self.job))
             self._send_outbox()
         elif message.type == "error":
-            log.warning("the queue refused a message: %s", message.message)
-            if message.code == "forbidden" and message.ref == "ready":
-                log.error("this worker's key is not a worker key on that queue: %s", message.message)
+            if message.code != "forbidden":
+                log.warning("the queue refused a message: %s", message.message)
+            elif not self.told_forbidden:  # said once: it repeats on every heartbeat until the key is allowed
+                self.told_forbidden = True
+                log.error("the queue does not take this worker's key as a worker (%s); allow it there with "
+                          "`sensorsynth trainer keys add-worker NAME`", message.message)
 
     def _assign(self, message: wire.Assign, audio: bytes) -> None:
         key = wire.JobKey(job_id=message.job_id, attempt=message.attempt)

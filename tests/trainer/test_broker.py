@@ -27,6 +27,7 @@ class Peer:
     def __init__(self, ctx: zmq.Context, endpoint: str, identity: str | None = None, keys: Any = None) -> None:
         self.sock = ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.SNDTIMEO, 5000)  # a send with no connection to send on fails, never hangs
         if identity:
             self.sock.setsockopt(zmq.ROUTING_ID, identity.encode())
         if keys is not None:
