@@ -1,5 +1,4 @@
-"""The trainer's subcommands: ``trainer`` (and ``trainer keys``), ``worker``, ``submit``, ``jobs``, ``cancel``,
-``fetch``. Argparse wiring and
+"""The trainer's subcommands: ``trainer``, ``worker``, ``submit``, ``jobs``, ``cancel``. Argparse wiring and
 thin handlers over :mod:`.broker`, :mod:`.worker` and :mod:`.client`; pyzmq and the rest are imported only
 when a command runs, so ``sensorsynth --help`` stays fast."""
 
@@ -510,7 +509,8 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------- keys, limits, fetch
-# (new functions, so the command wiring above stays as it was: see docs/trainer-security.md)
+# (new functions, so the command wiring above stays as it was: see docs/trainer-security.md). ``trainer keys`` and
+# ``fetch`` live here too. Imports are absolute, so these work wherever this module lives (cli/ or trainer/).
 
 KEYS_ENV = "SENSORSYNTH_TRAINER_KEYS"
 DEFAULT_PEER_KEYS = ".sensorsynth/keys"
@@ -525,8 +525,8 @@ def add_peer_keys_option(p: argparse.ArgumentParser, role: str) -> None:
 
 def peer_keys_of(args: argparse.Namespace, role: str) -> Any:
     """The PeerKeys ``--keys`` (or its defaults) names, or None; a folder that cannot be used is a CliError."""
-    from ..cli import CliError
-    from .keys import KeysError, PeerKeys
+    from sensorsynth.cli import CliError
+    from sensorsynth.trainer.keys import KeysError, PeerKeys
 
     folder = getattr(args, "keys", None) or os.environ.get(KEYS_ENV)
     if folder is None and (Path(DEFAULT_PEER_KEYS) / "server.key").exists():
@@ -593,8 +593,8 @@ def _default_trainer_keys(db: str) -> Path:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
-    from ..cli import CliError
-    from . import keys as K
+    from sensorsynth.cli import CliError
+    from sensorsynth.trainer import keys as K
 
     folder = Path(getattr(args, "keys_dir", None) or _default_trainer_keys(getattr(args, "db", DEFAULT_DB)))
     try:
@@ -632,9 +632,9 @@ def cmd_keys(args: argparse.Namespace) -> int:
 def trainer_security(args: argparse.Namespace) -> dict[str, Any]:
     """BrokerConfig fields for the trainer's keys and bounds. Refuses (CliError, one line) to listen beyond
     loopback without keys; makes the keys on first start in a --keys folder that has none."""
-    from ..cli import CliError
-    from . import keys as K
-    from .broker import MiB
+    from sensorsynth.cli import CliError
+    from sensorsynth.trainer import keys as K
+    from sensorsynth.trainer.broker import MiB
 
     pub = _pub_endpoint(args.bind, args.pub)
     exposed = [e for e in (args.bind, pub) if e is not None and not K.is_loopback(e)]
@@ -678,13 +678,14 @@ def add_fetch_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
-    from ..cli import CliError, _refuse_output
-    from .client import RequestRefused, TrainerUnavailable
+    from sensorsynth.cli import CliError
+    from sensorsynth.trainer.client import RequestRefused, TrainerUnavailable
 
     if not re.match(r"^[0-9a-f]{32}$", args.job):
         raise CliError(f"{args.job!r} is not a full job id (32 hex digits, as submit and `jobs --json` print it)")
     out = Path(args.output)
-    _refuse_output(out, args.force)
+    if out.exists() and not args.force:
+        raise CliError(f"{out}: exists; use --force to overwrite it")
     with _client(args) as client:
         try:
             reply, blob = client.fetch(args.job)
