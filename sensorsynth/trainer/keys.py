@@ -114,7 +114,7 @@ def init(folder: Path) -> list[str]:
     return made
 
 
-def _server_public(folder: Path) -> Path:
+def server_public(folder: Path) -> Path:
     path = folder / f"{SERVER}.key"
     if not path.exists() or not (folder / f"{SERVER}.key_secret").exists():
         raise KeysError(f"{folder}: no queue keys here; run `sensorsynth trainer keys init --keys {folder}`")
@@ -123,7 +123,7 @@ def _server_public(folder: Path) -> Path:
 
 def _issue(folder: Path, name: str, role: str, bundle: Path) -> Path:
     """A new key pair for a peer: its public key allowed in ``role``, its bundle written to ``bundle``."""
-    server = _server_public(folder)
+    server = server_public(folder)
     bundle.mkdir(parents=True, exist_ok=True)
     os.chmod(bundle, 0o700)
     public, _ = _new_pair(bundle, BUNDLE_KEY)
@@ -139,7 +139,7 @@ def add(folder: Path, role: str, name: str, public: Path | None = None) -> str:
     check_name(name)
     if role not in ROLES:
         raise KeysError(f"unknown role {role!r} (one of {', '.join(ROLES)})")
-    _server_public(folder)
+    server_public(folder)
     (folder / role).mkdir(exist_ok=True)
     target = folder / role / f"{name}.key"
     if target.exists():
@@ -261,7 +261,7 @@ class ServerKeys:
 
     @classmethod
     def load(cls, folder: Path) -> "ServerKeys":
-        _server_public(folder)
+        server_public(folder)
         secret_file = folder / f"{SERVER}.key_secret"
         mode = secret_file.stat().st_mode & 0o077
         if mode:
