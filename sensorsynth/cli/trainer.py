@@ -84,6 +84,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
                    help="once listening, write {endpoint, pub, pid, workers} here as JSON")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
     p.set_defaults(handler=cmd_trainer)
+    add_trainer_security_options(p)
 
     # --------------------------------------------------------------------------------------- worker
     p = commands.add_parser(
@@ -103,6 +104,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
     p.add_argument("--parent", type=int, help=argparse.SUPPRESS)  # a trainer's own worker: stop when it is gone
     p.set_defaults(handler=cmd_worker)
+    add_peer_keys_option(p, "worker")
 
     # --------------------------------------------------------------------------------------- submit
     p = commands.add_parser(
@@ -129,6 +131,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--timeout", type=_positive(float), metavar="S", help="give up waiting after S seconds")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=cmd_submit)
+    add_peer_keys_option(p, "client")
 
     # ----------------------------------------------------------------------------------------- jobs
     p = commands.add_parser("jobs", help="list the trainer's jobs and workers",
@@ -140,14 +143,18 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
                    help="only jobs in this state (repeatable)")
     p.add_argument("--json", action="store_true", help="machine-readable JSON")
     p.set_defaults(handler=cmd_jobs)
+    add_peer_keys_option(p, "client")
 
     # --------------------------------------------------------------------------------------- cancel
     p = commands.add_parser("cancel", help="cancel a queued or running job",
-                            description="Cancel JOB (its id, or a unique prefix of it). A running fit stops within a "
-                            "second; its worker takes the next job.")
-    p.add_argument("job", metavar="JOB", help="job id or unique prefix")
+                            description="Cancel JOB (its full id, as submit and `jobs --json` print it; only its "
+                            "submitter or an admin key may). A running fit stops within a second; its worker takes "
+                            "the next job.")
+    p.add_argument("job", metavar="JOB", help="the job's full id (32 hex digits)")
     p.add_argument("--connect", type=_endpoint, default=DEFAULT_CONNECT, help=f"the trainer (default {DEFAULT_CONNECT})")
     p.set_defaults(handler=cmd_cancel)
+    add_peer_keys_option(p, "client")
+    add_fetch_parser(commands)
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -195,7 +202,8 @@ def _write_json(path: str, data: dict[str, Any]) -> None:
 def _client(args: argparse.Namespace, **options: Any) -> Any:
     from ..trainer.client import TrainerClient
 
-    return TrainerClient(args.connect, **{"timeout_s": 5.0, "retries": 2, **options})
+    return TrainerClient(args.connect, **{"timeout_s": 5.0, "retries": 2, "keys": peer_keys_of(args, "client"),
+                                          **options})
 
 
 def _refused(exc: Exception) -> Any:
@@ -228,7 +236,7 @@ def cmd_trainer(args: argparse.Namespace) -> int:
     config = BrokerConfig(
         bind=args.bind, pub=_pub_endpoint(args.bind, args.pub), models=Path(args.models),
         heartbeat_s=args.heartbeat_s, liveness=args.liveness, max_losses=args.max_losses,
-        max_audio_bytes=int(args.max_audio_mb * MiB),
+        max_audio_bytes=int(args.max_audio_mb * MiB), **trainer_security(args),
     )
     if config.models.exists() and not config.models.is_dir():
         raise CliError(f"{config.models}: is not a folder")
@@ -254,8 +262,11 @@ def cmd_trainer(args: argparse.Namespace) -> int:
         store.close()
         raise CliError(f"cannot listen on {args.bind} or {config.pub}: {exc}") from None
     workers = LocalWorkers(args.workers, local_endpoint(endpoint), threads, args.device, args.heartbeat_s,
-                           args.liveness, args.log_level)
-    print(f"trainer: queue {endpoint} ({store.path}), announcements {broker.pub_endpoint or 'off'}, "
+                           args.liveness, args.log_level,
+                           keys=str(config.keys.folder) if config.keys is not None else None)
+    print(f"trainer: queue {endpoint} ({store.path}), "
+          + (f"CURVE keys {config.keys.folder}" if config.keys else "no keys (loopback only)")
+          + f", announcements {broker.pub_endpoint or 'off'}, "
           f"models {config.models}/, {args.workers} local worker(s) x {threads} thread(s) on {args.device}"
           + (f", Ray {args.ray}" if args.ray else ""), flush=True)
     try:
@@ -292,7 +303,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     importlib.import_module("sensorsynth.instrument.fit")  # load the fitter now, not inside the first job
 
     worker = Worker(WorkerOptions(connect=args.connect, threads=threads, device=args.device, machine=args.machine,
-                                  heartbeat_s=args.heartbeat_s, liveness=args.liveness))
+                                  heartbeat_s=args.heartbeat_s, liveness=args.liveness,
+                                  keys=peer_keys_of(args, "worker")))
     with _Stop() as stop:
         if args.parent:  # the trainer that started this worker was killed: do not outlive it
             return worker.run(lambda: stop() or os.getppid() != args.parent)
@@ -338,9 +350,13 @@ def cmd_submit(args: argparse.Namespace) -> int:
     with _client(args) as client:
         try:
             welcome = client.hello()
-            if len(data) > welcome.limits.max_message_bytes:  # the queue would drop the connection unread
+            if len(data) > welcome.limits.max_audio_bytes:  # the queue would drop the connection unread
                 raise CliError(f"{clip}: {len(data) / 2**20:.1f} MiB; the trainer accepts at most "
                                f"{welcome.limits.max_audio_bytes / 2**20:.1f} MiB")
+            steps = make_settings(settings).steps
+            if welcome.limits.max_steps is not None and steps > welcome.limits.max_steps:
+                raise CliError(f"bad settings: steps: {steps} steps; the trainer runs at most "
+                               f"{welcome.limits.max_steps} per job")
             job = client.submit(data, name, clip_name=clip.name, settings=settings, spec=spec, replace=args.replace)
         except (TrainerUnavailable, RequestRefused) as exc:
             raise _refused(exc) from None
@@ -398,7 +414,7 @@ def _follow(client: Any, job_id: str, args: argparse.Namespace) -> Any:
         return client.watch(job_id, on_update, timeout_s=args.timeout, on_silence=on_silence)
     except KeyboardInterrupt:
         close()
-        print(f"\nstopped waiting; job {job_id[:8]} goes on (sensorsynth cancel {job_id[:8]} stops it)", file=sys.stderr)
+        print(f"\nstopped waiting; job {job_id[:8]} goes on (sensorsynth cancel {job_id} stops it)", file=sys.stderr)
         raise
     except TimeoutError as exc:
         raise CliError(str(exc), 1) from None
@@ -456,7 +472,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         note = job.result_path if job.state == "done" else (job.reason or "")
         if job.attempt > 1:
             note = f"attempt {job.attempt}; {note}".rstrip("; ")
-        rows.append((job.id[:8], job.name, job.state, progress, f"{loss:.5g}" if loss is not None else "",
+        rows.append((job.id, job.name, job.state, progress, f"{loss:.5g}" if loss is not None else "",
                      job.worker or "", _age(now - job.created), note or ""))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
@@ -473,12 +489,210 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 def cmd_cancel(args: argparse.Namespace) -> int:
     from ..trainer.client import RequestRefused, TrainerUnavailable
 
-    if not re.match(r"^[0-9a-f]{1,32}$", args.job):
-        raise CliError(f"{args.job!r} is not a job id (hex digits, as `sensorsynth jobs` shows them)")
+    if not re.match(r"^[0-9a-f]{32}$", args.job):
+        raise CliError(f"{args.job!r} is not a full job id (32 hex digits, as submit and `jobs --json` print it)")
     with _client(args) as client:
         try:
             job = client.cancel(args.job)
         except (TrainerUnavailable, RequestRefused) as exc:
             raise _refused(exc) from None
     print(f"cancelled {job.id[:8]} ({job.name})")
+    return 0
+
+
+# --------------------------------------------------------------------------------- keys, limits, fetch
+# (new functions, so the command wiring above stays as it was: see docs/trainer-security.md). ``trainer keys`` and
+# ``fetch`` live here too. Imports are absolute, so these work wherever this module lives (cli/ or trainer/).
+# This makes the module longer than 500 lines: it is every trainer subcommand's wiring, each handler thin.
+
+KEYS_ENV = "SENSORSYNTH_TRAINER_KEYS"
+
+
+def _cli_error() -> Any:
+    """CliError wherever this module lives: the cli/ package imports it at the module's top (from .common), the
+    single-module cli has it as sensorsynth.cli.CliError. (Looked up, not imported: importing the cli package
+    from one of its command groups would import the others. Once merged, plain ``CliError`` will do.)"""
+    found = globals().get("CliError")
+    return found if found is not None else importlib.import_module("sensorsynth.cli").CliError
+DEFAULT_PEER_KEYS = ".sensorsynth/keys"
+
+
+def add_peer_keys_option(p: argparse.ArgumentParser, role: str) -> None:
+    p.add_argument("--keys", metavar="DIR",
+                   help=f"CURVE keys for a trainer that has keys: a bundle from `sensorsynth trainer keys add-{role}`, "
+                   f"or the trainer's own keys folder on its machine; 'none' for none (default: ${KEYS_ENV}, else "
+                   f"{DEFAULT_PEER_KEYS} when it exists)")
+
+
+def peer_keys_of(args: argparse.Namespace, role: str) -> Any:
+    """The PeerKeys ``--keys`` (or its defaults) names, or None; a folder that cannot be used is a CliError."""
+    CliError = _cli_error()
+    from sensorsynth.trainer.keys import KeysError, PeerKeys
+
+    folder = getattr(args, "keys", None) or os.environ.get(KEYS_ENV)
+    if folder is None and (Path(DEFAULT_PEER_KEYS) / "server.key").exists():
+        folder = DEFAULT_PEER_KEYS
+    if folder is None or folder == "none":
+        return None
+    try:
+        return PeerKeys.load(folder, role)
+    except KeysError as exc:
+        raise CliError(f"--keys: {exc}") from None
+
+
+def add_trainer_security_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--keys", metavar="DIR",
+                   help="CURVE keys folder (made on first start when empty): only its worker, client and admin keys "
+                   "may connect. Required when --bind or --pub is beyond loopback. Default: the keys folder next to "
+                   "--db when it holds keys; 'none' for none")
+    p.add_argument("--max-steps", type=_positive(int), default=20_000,
+                   help="most optimiser steps a job may ask for (default 20000)")
+    p.add_argument("--max-jobs-per-client", type=_positive(int), default=8,
+                   help="queued + running jobs one client may have (default 8)")
+    p.add_argument("--max-queue-mb", type=_positive(float), default=1024.0,
+                   help="audio held for queued jobs, all clients together (default 1024 MiB)")
+    p.add_argument("--keep-days", type=_positive(float), default=7.0,
+                   help="finished jobs and their results are forgotten after this many days (default 7)")
+    p.add_argument("--keep-jobs", type=_positive(int), default=1000,
+                   help="... or beyond this many finished jobs (default 1000)")
+    p.add_argument("--keep-results-mb", type=_positive(float), default=1024.0,
+                   help="... or once the results kept pass this many MiB (default 1024)")
+    sub = p.add_subparsers(dest="trainer_command", metavar="keys", required=False,
+                           title="key management (sensorsynth trainer keys --help)")
+    k = sub.add_parser("keys", help="make and list the trainer's CURVE keys",
+                       description="The trainer's CURVE keys: `init` makes the trainer's key pair and this machine's "
+                       "own bundles; `add-worker NAME` / `add-client NAME` / `add-admin NAME` allow another machine "
+                       "(a bundle to copy there, or --public FILE for a key made there with `keys new`); `list`, "
+                       "`remove NAME`. Changes apply to a running trainer without a restart.")
+    ks = k.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    for name, text in (("init", "make the trainer's keys (keeps what exists)"), ("list", "list the allowed keys")):
+        a = ks.add_parser(name, help=text, description=text)
+        a.add_argument("--keys", dest="keys_dir", metavar="DIR", default=None,
+                       help="the trainer's keys folder (default: keys next to the default --db)")
+        a.set_defaults(handler=cmd_keys)
+    for role in ("worker", "client", "admin"):
+        a = ks.add_parser(f"add-{role}", help=f"allow {'an' if role == 'admin' else 'a'} {role} key",
+                          description=f"Allow a {role}: make it a key pair and a bundle (keys/issued/NAME) to copy to "
+                          "its machine, or with --public register a public key made there by `keys new`.")
+        a.add_argument("name", metavar="NAME")
+        a.add_argument("--public", metavar="FILE.key", help="a public key made on the peer's machine")
+        a.add_argument("--keys", dest="keys_dir", metavar="DIR", default=None, help="the trainer's keys folder")
+        a.set_defaults(handler=cmd_keys, role=f"{role}s")
+    a = ks.add_parser("remove", help="stop allowing a key", description="Take NAME out of every role.")
+    a.add_argument("name", metavar="NAME")
+    a.add_argument("--keys", dest="keys_dir", metavar="DIR", default=None, help="the trainer's keys folder")
+    a.set_defaults(handler=cmd_keys)
+    a = ks.add_parser("new", help="on a worker's or client's machine: make its own key pair",
+                      description="Make DIR/id.key and id.key_secret; register id.key on the trainer with "
+                      "`keys add-worker NAME --public id.key`, and copy the trainer's server.key into DIR.")
+    a.add_argument("folder", metavar="DIR")
+    a.set_defaults(handler=cmd_keys)
+
+
+def _default_trainer_keys(db: str) -> Path:
+    return Path(db).parent / "keys"
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    CliError = _cli_error()
+    from sensorsynth.trainer import keys as K
+
+    folder = Path(getattr(args, "keys_dir", None) or _default_trainer_keys(getattr(args, "db", DEFAULT_DB)))
+    try:
+        if args.keys_command == "init":
+            made = K.init(folder)
+            for line in made or [f"{folder}: the keys were already there"]:
+                print(line)
+            print(f"start the trainer with --keys {folder}; add a worker on another machine with "
+                  f"`sensorsynth trainer keys add-worker NAME --keys {folder}`")
+        elif args.keys_command == "list":
+            server = K.public_z85(K.server_public(folder))  # "no queue keys here; run keys init" when absent
+            rows = K.listing(folder)
+            print(f"{folder}: trainer key {server.decode()[:12]}…")
+            for role, name, key in rows:
+                print(f"  {role:7s} {name:24s} {key}…")
+            if not rows:
+                print("  (no keys allowed)")
+        elif args.keys_command == "remove":
+            gone = K.remove(folder, args.name)
+            if not gone:
+                raise CliError(f"no key named {args.name!r} in {folder}")
+            print(f"removed {', '.join(str(p) for p in gone)}; peers with it are refused from their next message")
+        elif args.keys_command == "new":
+            public = K.new_bundle(Path(args.folder))
+            print(f"made {public} (and its secret, 0600); register it on the trainer with `sensorsynth trainer keys "
+                  f"add-worker NAME --public {public.name}` (or add-client), and copy the trainer's server.key here")
+        else:
+            print(K.add(folder, args.role, args.name, Path(args.public) if args.public else None))
+    except K.KeysError as exc:
+        raise CliError(str(exc)) from None
+    except OSError as exc:
+        raise CliError(f"{folder}: {exc.strerror or exc}") from None
+    return 0
+
+
+def trainer_security(args: argparse.Namespace) -> dict[str, Any]:
+    """BrokerConfig fields for the trainer's keys and bounds. Refuses (CliError, one line) to listen beyond
+    loopback without keys; makes the keys on first start in a --keys folder that has none."""
+    CliError = _cli_error()
+    from sensorsynth.trainer import keys as K
+    from sensorsynth.trainer.broker import MiB
+
+    pub = _pub_endpoint(args.bind, args.pub)
+    exposed = [e for e in (args.bind, pub) if e is not None and not K.is_loopback(e)]
+    folder: Path | None
+    if args.keys == "none":
+        folder = None
+    elif args.keys:
+        folder = Path(args.keys)
+    else:
+        default = _default_trainer_keys(args.db)
+        folder = default if (default / "server.key_secret").exists() else None
+    if folder is None and exposed:
+        raise CliError(f"the trainer would listen on {exposed[0]}, beyond this machine, without keys: make them with "
+                       f"`sensorsynth trainer keys init --keys {_default_trainer_keys(args.db)}` and start with "
+                       f"--keys {_default_trainer_keys(args.db)} (or bind to tcp://127.0.0.1)")
+    keys = None
+    if folder is not None:
+        try:
+            for line in K.init(folder) if not (folder / "server.key_secret").exists() else []:
+                print(f"trainer: made {line}", flush=True)
+            keys = K.ServerKeys.load(folder)
+        except (K.KeysError, OSError) as exc:
+            raise CliError(f"--keys {folder}: {exc}") from None
+    return {
+        "keys": keys, "max_steps": args.max_steps, "max_active_per_client": args.max_jobs_per_client,
+        "max_queue_bytes": int(args.max_queue_mb * MiB), "keep_s": args.keep_days * 86400.0,
+        "keep_jobs": args.keep_jobs, "keep_result_bytes": int(args.keep_results_mb * MiB),
+    }
+
+
+def add_fetch_parser(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("fetch", help="save a finished job's instrument",
+                            description="Save the instrument of JOB (its full id; only its submitter or an admin "
+                            "key may) to -o PATH.")
+    p.add_argument("job", metavar="JOB", help="the job's full id (32 hex digits)")
+    p.add_argument("-o", "--output", metavar="PATH", required=True, help="where to save the .instrument file")
+    p.add_argument("--force", action="store_true", help="overwrite PATH if it exists")
+    p.add_argument("--connect", type=_endpoint, default=DEFAULT_CONNECT, help=f"the trainer (default {DEFAULT_CONNECT})")
+    p.set_defaults(handler=cmd_fetch)
+    add_peer_keys_option(p, "client")
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    CliError = _cli_error()
+    from sensorsynth.trainer.client import RequestRefused, TrainerUnavailable
+
+    if not re.match(r"^[0-9a-f]{32}$", args.job):
+        raise CliError(f"{args.job!r} is not a full job id (32 hex digits, as submit and `jobs --json` print it)")
+    out = Path(args.output)
+    if out.exists() and not args.force:
+        raise CliError(f"{out}: exists; use --force to overwrite it")
+    with _client(args) as client:
+        try:
+            reply, blob = client.fetch(args.job)
+        except (TrainerUnavailable, RequestRefused) as exc:
+            raise _refused(exc) from None
+    _save_bytes(blob, out, args.force)
+    print(f"saved {reply.name} ({len(blob)} bytes) to {out}")
     return 0

@@ -13,11 +13,16 @@ port). Client → queue (each may carry ``req``, echoed in the answer, so a retr
     hello     {}                                                      → welcome {version, limits}
     submit    {job_id, name, clip_name, settings, spec, replace} + audio frame
               → job (state queued; or failed at once: wrong settings, too large, name taken)
-    watch     {job_id}  → job now, then job pushes on every change (progress included) for watch_s seconds;
+    watch     {job_id}  (the full id) → job now, then job pushes on every change (progress included) for
+              watch_s seconds;
               a client that keeps watching sends watch again (it doubles as its heartbeat)
     list      {limit, states}                                         → jobs {jobs, workers}
-    cancel    {job_id}  (an id or a unique prefix)                    → job (state cancelled) or error
-    fetch     {job_id}                                                → result + instrument frame, or error
+    cancel    {job_id}  (the full id)                                 → job (state cancelled) or error
+    fetch     {job_id}  (the full id)                                 → result + instrument frame, or error
+
+Who may do what (see docs/trainer-security.md): with CURVE keys, only worker keys speak the worker messages,
+and clients see, watch, cancel and fetch only the jobs they submitted (an admin key: every job). Without
+keys (loopback only) a client is named by the routing id it connects with (``u<uid>.<random>``).
 
 Worker ↔ queue (the ZeroMQ Guide's Paranoid Pirate: a DEALER per worker, heartbeats both ways):
 
@@ -56,7 +61,6 @@ TERMINAL: frozenset[str] = frozenset({"done", "failed", "cancelled"})
 FailureKind = Literal["bad_input", "internal", "lost"]
 
 JobId = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
-JobRef = Annotated[str, Field(pattern=r"^[0-9a-f]{1,32}$", description="a job id or a unique prefix of one")]
 WorkerId = Annotated[str, Field(pattern=r"^[A-Za-z0-9:._-]{1,64}$")]
 Req = Annotated[str, Field(max_length=64)]
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
@@ -102,7 +106,7 @@ class Submit(_Msg):
 class Watch(_Msg):
     type: Literal["watch"] = "watch"
     req: Req | None = None
-    job_id: JobRef
+    job_id: JobId = Field(description="the full id: a prefix would let a peer guess its way to other jobs")
 
 
 class ListJobs(_Msg):
@@ -115,13 +119,13 @@ class ListJobs(_Msg):
 class CancelRequest(_Msg):
     type: Literal["cancel"] = "cancel"
     req: Req | None = None
-    job_id: JobRef
+    job_id: JobId
 
 
 class Fetch(_Msg):
     type: Literal["fetch"] = "fetch"
     req: Req | None = None
-    job_id: JobRef
+    job_id: JobId
 
 
 # ------------------------------------------------------------------------------------- queue → client
@@ -132,6 +136,8 @@ class Limits(BaseModel):
     max_audio_bytes: int
     max_message_bytes: int = Field(description="larger frames close the connection without an answer")
     max_result_bytes: int
+    max_steps: int | None = Field(None, description="the most optimiser steps a job may ask for")
+    max_active_jobs: int | None = Field(None, description="queued and running jobs one client may have at once")
 
 
 class Welcome(_Msg):
@@ -202,7 +208,7 @@ class ResultMsg(_Msg):
 
 ErrorCode = Literal[
     "bad_json", "bad_schema", "version", "unknown_type", "frames", "too_large", "unknown_job", "ambiguous_job",
-    "not_done", "finished", "internal",
+    "not_done", "finished", "internal", "forbidden", "limit",
 ]
 
 
@@ -327,6 +333,7 @@ EVENT: TypeAdapter[Any] = TypeAdapter(Event)
 
 # how many binary frames follow the JSON frame of each type
 FILE_FRAMES = {"submit": 1, "done": 1, "assign": 1, "result": 1}
+MAX_FRAMES = 1 + max(FILE_FRAMES.values())  # a message with more frames is refused before its JSON is read
 
 
 class WireError(ValueError):
@@ -349,6 +356,8 @@ def decode(frames: list[bytes], adapter: TypeAdapter[Any]) -> tuple[Any, list[by
     """(message, files) from the frames of one ZeroMQ message; WireError says what is wrong with it."""
     if not frames:
         raise WireError("frames", "empty message")
+    if len(frames) > MAX_FRAMES:
+        raise WireError("frames", f"{len(frames)} frames; no message has more than {MAX_FRAMES}")
     header = frames[0]
     if len(header) > MAX_HEADER_BYTES:
         raise WireError("too_large", f"the JSON frame is {len(header)} bytes, at most {MAX_HEADER_BYTES}")

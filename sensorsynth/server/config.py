@@ -95,6 +95,8 @@ class ServeConfig(BaseModel):
     trainer: str | None = Field(None, pattern=r"^(tcp|ipc|inproc)://\S+$",
                                 description="the trainer's endpoint (e.g. tcp://127.0.0.1:5555): the pages' Record "
                                 "buttons send clips there as fitting jobs (default: none, recording off)")
+    trainer_keys: Path | None = Field(None, description="CURVE keys for a trainer that has keys: a bundle from "
+                                      "`sensorsynth trainer keys add-client NAME` (default: $SENSORSYNTH_TRAINER_KEYS)")
     record_fit: dict[str, Any] = Field(default_factory=lambda: {"quality": "fast"},
                                        description="fit settings for recorded clips (FitSettings fields, and a "
                                        "'spec' table of ModelSpec fields); default: quality fast, so a clip "
@@ -154,7 +156,8 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         if "serve" in data and isinstance(data["serve"], dict):
             data = {**{k: v for k, v in data.items() if k != "serve"}, **data["serve"]}
         if path.parent != Path("."):
-            for key in ("models", "record", "ready_file", "tls_cert", "tls_key", "tls_dir"):  # relative to the file
+            for key in ("models", "record", "ready_file", "tls_cert", "tls_key", "tls_dir",
+                        "trainer_keys"):  # relative to the file
                 if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
                     data[key] = str(path.parent / data[key])
             if isinstance(data.get("presets"), list):  # preset files too (bundled names stay names)

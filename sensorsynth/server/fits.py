@@ -44,6 +44,7 @@ import asyncio
 import hashlib
 import io
 import logging
+import os
 import re
 import time
 import uuid
@@ -209,6 +210,8 @@ class FitEdge:
         self.reload_interval_s = reload_interval_s
         self.library = engine.library
         self.endpoint = trainer
+        # a trainer with CURVE keys: this server is one of its clients (the app sets config.trainer_keys here)
+        self.trainer_keys: str | os.PathLike[str] | None = os.environ.get("SENSORSYNTH_TRAINER_KEYS") or None
         fit = dict(record_fit or {})
         self.spec: dict[str, Any] = dict(fit.pop("spec", None) or {})
         self.settings: dict[str, Any] = fit
@@ -519,7 +522,10 @@ class FitEdge:
         from ..trainer.client import RequestRefused, TrainerClient, TrainerUnavailable
 
         assert self.endpoint is not None
-        client = TrainerClient(self.endpoint, timeout_s=SUBMIT_TIMEOUT_S, retries=2)
+        try:
+            client = TrainerClient(self.endpoint, timeout_s=SUBMIT_TIMEOUT_S, retries=2, keys=self.trainer_keys)
+        except ValueError as exc:  # KeysError: the keys folder cannot be used
+            return "failed", f"the trainer keys cannot be used: {exc}", "no_trainer"
         try:
             info = None
             for _ in range(20):  # a name taken in the trainer's own folder: the next suffix

@@ -13,13 +13,24 @@ Reliability is the ZeroMQ Guide's Paranoid Pirate, with the queue's memory on di
   reconnect (same identity), say which run they hold in ``ready``, and are adopted; runs nobody claims in
   time are requeued. Results sent while the queue was down are resent by their worker until acknowledged,
   and the state machine accepts each (job, attempt) once.
+
+Who may do what (docs/trainer-security.md): every message is from a :class:`Peer`, named by its CURVE
+public key (ZAP's User-Id) when the queue has keys, else by its routing id on loopback. Worker messages are
+taken only from worker peers, and a run's ``progress``/``done``/``failed`` only from the peer that holds it.
+Clients see, watch, cancel and fetch only their own jobs, by full id; admins every job. What a peer may ask
+for is bounded before anything is stored: frames, steps, jobs per client, audio held, and finished jobs are
+forgotten by the retention rule (:meth:`Store.prune`).
+
+(Longer than most modules: it is the one place that knows the wire, the workers, the clients and the store
+together; each handler is short, and every decision is in :mod:`.jobs`, :mod:`.schedule` or a small method.)
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
@@ -29,7 +40,9 @@ from ..instrument.settings import Progress, make_settings, make_spec
 from ..instrument_file import write_instrument
 from ..protocol import trainer as wire
 from . import jobs as J
+from .access import WORKER_MESSAGES, Peer, identify, may_replace, may_see, may_send
 from .jobs import Job
+from .keys import ANNOUNCE_DOMAIN, QUEUE_DOMAIN, ServerKeys, fingerprint
 from .schedule import Slot, plan
 from .store import Store
 
@@ -47,9 +60,19 @@ class BrokerConfig:
     liveness: int = 5
     max_losses: int = 3
     max_audio_bytes: int = 64 * MiB
-    max_result_bytes: int = 64 * MiB
+    max_result_bytes: int = 32 * MiB
     watch_s: float = 10.0
     orphan_grace_s: float | None = None  # default: two worker timeouts
+    keys: ServerKeys | None = None  # CURVE: required (by the command) whenever the queue listens beyond loopback
+    local_admin_uid: int | None = field(default_factory=os.getuid)  # keyless loopback: this uid's clients are admin
+    max_steps: int = 20_000  # remote settings: a job may not ask for more optimiser steps than this
+    max_active_per_client: int = 8  # queued + running jobs one client may have
+    max_queue_bytes: int = 1024 * MiB  # audio held for queued and running jobs, all clients together
+    max_watchers: int = 16  # clients following one job at once
+    keep_s: float = 7 * 86400.0  # retention: finished jobs (and their results) are forgotten after this long,
+    keep_jobs: int = 1000  # beyond the newest this many finished jobs,
+    keep_result_bytes: int = 1024 * MiB  # or once the results kept pass this many bytes
+    prune_every_s: float = 60.0
 
     @property
     def worker_timeout_s(self) -> float:
@@ -57,9 +80,9 @@ class BrokerConfig:
 
     @property
     def max_message_bytes(self) -> int:
-        """Frames beyond this close the sender's connection unread (ZMQ_MAXMSGSIZE): a hard stop for memory.
-        Between max_audio_bytes and this, a submission is kept as a failed job with the reason."""
-        return 2 * max(self.max_audio_bytes, self.max_result_bytes) + MiB
+        """A frame beyond this closes the sender's connection unread (ZMQ_MAXMSGSIZE): what the largest
+        accepted clip (or result) needs, so memory is bounded before a byte is read."""
+        return max(self.max_audio_bytes, self.max_result_bytes, wire.MAX_HEADER_BYTES)
 
 
 @dataclass
@@ -67,6 +90,7 @@ class WorkerEntry:
     identity: bytes
     info: wire.WorkerInfo
     last_seen: float
+    owner: str = ""  # the peer (key) that said ready: only it may speak for this worker
     job: wire.JobKey | None = None  # the run the queue gave it (until the worker says it has let go)
     assigned_at: float = 0.0
     last_assigned: float = 0.0
@@ -119,7 +143,10 @@ class Broker:
         self.endpoint = ""
         self.pub_endpoint: str | None = None
         self._next_heartbeat = 0.0
+        self._next_prune = 0.0
+        self._rejected = 0  # submissions kept as failed since the last prune
         self._dirty = True  # something changed that may allow a dispatch
+        self.refused: dict[str, int] = {}  # refusals by kind (counted; logged the first and every 100th time)
         grace = config.orphan_grace_s if config.orphan_grace_s is not None else 2 * config.worker_timeout_s + 1
         now = clock()
         for job in store.in_state("running"):
@@ -131,16 +158,26 @@ class Broker:
     # ------------------------------------------------------------------------------------------ sockets
 
     def bind(self) -> str:
+        keys = self.config.keys
+        if keys is not None and keys.auth is None:
+            keys.start(self.ctx)
         router = self.ctx.socket(zmq.ROUTER)
         router.setsockopt(zmq.LINGER, 0)
-        router.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a worker reconnecting under its id replaces its old pipe
+        # a worker reconnecting under its id replaces its old pipe; with keys, a peer could take over another's
+        # pipe (and be sent its audio) by claiming its id, so there a duplicate id is refused instead
+        router.setsockopt(zmq.ROUTER_HANDOVER, 0 if keys is not None else 1)
         router.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_bytes)
+        if keys is not None:
+            keys.serve(router, QUEUE_DOMAIN)
         router.bind(self.config.bind)
         self.router = router
         self.endpoint = router.getsockopt(zmq.LAST_ENDPOINT).decode()
         if self.config.pub:
             pub = self.ctx.socket(zmq.PUB)
             pub.setsockopt(zmq.LINGER, 0)
+            pub.setsockopt(zmq.MAXMSGSIZE, 1024)  # subscribers send only subscriptions
+            if keys is not None:
+                keys.serve(pub, ANNOUNCE_DOMAIN)  # announcements name every job: admins only
             pub.bind(self.config.pub)
             self.publisher = pub
             self.pub_endpoint = pub.getsockopt(zmq.LAST_ENDPOINT).decode()
@@ -153,6 +190,8 @@ class Broker:
         self.router = self.publisher = None
         if self.backend is not None:
             self.backend.close()
+        if self.config.keys is not None:
+            self.config.keys.stop()
 
     def _send(self, identity: bytes, message: Any, *files: bytes) -> None:
         assert self.router is not None
@@ -184,11 +223,8 @@ class Broker:
             events = dict(poller.poll(int(tick_every * 1000)))
             if self.router in events:
                 for _ in range(100):  # then tick, even under a flood
-                    try:
-                        frames = self.router.recv_multipart(zmq.NOBLOCK)
-                    except zmq.Again:
+                    if not self.receive():
                         break
-                    self.handle(frames)
             now = self.clock()
             if now >= next_tick:
                 next_tick = now + tick_every
@@ -196,7 +232,36 @@ class Broker:
                 if on_tick is not None:
                     on_tick()
 
-    def handle(self, frames: list[bytes]) -> None:
+    def receive(self) -> bool:
+        """Read and handle one waiting message (False when none is waiting). With keys, the sender's public
+        key comes from ZAP (the frame's User-Id), never from the message."""
+        assert self.router is not None
+        try:
+            frames = self.router.recv_multipart(zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return False
+        user_id = None
+        if self.config.keys is not None:
+            try:
+                user_id = frames[-1].get("User-Id")
+            except (zmq.ZMQError, AttributeError):
+                user_id = None
+        self.handle([f.bytes for f in frames], user_id)
+        return True
+
+    def peer(self, identity: bytes, user_id: str | None) -> Peer | None:
+        """Who sent a message, or None when its key is no longer allowed."""
+        keys = self.config.keys
+        return identify(identity, user_id, keys.ring.roles if keys is not None else None,
+                        self.config.local_admin_uid)
+
+    def _refuse(self, what: str, detail: str) -> None:
+        count = self.refused.get(what, 0) + 1
+        self.refused[what] = count
+        if count == 1 or count % 100 == 0:
+            log.warning("refused %s (%d so far): %s", what, count, detail)
+
+    def handle(self, frames: list[bytes], user_id: str | None = None) -> None:
         """One message from a client or a worker; never raises (one bad message must not stop the queue)."""
         if len(frames) < 2:
             return
@@ -204,12 +269,22 @@ class Broker:
         try:
             message, files = wire.decode(body, wire.TO_QUEUE)
         except wire.WireError as exc:
-            log.info("refused a message: %s", exc.message)
+            self._refuse(f"a malformed message ({exc.code})", exc.message)
             self.router.send_multipart([identity, *exc.reply()], flags=zmq.NOBLOCK)  # type: ignore[union-attr]
             return
+        peer = self.peer(identity, user_id)
+        if peer is None or not may_send(peer, message.type):
+            what = "a worker" if message.type in WORKER_MESSAGES else "a client"
+            self._refuse(f"{message.type} from a peer that is not {what}", f"{peer.owner if peer else user_id}")
+            error = wire.ErrorMsg(code="forbidden", message=f"{message.type}: this key may not act as {what}"
+                                  if peer is not None else f"{message.type}: this key is no longer allowed",
+                                  ref=message.type, req=getattr(message, "req", None))
+            self._send(identity, error)
+            return
+        assert peer is not None
         handler = getattr(self, f"_on_{message.type}")
         try:
-            handler(identity, message, *files)
+            handler(identity, peer, message, *files)
         except Exception as exc:  # a bug, or the disk: say so, keep serving
             log.exception("while handling %s", message.type)
             if message.type in ("hello", "submit", "watch", "list", "cancel", "fetch"):
@@ -225,6 +300,9 @@ class Broker:
                 self._send(entry.identity, wire.Heartbeat())
         self._expire_workers(now)
         self._expire_orphans(now)
+        if now >= self._next_prune:
+            self._next_prune = now + self.config.prune_every_s
+            self.prune()
         if self.backend is not None:
             self._poll_backend()
         self.dispatch()
@@ -234,6 +312,14 @@ class Broker:
                 self.watchers[job_id] = live
             else:
                 del self.watchers[job_id]
+
+    def prune(self) -> int:
+        """Apply the retention rule (see BrokerConfig: keep_s, keep_jobs, keep_result_bytes)."""
+        c = self.config
+        gone = self.store.prune(self.wall() - c.keep_s, c.keep_jobs, c.keep_result_bytes)
+        if gone:
+            log.info("forgot %d finished job(s) under the retention rule", gone)
+        return gone
 
     # ------------------------------------------------------------------------------------------ changes
 
@@ -333,18 +419,31 @@ class Broker:
 
     # ----------------------------------------------------------------------------------------- workers
 
-    def _entry(self, identity: bytes) -> WorkerEntry | None:
+    def _entry(self, identity: bytes, peer: Peer) -> WorkerEntry | None:
+        """The worker behind ``identity``, if ``peer`` is the one that registered it."""
         entry = self.workers.get(identity.decode("ascii", "replace"))
-        if entry is not None:
-            entry.last_seen = self.clock()
+        if entry is None or entry.owner != peer.owner:
+            return None
+        entry.last_seen = self.clock()
         return entry
 
-    def _on_ready(self, identity: bytes, msg: wire.Ready) -> None:
+    def _on_ready(self, identity: bytes, peer: Peer, msg: wire.Ready) -> None:
         if msg.worker.id.encode() != identity:
             log.warning("a worker's id %s does not match its socket identity; refused", msg.worker.id)
             return
+        if self.config.keys is not None:  # the id names the key, so a job's recorded worker names its key too
+            expected = f"w-{fingerprint(peer.key or '')}"
+            if not msg.worker.id.startswith(expected):
+                self._refuse("a worker id not made from its key", msg.worker.id)
+                self._send(identity, wire.ErrorMsg(code="forbidden", ref="ready",
+                                                   message=f"ready: a worker with this key must use an id "
+                                                   f"starting {expected}"))
+                return
         old = self.workers.get(msg.worker.id)
-        entry = WorkerEntry(identity=identity, info=msg.worker, last_seen=self.clock())
+        if old is not None and old.owner != peer.owner:
+            self._refuse("ready under another worker's id", msg.worker.id)
+            return
+        entry = WorkerEntry(identity=identity, info=msg.worker, last_seen=self.clock(), owner=peer.owner)
         if old is not None:
             entry.job, entry.assigned_at, entry.last_assigned = old.job, old.assigned_at, old.last_assigned
         else:
@@ -355,8 +454,8 @@ class Broker:
         self._send(identity, wire.Heartbeat())
         self._dirty = True
 
-    def _on_heartbeat(self, identity: bytes, msg: wire.Heartbeat) -> None:
-        entry = self._entry(identity)
+    def _on_heartbeat(self, identity: bytes, peer: Peer, msg: wire.Heartbeat) -> None:
+        entry = self._entry(identity, peer)
         if entry is None:
             self._send(identity, wire.Reconnect(reason="unknown worker: send ready"))
             return
@@ -368,11 +467,11 @@ class Broker:
         if held is not None and held != assigned:
             job = self.store.get(held.job_id)
             if job is not None and job.state == "running" and job.attempt == held.attempt and assigned is None \
-                    and not self._held_by_other(job.id, entry):
-                entry.job, entry.assigned_at = held, self.clock()  # adopted (the queue restarted)
+                    and job.worker == entry.info.id and not self._held_by_other(job.id, entry):
+                # adopted (the queue restarted): only by the worker the run was given to, so a peer that
+                # learnt a job id cannot claim its run and complete it
+                entry.job, entry.assigned_at = held, self.clock()
                 self.orphans.pop(job.id, None)
-                if job.worker != entry.info.id:
-                    self._save(replace(job, worker=entry.info.id), job)
                 log.info("job %s attempt %d adopted from worker %s", job.id[:8], held.attempt, entry.info.id)
                 return
             if job is not None and job.state == "done" and job.attempt == held.attempt:
@@ -393,8 +492,8 @@ class Broker:
     def _held_by_other(self, job_id: str, entry: WorkerEntry) -> bool:
         return any(w is not entry and w.job is not None and w.job.job_id == job_id for w in self.workers.values())
 
-    def _on_progress(self, identity: bytes, msg: wire.ProgressMsg) -> None:
-        entry = self._entry(identity)
+    def _on_progress(self, identity: bytes, peer: Peer, msg: wire.ProgressMsg) -> None:
+        entry = self._entry(identity, peer)
         key = wire.JobKey(job_id=msg.job_id, attempt=msg.attempt)
         if entry is None or entry.job != key:
             return
@@ -410,11 +509,30 @@ class Broker:
             self._send(identity, message)
         self._publish("job", message)
 
-    def _on_done(self, identity: bytes, msg: wire.Done, blob: bytes) -> None:
-        entry = self._entry(identity)
-        key = wire.JobKey(job_id=msg.job_id, attempt=msg.attempt)
-        self._finish_done(key, msg.final_loss, blob)
+    def _holder(self, identity: bytes, peer: Peer, key: wire.JobKey, what: str) -> WorkerEntry | None | bool:
+        """The entry of the worker that holds ``key`` when ``peer`` is it; False when the run is live but
+        held by someone else (refused, not acknowledged); None when the run is stale (acknowledged: it
+        changes nothing, and the worker may stop resending)."""
+        entry = self._entry(identity, peer)
         if entry is not None and entry.job == key:
+            return entry
+        job = self.store.get(key.job_id)
+        if job is not None and job.state == "running" and job.attempt == key.attempt:
+            self._refuse(f"{what} from a peer that does not hold the run",
+                         f"job {key.job_id[:8]} attempt {key.attempt} from {peer.owner[:24]}")
+            self._send(identity, wire.ErrorMsg(code="forbidden", ref=what,
+                                               message=f"{what}: this worker does not hold job {key.job_id} "
+                                               f"attempt {key.attempt}"))
+            return False
+        return None
+
+    def _on_done(self, identity: bytes, peer: Peer, msg: wire.Done, blob: bytes) -> None:
+        key = wire.JobKey(job_id=msg.job_id, attempt=msg.attempt)
+        entry = self._holder(identity, peer, key, "done")
+        if entry is False:
+            return
+        if entry is not None:
+            self._finish_done(key, msg.final_loss, blob)
             entry.job = None
             self._dirty = True
         self._send(identity, wire.Ack(job_id=msg.job_id, attempt=msg.attempt))
@@ -448,11 +566,13 @@ class Broker:
             return f"the worker sent an unusable instrument: {exc}"
         return None
 
-    def _on_failed(self, identity: bytes, msg: wire.Failed) -> None:
-        entry = self._entry(identity)
+    def _on_failed(self, identity: bytes, peer: Peer, msg: wire.Failed) -> None:
         key = wire.JobKey(job_id=msg.job_id, attempt=msg.attempt)
-        self._finish_failed(key, msg.kind, msg.reason, entry.info.id if entry else "?")
-        if entry is not None and entry.job == key:
+        entry = self._holder(identity, peer, key, "failed")
+        if entry is False:
+            return
+        if entry is not None:
+            self._finish_failed(key, msg.kind, msg.reason, entry.info.id)
             entry.job = None
             self._dirty = True
         self._send(identity, wire.Ack(job_id=msg.job_id, attempt=msg.attempt))
@@ -468,10 +588,11 @@ class Broker:
         log.info("job %s (%s) failed (%s): %s", job.id[:8], job.name, kind, reason)
         self._save(J.fail(job, key.attempt, now, reason=reason, failure=kind), job)
 
-    def _on_bye(self, identity: bytes, msg: wire.Bye) -> None:
-        entry = self.workers.pop(identity.decode("ascii", "replace"), None)
+    def _on_bye(self, identity: bytes, peer: Peer, msg: wire.Bye) -> None:
+        entry = self._entry(identity, peer)
         if entry is None:
             return
+        del self.workers[entry.info.id]
         log.info("worker %s left", entry.info.id)
         key = entry.job
         if key is not None:
@@ -530,40 +651,68 @@ class Broker:
 
     # ----------------------------------------------------------------------------------------- clients
 
-    def _resolve(self, ref: str, req: str | None, what: str) -> Job:
-        found = self.store.find(ref)
-        if not found:
-            raise wire.WireError("unknown_job", f"no job {ref}", what, req)
-        if len(found) > 1:
-            raise wire.WireError("ambiguous_job", f"{ref} matches more than one job; give more of its id", what, req)
-        return found[0]
+    def _resolve(self, job_id: str, req: str | None, what: str, peer: Peer) -> Job:
+        """The job ``job_id`` (the full id), if ``peer`` submitted it or is an admin."""
+        job = self.store.get(job_id)
+        if job is None:
+            raise wire.WireError("unknown_job", f"no job {job_id}", what, req)
+        if not may_see(peer, job.owner):
+            self._refuse(f"{what} of another client's job", f"job {job_id[:8]} by {peer.owner[:24]}")
+            raise wire.WireError("forbidden", f"job {job_id} was submitted by another client", what, req)
+        return job
 
     def _reply_error(self, identity: bytes, exc: wire.WireError) -> None:
         self.router.send_multipart([identity, *exc.reply()], flags=zmq.NOBLOCK)  # type: ignore[union-attr]
 
-    def _on_hello(self, identity: bytes, msg: wire.Hello) -> None:
-        limits = wire.Limits(max_audio_bytes=self.config.max_audio_bytes,
-                             max_message_bytes=self.config.max_message_bytes,
-                             max_result_bytes=self.config.max_result_bytes)
+    def _on_hello(self, identity: bytes, peer: Peer, msg: wire.Hello) -> None:
+        c = self.config
+        limits = wire.Limits(max_audio_bytes=c.max_audio_bytes, max_message_bytes=c.max_message_bytes,
+                             max_result_bytes=c.max_result_bytes, max_steps=c.max_steps,
+                             max_active_jobs=c.max_active_per_client)
         self._send(identity, wire.Welcome(req=msg.req, version=_version(), limits=limits))
 
-    def _on_submit(self, identity: bytes, msg: wire.Submit, audio: bytes) -> None:
+    def _on_submit(self, identity: bytes, peer: Peer, msg: wire.Submit, audio: bytes) -> None:
         existing = self.store.get(msg.job_id)
+        if existing is not None and existing.owner != peer.owner:
+            return self._reply_error(identity, wire.WireError(
+                "forbidden", f"job id {msg.job_id} is taken by another client's job", "submit", msg.req))
         if existing is None:
+            busy = self._busy(peer, len(audio))
+            if busy is not None:
+                self._refuse("a submission over a queue bound", busy)
+                return self._reply_error(identity, wire.WireError("limit", busy, "submit", msg.req))
             now = self.wall()
             job = J.new_job(msg.job_id, msg.name, msg.clip_name, now, settings=msg.settings, spec=msg.spec,
-                            replace=msg.replace, audio_bytes=len(audio))
-            reason = self._refusal(msg, audio)
+                            replace=msg.replace, audio_bytes=len(audio), owner=peer.owner)
+            reason = self._refusal(msg, audio, peer)
             if reason is not None:
                 job = J.rejected(job, reason, now)
                 log.info("job %s (%s) refused: %s", job.id[:8], job.name, reason)
+                self._rejected += 1
+                if self._rejected >= 100:  # a flood of refused submissions: apply the retention rule now
+                    self._rejected = 0
+                    self.prune()
             else:
                 log.info("job %s (%s) queued: %s, %d bytes", job.id[:8], job.name, msg.clip_name, len(audio))
             existing = self.store.add(job, None if job.terminal else audio)
             self._changed(existing)
         self._send(identity, wire.JobMsg(req=msg.req, job=existing.info(self.progress.get(existing.id))))
 
-    def _refusal(self, msg: wire.Submit, audio: bytes) -> str | None:
+    def _busy(self, peer: Peer, audio_bytes: int) -> str | None:
+        """Why a submission cannot even be kept (nothing is stored): the client's own queue is full, or the
+        audio held for all queued jobs would pass the queue's disk bound."""
+        c = self.config
+        active = self.store.active_count(peer.owner)
+        if active >= c.max_active_per_client:
+            return (f"you have {active} jobs queued or running, the most this trainer takes from one client; "
+                    "submit again when one has finished")
+        held = self.store.audio_bytes()
+        if held + audio_bytes > c.max_queue_bytes:
+            return (f"the queue holds {held / MiB:.0f} MiB of audio, and this clip would pass its "
+                    f"{c.max_queue_bytes / MiB:.0f} MiB; submit again later")
+        return None
+
+    def _refusal(self, msg: wire.Submit, audio: bytes, peer: Peer) -> str | None:
         """Why a submission cannot run (it is then kept as a failed job), or None."""
         if not wire.valid_name(msg.name):
             return f"bad name {msg.name!r}: use letters, digits, '.', '_' and '-', starting with a letter or digit"
@@ -573,30 +722,40 @@ class Broker:
         if not audio:
             return "the audio is empty (0 bytes)"
         try:
-            make_settings(msg.settings)
-            make_spec(msg.spec)
+            settings = make_settings(msg.settings)
+            make_spec(msg.spec)  # within FitLimits (pipeline.check_spec): the model's size and memory
         except ValueError as exc:
             return str(exc)
+        if settings.steps > self.config.max_steps:
+            return (f"bad settings: steps: {settings.steps} steps; this trainer runs at most "
+                    f"{self.config.max_steps} per job")
+        target = self.config.models / f"{msg.name}.instrument"
+        exists, active = target.exists(), self.store.active_with_name(msg.name)
         if not msg.replace:
-            target = self.config.models / f"{msg.name}.instrument"
-            if target.exists():
+            if exists:
                 return f"{target} already exists (submit with --replace to overwrite it)"
-            if self.store.active_with_name(msg.name):
+            if active:
                 return f"another job is already fitting {msg.name!r} (submit with --replace to overwrite it)"
+        elif (exists or active) and not may_replace(peer, self.store.last_owner(msg.name), [j.owner for j in active]):
+            return (f"{msg.name!r} was made by someone else: only its maker or an admin key may replace it "
+                    "(choose another name)")
         return None
 
-    def _on_watch(self, identity: bytes, msg: wire.Watch) -> None:
+    def _on_watch(self, identity: bytes, peer: Peer, msg: wire.Watch) -> None:
         try:
-            job = self._resolve(msg.job_id, msg.req, "watch")
+            job = self._resolve(msg.job_id, msg.req, "watch", peer)
         except wire.WireError as exc:
             return self._reply_error(identity, exc)
         if not job.terminal:
-            self.watchers.setdefault(job.id, {})[identity] = self.clock() + self.config.watch_s
+            watchers = self.watchers.setdefault(job.id, {})
+            if identity in watchers or len(watchers) < self.config.max_watchers:
+                watchers[identity] = self.clock() + self.config.watch_s
         self._send(identity, wire.JobMsg(req=msg.req, job=job.info(self.progress.get(job.id))))
 
-    def _on_list(self, identity: bytes, msg: wire.ListJobs) -> None:
+    def _on_list(self, identity: bytes, peer: Peer, msg: wire.ListJobs) -> None:
         now = self.clock()
-        infos = [j.info(self.progress.get(j.id)) for j in self.store.jobs(msg.limit, msg.states)]
+        owner = None if peer.admin else peer.owner
+        infos = [j.info(self.progress.get(j.id)) for j in self.store.jobs(msg.limit, msg.states, owner)]
         workers = [
             wire.WorkerStatus(id=w.info.id, host=w.info.host, machine=w.info.machine, pid=w.info.pid,
                               device=w.info.device, threads=w.info.threads, cores=w.info.cores, job=w.job,
@@ -605,11 +764,15 @@ class Broker:
         ]
         if self.backend is not None:
             workers += self.backend.status()
+        if self.config.keys is not None and not peer.admin:  # hosts, pids and others' jobs are the operator's
+            workers = [w.model_copy(update={"host": "", "machine": "", "pid": None,
+                                            "job": w.job if w.job and w.job.job_id in {i.id for i in infos}
+                                            else None}) for w in workers]
         self._send(identity, wire.JobsMsg(req=msg.req, jobs=infos, workers=workers))
 
-    def _on_cancel(self, identity: bytes, msg: wire.CancelRequest) -> None:
+    def _on_cancel(self, identity: bytes, peer: Peer, msg: wire.CancelRequest) -> None:
         try:
-            job = self._resolve(msg.job_id, msg.req, "cancel")
+            job = self._resolve(msg.job_id, msg.req, "cancel", peer)
         except wire.WireError as exc:
             return self._reply_error(identity, exc)
         if job.terminal:
@@ -632,9 +795,9 @@ class Broker:
         if self.backend is not None:
             self.backend.cancel(key)
 
-    def _on_fetch(self, identity: bytes, msg: wire.Fetch) -> None:
+    def _on_fetch(self, identity: bytes, peer: Peer, msg: wire.Fetch) -> None:
         try:
-            job = self._resolve(msg.job_id, msg.req, "fetch")
+            job = self._resolve(msg.job_id, msg.req, "fetch", peer)
         except wire.WireError as exc:
             return self._reply_error(identity, exc)
         blob = self.store.result(job.id) if job.state == "done" else None
@@ -643,5 +806,3 @@ class Broker:
                                    "fetch", msg.req)
             return self._reply_error(identity, error)
         self._send(identity, wire.ResultMsg(req=msg.req, job_id=job.id, name=job.name), blob)
-
-

@@ -5,10 +5,16 @@ request's ``req``, and on silence close the socket, open a new one and send agai
 is safe for every request: a submit carries the job id the client chose, so a resent one returns the job
 the first one made. Watching re-sends ``watch`` every second (the queue answers with the job each time, and
 pushes every change in between), so a watcher rides out a restart of the queue.
+
+``keys`` (a :class:`~.keys.PeerKeys`, or a keys folder) makes every socket a CURVE client of the queue:
+needed when the queue has keys. Without keys the socket's routing id is ``u<uid>.<random>``: on a keyless
+loopback queue that is what names this client as the owner of its jobs (so the same user's commands share
+them), and the trainer's own user is its admin.
 """
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from typing import Any, Callable
@@ -16,6 +22,7 @@ from typing import Any, Callable
 import zmq
 
 from ..protocol import trainer as wire
+from .keys import PeerKeys, peer_keys
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
 
@@ -35,12 +42,17 @@ class RequestRefused(Exception):
 
 class TrainerClient:
     def __init__(self, endpoint: str = DEFAULT_ENDPOINT, *, timeout_s: float = 10.0, retries: int = 3,
-                 context: zmq.Context | None = None) -> None:
+                 context: zmq.Context | None = None, keys: PeerKeys | str | os.PathLike[str] | None = None,
+                 identity: str | None = None) -> None:
         self.endpoint = endpoint
+        self.keys = peer_keys(keys, "client")
+        self.identity = identity or (None if self.keys else f"u{os.getuid()}.{uuid.uuid4().hex[:12]}")
         self.timeout_s = timeout_s
         self.retries = retries
         self.ctx = context or zmq.Context.instance()
         self.sock: zmq.Socket | None = None
+        self.monitor: zmq.Socket | None = None  # handshake events: a refused key is said, not guessed
+        self.handshake: str | None = None  # "auth" (the key was refused) or "protocol" (keys vs no keys)
 
     def __enter__(self) -> "TrainerClient":
         return self
@@ -50,8 +62,29 @@ class TrainerClient:
 
     def close(self) -> None:
         if self.sock is not None:
+            self._read_handshakes()
+            if self.monitor is not None:
+                self.sock.disable_monitor()
+                self.monitor.close(0)
+                self.monitor = None
             self.sock.close(0)
             self.sock = None
+
+    def _read_handshakes(self) -> None:
+        """Note how the last handshakes with the queue went (CURVE refusals are otherwise silent)."""
+        from zmq.utils.monitor import recv_monitor_message
+
+        while self.monitor is not None:
+            try:
+                event = recv_monitor_message(self.monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            if event["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                self.handshake = "auth"
+            elif event["event"] == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
+                self.handshake = self.handshake or "protocol"
+            elif event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self.handshake = None
 
     def _socket(self) -> zmq.Socket:
         if self.sock is None:
@@ -61,6 +94,13 @@ class TrainerClient:
             sock.setsockopt(zmq.SNDTIMEO, int(self.timeout_s * 1000))
             sock.setsockopt(zmq.RECONNECT_IVL, 100)
             sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+            if self.identity:
+                sock.setsockopt(zmq.ROUTING_ID, self.identity.encode())
+            if self.keys is not None:
+                self.keys.apply(sock)
+            self.monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH
+                                                   | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                                                   | zmq.EVENT_HANDSHAKE_SUCCEEDED)
             sock.connect(self.endpoint)
             self.sock = sock
         return self.sock
@@ -99,8 +139,19 @@ class TrainerClient:
                         raise RequestRefused(reply)
                     return reply, reply_files
             self.close()  # a fresh socket: the old one may hold a half-dead connection
+        if self.handshake == "auth":
+            where = self.keys.where if self.keys else "none"
+            raise TrainerUnavailable(f"the trainer at {self.endpoint} refused this client's key ({where}): it is "
+                                     "not allowed there (on the trainer: `sensorsynth trainer keys add-client NAME`, "
+                                     "or `keys list`)")
+        if self.handshake == "protocol":
+            raise TrainerUnavailable(f"the trainer at {self.endpoint} " + (
+                "has no keys, and this client was given some: use --keys none" if self.keys else
+                "uses CURVE keys: give --keys with a bundle from `sensorsynth trainer keys add-client NAME`"))
+        keys = (f"; with the keys in {self.keys.where}: are they allowed there (sensorsynth trainer keys list)?"
+                if self.keys else "; if it uses CURVE keys, give --keys")
         raise TrainerUnavailable(f"no answer from the trainer at {self.endpoint} (tried {self.retries} times, "
-                                 f"{self.timeout_s:g} s each); is `sensorsynth trainer` running?")
+                                 f"{self.timeout_s:g} s each); is `sensorsynth trainer` running{keys}")
 
     # --------------------------------------------------------------------------------------- requests
 
@@ -153,7 +204,7 @@ class TrainerClient:
             if got is None:
                 continue
             reply, _ = got
-            if reply.type == "error" and reply.code in ("unknown_job", "ambiguous_job"):
+            if reply.type == "error" and reply.code in ("unknown_job", "ambiguous_job", "forbidden"):
                 raise RequestRefused(reply)
             if reply.type != "job" or reply.job.id != job_id and not reply.job.id.startswith(job_id):
                 continue
@@ -166,10 +217,14 @@ class TrainerClient:
 
 
 def subscribe(endpoint: str, topics: tuple[str, ...] = ("job", "instrument"),
-              context: zmq.Context | None = None) -> zmq.Socket:
-    """A SUB socket on the queue's announcements; read with :func:`read_event`."""
+              context: zmq.Context | None = None, keys: Any = None) -> zmq.Socket:
+    """A SUB socket on the queue's announcements; read with :func:`read_event`. With keys, only an admin key
+    is let in (announcements name every job)."""
     sock = (context or zmq.Context.instance()).socket(zmq.SUB)
     sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.MAXMSGSIZE, 4 * wire.MAX_HEADER_BYTES)  # a job record: a submit header and a little more
+    if (pk := peer_keys(keys, "client")) is not None:
+        pk.apply(sock)
     for topic in topics:
         sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
     sock.connect(endpoint)

@@ -51,6 +51,7 @@ class Job:
     final_loss: float | None = None
     result_path: str | None = None
     audio_bytes: int = 0
+    owner: str = ""  # who submitted it: "key:<z85 public key>" with CURVE, "local:..." on keyless loopback
 
     @property
     def terminal(self) -> bool:
@@ -72,9 +73,9 @@ class Job:
 
 
 def new_job(job_id: str, name: str, clip_name: str, now: float, *, settings: dict[str, Any],
-            spec: dict[str, Any], replace: bool = False, audio_bytes: int = 0) -> Job:
+            spec: dict[str, Any], replace: bool = False, audio_bytes: int = 0, owner: str = "") -> Job:
     return Job(id=job_id, name=name, clip_name=clip_name, state="queued", created=now, settings=settings,
-               spec=spec, replace=replace, audio_bytes=audio_bytes)
+               spec=spec, replace=replace, audio_bytes=audio_bytes, owner=owner)
 
 
 def rejected(job: Job, reason: str, now: float) -> Job:

@@ -46,12 +46,14 @@ class LocalWorkers:
     heartbeat_s: float = 1.0
     liveness: int = 5
     log_level: str = "info"
+    keys: str | None = None  # the queue's keys folder: its workers use its local-worker bundle
     children: list[_Child] = field(default_factory=list)
 
     def command(self) -> list[str]:
+        keys = ["--keys", self.keys] if self.keys else ["--keys", "none"]
         return [sys.executable, "-m", "sensorsynth", "worker", "--connect", self.connect, "--threads",
                 str(self.threads), "--device", self.device, "--heartbeat-s", str(self.heartbeat_s), "--liveness",
-                str(self.liveness), "--log-level", self.log_level, "--parent", str(os.getpid())]
+                str(self.liveness), "--log-level", self.log_level, "--parent", str(os.getpid()), *keys]
 
     def start(self) -> None:
         self.children = [_Child(i) for i in range(self.count)]

@@ -10,7 +10,11 @@ What is stored, and when, is what makes restarts safe:
   in between writes it on its next start (an outbox), so a job completes once and its file always appears.
 
 ``synchronous=FULL``: a commit survives a power cut, not only a crash of the process. Audio is deleted when
-its job ends; results are kept (an instrument is tens of kB) so ``fetch`` works later.
+its job ends; results are kept so ``fetch`` works later, until :meth:`Store.prune` drops them (the queue's
+retention rule: finished jobs older than a few days, beyond a count, or beyond a total of result bytes).
+
+Version 2 added ``owner`` (who submitted each job); a version-1 database is upgraded in place, its jobs
+owned by nobody (only an admin sees them).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import Iterable, Iterator
 
 from .jobs import Job
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _COLUMNS = [f.name for f in fields(Job)]
 _JSON = {"settings", "spec"}
 
@@ -49,9 +53,11 @@ CREATE TABLE IF NOT EXISTS jobs (
     final_loss REAL,
     result_path TEXT,
     audio_bytes INTEGER NOT NULL,
+    owner TEXT NOT NULL DEFAULT '',
     delivered INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, seq);
+CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, seq);
 CREATE TABLE IF NOT EXISTS audio (job_id TEXT PRIMARY KEY REFERENCES jobs (id), data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS results (
     job_id TEXT PRIMARY KEY REFERENCES jobs (id),
@@ -77,8 +83,10 @@ class Store:
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.execute("PRAGMA foreign_keys=ON")
             version = self.db.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, SCHEMA_VERSION):
+            if version not in (0, 1, SCHEMA_VERSION):
                 raise StoreError(f"{self.path}: queue database version {version}, this sensorsynth reads {SCHEMA_VERSION}")
+            if version == 1:  # before owners: add the column (the index comes with the schema below)
+                self.db.execute("ALTER TABLE jobs ADD COLUMN owner TEXT NOT NULL DEFAULT ''")
             self.db.executescript(_SCHEMA)  # CREATE ... IF NOT EXISTS: the same on every start
             self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except (sqlite3.Error, OSError) as exc:
@@ -143,15 +151,60 @@ class Store:
         found = self._select("WHERE id = ?", (job_id,))
         return found[0] if found else None
 
-    def find(self, prefix: str) -> list[Job]:
-        """Jobs whose id starts with ``prefix`` (hex only, so no LIKE wildcards can sneak in)."""
-        return self._select("WHERE id >= ? AND id < ?", (prefix, prefix + "g"), "ORDER BY seq LIMIT 2")
-
-    def jobs(self, limit: int = 50, states: Iterable[str] | None = None) -> list[Job]:
-        """The newest ``limit`` jobs (of ``states``), oldest first."""
+    def jobs(self, limit: int = 50, states: Iterable[str] | None = None, owner: str | None = None) -> list[Job]:
+        """The newest ``limit`` jobs (of ``states``; of ``owner`` when given), oldest first."""
         wanted = list(states or [])
-        where = f"WHERE state IN ({', '.join('?' for _ in wanted)})" if wanted else ""
-        return self._select(where, tuple(wanted) + (limit,), "ORDER BY seq DESC LIMIT ?")[::-1]
+        clauses, args = [], list(wanted)
+        if wanted:
+            clauses.append(f"state IN ({', '.join('?' for _ in wanted)})")
+        if owner is not None:
+            clauses.append("owner = ?")
+            args.append(owner)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        return self._select(where, tuple(args) + (limit,), "ORDER BY seq DESC LIMIT ?")[::-1]
+
+    def active_count(self, owner: str) -> int:
+        """Queued and running jobs of ``owner`` (the per-client queue bound)."""
+        with self._lock:
+            return self.db.execute("SELECT COUNT(*) FROM jobs WHERE owner = ? AND state IN ('queued', 'running')",
+                                   (owner,)).fetchone()[0]
+
+    def audio_bytes(self) -> int:
+        """Bytes of audio held for queued and running jobs (the queue's disk bound)."""
+        with self._lock:
+            return self.db.execute("SELECT COALESCE(SUM(LENGTH(data)), 0) FROM audio").fetchone()[0]
+
+    def last_owner(self, name: str) -> str | None:
+        """Who made (or is making) ``name``: the owner of its newest done or active job, None if none."""
+        with self._lock:
+            row = self.db.execute("SELECT owner FROM jobs WHERE name = ? AND state IN ('done', 'queued', 'running') "
+                                  "ORDER BY seq DESC LIMIT 1", (name,)).fetchone()
+        return row[0] if row else None
+
+    def prune(self, finished_before: float, keep_jobs: int, keep_result_bytes: int) -> int:
+        """The retention rule: forget finished jobs (row and result) that finished before
+        ``finished_before``, or are beyond the newest ``keep_jobs`` finished ones, or whose results (counted
+        from the newest) pass ``keep_result_bytes`` in all. A result not yet written to the models folder is
+        kept whatever its age. Returns how many jobs were forgotten."""
+        with self._lock:
+            rows = self.db.execute(
+                "SELECT j.id, j.finished, COALESCE(LENGTH(r.data), 0), j.state, j.delivered FROM jobs j "
+                "LEFT JOIN results r ON r.job_id = j.id WHERE j.state IN ('done', 'failed', 'cancelled') "
+                "ORDER BY j.seq DESC").fetchall()
+        drop, total = [], 0
+        for index, (job_id, finished, size, state, delivered) in enumerate(rows):
+            total += size
+            if state == "done" and not delivered:
+                continue
+            if index >= keep_jobs or (finished or 0) < finished_before or total > keep_result_bytes:
+                drop.append(job_id)
+        for start in range(0, len(drop), 500):
+            chunk = drop[start:start + 500]
+            marks = ", ".join("?" for _ in chunk)
+            self._write([(f"DELETE FROM results WHERE job_id IN ({marks})", tuple(chunk)),
+                         (f"DELETE FROM audio WHERE job_id IN ({marks})", tuple(chunk)),
+                         (f"DELETE FROM jobs WHERE id IN ({marks})", tuple(chunk))])
+        return len(drop)
 
     def in_state(self, state: str) -> list[Job]:
         """Every job in ``state``, in submission order (the queue's order)."""

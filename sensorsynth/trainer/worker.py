@@ -8,6 +8,9 @@ for ``liveness`` heartbeats is presumed gone: the socket is closed and reopened 
 back-off, and ``ready`` tells the new queue which run this worker holds, as in the Guide's Paranoid Pirate.
 
 The worker chooses its own device and threads (``--device``, ``--threads``); a job's settings cannot.
+With ``keys`` (a worker key from the queue's keys folder) it is a CURVE client of the queue, and its id
+starts with its key's fingerprint: the queue takes worker messages only from worker keys, and a run's
+result only from the worker (key and id) it gave the run to.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import zmq
 
 from ..instrument.settings import Progress
 from ..protocol import trainer as wire
+from .keys import PeerKeys, fingerprint
 
 log = logging.getLogger("sensorsynth.worker")
 
@@ -58,6 +62,7 @@ class WorkerOptions:
     liveness: int = 5
     progress_s: float = 0.25
     max_backoff_s: float = 32.0
+    keys: PeerKeys | None = None
 
 
 def run_job(assign: wire.Assign, audio: bytes, threads: int, device: str, token: Any,
@@ -96,11 +101,13 @@ class Worker:
         self.ctx = context or zmq.Context.instance()
         self.threads = options.threads or machine_cores()
         self.info = wire.WorkerInfo(
-            id=f"w-{uuid.uuid4().hex[:16]}", host=socket.gethostname()[:255],
+            id=(f"w-{fingerprint(options.keys.public)}-{uuid.uuid4().hex[:12]}" if options.keys
+                else f"w-{uuid.uuid4().hex[:16]}"), host=socket.gethostname()[:255],
             machine=(options.machine or socket.gethostname())[:255], pid=os.getpid(), device=options.device,
             threads=self.threads, cores=machine_cores(), version=_version(),
         )
         self.sock: zmq.Socket | None = None
+        self.monitor: zmq.Socket | None = None  # handshake events: a refused key is logged as such
         self.job: wire.JobKey | None = None  # the run held: fitting, or its outcome not yet acknowledged
         self.token: Any = None
         self.thread: threading.Thread | None = None
@@ -113,6 +120,7 @@ class Worker:
         self.pending_progress: Progress | None = None
         self.backoff = options.heartbeat_s
         self.jobs_done = 0
+        self.told_forbidden = False
 
     # ------------------------------------------------------------------------------------------ socket
 
@@ -122,6 +130,10 @@ class Worker:
         sock.setsockopt(zmq.ROUTING_ID, self.info.id.encode())
         sock.setsockopt(zmq.RECONNECT_IVL, 200)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+        sock.setsockopt(zmq.MAXMSGSIZE, 1024 * 1024 * 1024)  # the queue's own bound is lower; this is a backstop
+        if self.o.keys is not None:
+            self.o.keys.apply(sock)
+        self.monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
         sock.connect(self.o.connect)
         self.sock = sock
         self.last_heard = time.monotonic()
@@ -131,8 +143,32 @@ class Worker:
 
     def _close(self) -> None:
         if self.sock is not None:
+            self._report_handshakes()
+            if self.monitor is not None:
+                self.sock.disable_monitor()
+                self.monitor.close(0)
+                self.monitor = None
             self.sock.close(0)
             self.sock = None
+
+    def _report_handshakes(self) -> None:
+        """CURVE refusals are silent on the wire: say so when the queue refused this worker's key (or keys)."""
+        from zmq.utils.monitor import recv_monitor_message
+
+        while self.monitor is not None:
+            try:
+                event = recv_monitor_message(self.monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if event["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                where = self.o.keys.where if self.o.keys else "none"
+                log.error("the queue at %s refused this worker's key (%s): allow it there with `sensorsynth trainer "
+                          "keys add-worker NAME`", self.o.connect, where)
+            else:
+                log.error("the queue at %s %s", self.o.connect, "has no keys: start this worker with --keys none"
+                          if self.o.keys else "uses CURVE keys: start this worker with --keys (a bundle from "
+                          "`sensorsynth trainer keys add-worker NAME`)")
+            return
 
     def _send(self, message: Any, *files: bytes) -> None:
         if self.sock is None:
@@ -243,7 +279,12 @@ class Worker:
             self._send(wire.Ready(worker=self.info, job=self.job))
             self._send_outbox()
         elif message.type == "error":
-            log.warning("the queue refused a message: %s", message.message)
+            if message.code != "forbidden":
+                log.warning("the queue refused a message: %s", message.message)
+            elif not self.told_forbidden:  # said once: it repeats on every heartbeat until the key is allowed
+                self.told_forbidden = True
+                log.error("the queue does not take this worker's key as a worker (%s); allow it there with "
+                          "`sensorsynth trainer keys add-worker NAME`", message.message)
 
     def _assign(self, message: wire.Assign, audio: bytes) -> None:
         key = wire.JobKey(job_id=message.job_id, attempt=message.attempt)

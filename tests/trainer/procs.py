@@ -18,6 +18,9 @@ REPO = Path(__file__).resolve().parents[2]
 # quick beats so a dead worker is noticed in about 2.4 s; generous liveness so a busy 2-core machine
 # (two fits, the queue and the test itself) does not declare a live worker dead
 BEAT = ["--heartbeat-s", "0.3", "--liveness", "8"]
+# the tests' "long" fits are tiny models given many steps, so that something is running to cancel (the
+# server's Record test asks for 200000); the trainer's own bound (20000 by default) is tested in test_security
+LONG_FITS = ["--max-steps", "200000"]
 
 
 _EPHEMERAL_BELOW = 32768  # Linux's default ip_local_port_range starts here
@@ -97,7 +100,7 @@ class Cluster:
         ready = self.root / f"ready-{time.monotonic_ns()}.json"
         p = self._spawn("trainer", ["trainer", "--bind", self.endpoint, "--db", str(self.root / "queue.db"),
                                     "--models", str(self.models), "--workers", str(workers), "--threads", "1",
-                                    "--ready-file", str(ready), *BEAT, *extra])
+                                    "--ready-file", str(ready), *BEAT, *LONG_FITS, *extra])
         deadline = time.monotonic() + timeout
         while not ready.exists():
             if not p.alive():

@@ -4,11 +4,11 @@ workers, stale and repeated results, restarts with running jobs and undelivered 
 from __future__ import annotations
 
 import itertools
+import os
 import time
 from pathlib import Path
 from typing import Any
 
-import pytest
 import zmq
 
 from sensorsynth.protocol import trainer as wire
@@ -24,11 +24,14 @@ _ids = itertools.count()
 class Peer:
     """A DEALER standing in for a worker or a client."""
 
-    def __init__(self, ctx: zmq.Context, endpoint: str, identity: str | None = None) -> None:
+    def __init__(self, ctx: zmq.Context, endpoint: str, identity: str | None = None, keys: Any = None) -> None:
         self.sock = ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.SNDTIMEO, 5000)  # a send with no connection to send on fails, never hangs
         if identity:
             self.sock.setsockopt(zmq.ROUTING_ID, identity.encode())
+        if keys is not None:
+            keys.apply(self.sock)
         self.sock.connect(endpoint)
         self.id = identity
 
@@ -79,12 +82,8 @@ class Rig:
         while quiet < 2:
             if self.broker.router.poll(20):
                 quiet = 0
-                while True:
-                    try:
-                        frames = self.broker.router.recv_multipart(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    self.broker.handle(frames)
+                while self.broker.receive():
+                    pass
             else:
                 quiet += 1
             self.broker.tick()
@@ -121,13 +120,6 @@ class Rig:
         self.broker.close()
         self.store.close()
         self.ctx.destroy(0)
-
-
-@pytest.fixture
-def rig(tmp_path: Path):
-    r = Rig(tmp_path)
-    yield r
-    r.close()
 
 
 def assigns(peer: Peer, rig: Rig | None = None) -> list[tuple[wire.Assign, bytes]]:
@@ -322,14 +314,20 @@ def test_submissions_that_cannot_run_are_kept_failed_with_a_reason(tmp_path: Pat
             "huge": ({"spec": {"n_resonances": 1000, "n_oscillators": 1000}}, "too large to fit"),
             "taken": ({}, "already exists"),
             "a..b": ({}, "bad name"),
+            "long": ({"settings": {"steps": 20_001}}, "this trainer runs at most 20000 per job"),
         }
         for name, (fields, words) in cases.items():
             job = rig.submit(client, name, **fields)
             assert (job.state, job.failure) == ("failed", "bad_input"), name
             assert words in job.reason, (name, job.reason)
-        assert rig.submit(client, "taken", replace=True).state == "queued"
+        # a file the trainer did not make: only an admin replaces it (on keyless loopback, the trainer's own
+        # user is the admin)
+        assert "made by someone else" in rig.submit(client, "taken", replace=True).reason
+        operator = Peer(rig.ctx, rig.endpoint, f"u{os.getuid()}.op")
+        assert rig.submit(operator, "taken", replace=True).state == "queued"
         assert rig.submit(client, "fine").state == "queued"
         assert "another job is already fitting" in rig.submit(client, "fine").reason
+        assert rig.submit(client, "fine", replace=True).state == "queued"  # its maker may replace it
     finally:
         rig.close()
 
@@ -343,8 +341,8 @@ def test_a_resent_submit_returns_the_same_job_and_list_and_fetch(rig: Rig) -> No
     replies = [m for m, _ in client.inbox(wire.TO_CLIENT) if m.type == "job"]
     assert [r.job.id for r in replies] == ["f" * 32] * 2 and len(rig.store.jobs()) == 1
     client.send(wire.ListJobs(req="l"))
-    client.send(wire.Fetch(job_id="ff", req="f"))
-    client.send(wire.Watch(job_id="0123", req="w"))
+    client.send(wire.Fetch(job_id="f" * 32, req="f"))
+    client.send(wire.Watch(job_id="0123" * 8, req="w"))
     client.send(wire.Hello(req="h"))
     rig.pump()
     got = {m.req: m for m, _ in client.inbox(wire.TO_CLIENT)}

@@ -87,3 +87,26 @@ def test_the_scheduler_never_overbooks_a_machine() -> None:
     # the longest-idle worker goes first
     fair = [Slot("x", "m1", 1, 1, idle=True, last_assigned=5.0), Slot("y", "m2", 1, 1, idle=True, last_assigned=1.0)]
     assert plan(["j"], fair) == [("j", "y")]
+
+
+def test_who_may_do_what() -> None:
+    """The access rules alone (sensorsynth.trainer.access): roles by key, owners by key or by the user id a
+    keyless loopback client names, the trainer's own user as the keyless admin."""
+    from sensorsynth.trainer.access import identify, may_replace, may_see, may_send
+
+    roles = {"K1": frozenset({"worker"}), "K2": frozenset({"client"}), "K3": frozenset({"admin"})}
+    ring = lambda key: roles.get(key, frozenset())  # noqa: E731
+    worker, client, admin = (identify(b"x", k, ring, 1000) for k in ("K1", "K2", "K3"))
+    assert identify(b"x", "K9", ring, 1000) is None and identify(b"x", None, ring, 1000) is None
+    assert may_send(worker, "done") and not may_send(worker, "submit") and may_send(worker, "hello")
+    assert may_send(client, "cancel") and not may_send(client, "ready")
+    assert may_send(admin, "list") and not may_send(admin, "done")
+    assert (client.owner, client.key) == ("key:K2", "K2")
+    assert may_see(client, "key:K2") and not may_see(client, "key:K4") and may_see(admin, "key:K4")
+    assert may_replace(client, "key:K2", []) and not may_replace(client, None, [])
+    assert not may_replace(client, "key:K2", ["key:K4"]) and may_replace(admin, None, ["key:K4"])
+    mine, theirs, me = (identify(i, None, None, 1000) for i in (b"u1001.abc", b"u1002.def", b"u1000.x"))
+    assert mine.owner == "local:u1001" and identify(b"u1001.zzz", None, None, 1000).owner == mine.owner
+    assert not mine.admin and not may_see(mine, theirs.owner) and me.admin and may_see(me, theirs.owner)
+    anonymous = identify(b"\x00\x80\x00\x00\x29", None, None, 1000)
+    assert anonymous.owner == "local:0080000029" and anonymous.worker and not anonymous.admin

@@ -98,7 +98,9 @@ def test_submit_jobs_and_cancel_from_the_command_line(shared: Cluster) -> None:
         assert any(j["id"] == job_id and j["state"] == "running" for j in data["jobs"])
         holder = next(w for w in client.list().workers if w.job and w.job.job_id == job_id)
         start = time.monotonic()
-        cancelled = shared.run("cancel", job_id[:8])
+        prefix = shared.run("cancel", job_id[:8])  # a prefix no longer names a job
+        assert prefix.returncode == 2 and "is not a full job id" in prefix.stderr
+        cancelled = shared.run("cancel", job_id)
         assert cancelled.returncode == 0 and cancelled.stdout.strip() == f"cancelled {job_id[:8]} (long)"
         assert client.job(job_id).state == "cancelled"
 
@@ -107,10 +109,10 @@ def test_submit_jobs_and_cancel_from_the_command_line(shared: Cluster) -> None:
 
         wait_for(let_go, 10, "the worker to stop the cancelled fit")
         print(f"\ncancel -> worker idle: {time.monotonic() - start:.2f} s")
-    again = shared.run("cancel", job_id[:8])
+    again = shared.run("cancel", job_id)
     assert again.returncode == 2 and "error: job" in again.stderr and "already cancelled" in again.stderr
-    unknown = shared.run("cancel", "fffffff")
-    assert unknown.returncode == 2 and "no job fffffff" in unknown.stderr
+    unknown = shared.run("cancel", "f" * 32)
+    assert unknown.returncode == 2 and f"no job {'f' * 32}" in unknown.stderr
     assert shared.run("cancel", "not-hex").returncode == 2
 
 
@@ -267,7 +269,7 @@ def test_fits_as_ray_tasks_behind_the_same_queue(tmp_path: Path) -> None:
     try:
         cluster.start_trainer("--ray", "local", workers=0, timeout=180)
         with cluster.client() as client:
-            long = client.submit(clip_bytes(), "ray-long", settings=quick(50000), spec=TINY_SPEC)
+            long = client.submit(clip_bytes(), "ray-long", settings=quick(20000), spec=TINY_SPEC)
             wait_for(lambda: (p := client.job(long.id).progress) and p.step > 3, 120, "the Ray task to report")
             assert client.job(long.id).worker == "ray"
             jobs = [client.submit(clip_bytes(), f"ray{i}", settings=quick(40), spec=TINY_SPEC) for i in range(2)]
