@@ -120,6 +120,8 @@ SERVE_MEANING: dict[str, str | tuple[str, str]] = {
     "tls_key": ("inside `tls_cert`", "its PEM private key"),
     "tls_dir": ("`~/.local/share/sensorsynth/tls`", "where `self-signed` keeps its files (`$XDG_DATA_HOME` is "
                 "honoured)"),
+    "trainer_keys": ("none", "CURVE keys for a trainer that has keys: a client bundle from `sensorsynth trainer keys "
+                     "add-client NAME` (default: `$SENSORSYNTH_TRAINER_KEYS`; see [Trainer security](trainer-security.md))"),
     "trainer": ("none", "the trainer's endpoint, e.g. `tcp://127.0.0.1:5555`: the pages' Record buttons send "
                 "clips there as fitting jobs; none: recording is off and the pages say how to turn it on"),
     "record_fit": "fit settings for recorded clips (any `FitSettings` field, as `fit --set`) and a `spec` "
@@ -198,7 +200,7 @@ TRAINER_MEANING: dict[str, dict[str, str]] = {
     },
 }
 
-SUBCOMMANDS = ["fit", "render", "info", "serve", "doctor", "trainer", "worker", "submit", "jobs", "cancel"]
+SUBCOMMANDS = ["fit", "render", "info", "serve", "doctor", "trainer", "worker", "submit", "jobs", "cancel", "fetch"]
 
 # --------------------------------------------------------------------------------------------- rendering
 

@@ -179,6 +179,7 @@ class Service:
         self.web = web = WebServer(engine, rejections, WebLimits.from_config(config), access, mappings=mappings)
         self.fits = fits = FitEdge(engine, config.trainer, config.record_fit, rejections, config.reload_interval_s)
         web.fits = fits  # Record buttons: uploaded clips → trainer jobs → the uploader's voice
+        fits.trainer_keys = config.trainer_keys or fits.trainer_keys  # CURVE keys when the trainer has them
         self.osc = self._osc_server(rejections, presets)
         self.extra = {port: self._osc_server(rejections, presets) for port in presets.ports}
         try:
