@@ -109,6 +109,7 @@ def test_the_readme_starts_with_the_two_commands():
     ]
 
 
+@pytest.mark.slow
 def test_the_generated_tables_match_the_code():
     proc = subprocess.run([sys.executable, str(DOCS / "gen_reference.py"), "--check"], cwd=REPO, env=_env(),
                           capture_output=True, text=True, timeout=300)
@@ -266,6 +267,7 @@ def _get(port: int, path: str):
         return json.loads(r.read())
 
 
+@pytest.mark.slow
 def test_every_status_and_ready_file_field_a_server_reports_is_documented(server):
     text = section(PROTOCOL.read_text(encoding="utf-8"), "Status fields")
     status = _get(server["ws_port"], "/health")

@@ -254,6 +254,7 @@ def test_the_cli_refuses_a_bomb_in_one_line(bombs: dict[str, Path], tmp_path: Pa
     assert r.returncode == 0, r.stderr
 
 
+@pytest.mark.slow
 def test_a_server_with_a_bomb_in_its_folder_starts_logs_it_and_plays_the_rest(bombs: dict[str, Path],
                                                                              tmp_path: Path) -> None:
     """A real ``sensorsynth serve`` process: the bomb sorts first (it would be the default instrument); the

@@ -231,6 +231,7 @@ def test_detach_gives_a_plain_renderer_back():
     np.testing.assert_array_equal(np.concatenate([out, live.render(20 * B)]), ref.render(30 * B))
 
 
+@pytest.mark.slow
 def test_the_null_output_is_paced_by_the_clock_and_plays_exactly_what_process_plays():
     """The compiled null loop on its own thread for about 1.5 s, 8 voices: the tap holds exactly
     Renderer.process's blocks, in order, one per due time; meanwhile renderer.time advances (read from here)."""
@@ -338,6 +339,7 @@ def test_reloads_race_with_a_callback_thread():
     assert live.counters["resets"] == 0 and live.counters["mismatched"] == 0
 
 
+@pytest.mark.slow
 def test_the_callback_body_cannot_fail_and_calls_no_python():
     """The machine code of the callback's body (compiled here without the cache, to inspect it): it returns
     the constant status 0 (numba's error path, the only place that would take the GIL, is never reached) and

@@ -37,7 +37,10 @@ from sensorsynth.render.renderer import Renderer  # noqa: E402
 
 from .instruments import fixed_noise, make_instrument, rel_error  # noqa: E402
 
-pytestmark = pytest.mark.skipif(not cuda.is_available(), reason="numba.cuda has no device and is not simulated")
+pytestmark = [  # under the simulator each case takes seconds: the full suite runs them, the fast lane does not
+    pytest.mark.slow,
+    pytest.mark.skipif(not cuda.is_available(), reason="numba.cuda has no device and is not simulated"),
+]
 SIMULATED = "simulator" in cuda.stream.__module__
 TOLERANCE = 1e-4
 # tiny instruments: the simulator runs every GPU thread as a Python thread

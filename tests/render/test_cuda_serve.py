@@ -10,6 +10,7 @@ import time
 import urllib.request
 
 import numpy as np
+import pytest
 import soundfile as sf
 from pythonosc.udp_client import SimpleUDPClient
 
@@ -38,6 +39,7 @@ def _wait(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@pytest.mark.slow
 def test_serve_device_cuda_plays_through_the_cuda_renderer(tmp_path):
     models = tmp_path / "models"
     models.mkdir()

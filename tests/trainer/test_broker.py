@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import zmq
 
 from sensorsynth.protocol import trainer as wire
@@ -137,6 +138,7 @@ def of_type(messages: list[tuple[Any, list[bytes]]], kind: str) -> list[Any]:
     return [m for m, _ in messages if m.type == kind]
 
 
+@pytest.mark.slow
 def test_a_job_runs_and_completes_once(rig: Rig, tmp_path: Path) -> None:
     worker, client = rig.worker(), Peer(rig.ctx, rig.endpoint)
     rig.pump()

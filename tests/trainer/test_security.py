@@ -201,6 +201,7 @@ def _free() -> int:
     return free_port()
 
 
+@pytest.mark.slow
 def test_an_unauthenticated_client_gets_nothing_and_cannot_read_announcements(keyed: Rig) -> None:
     stranger_keys = K.PeerKeys(keyed.keys["alice"].server_public, *zmq.curve_keypair(), where="nowhere")
     for peer in (Peer(keyed.ctx, keyed.endpoint),  # no keys at all
@@ -285,6 +286,7 @@ def test_a_removed_key_is_refused_at_its_next_message(keyed: Rig) -> None:
 # ------------------------------------------------------------------------------------ real processes
 
 
+@pytest.mark.slow
 def test_submit_and_a_worker_on_two_machines_with_keys(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Two "machines" on 127.0.0.1: the trainer (keys forced on, with its own local worker) and a worker with a
     bundle from `keys add-worker` as real processes, `submit` as a process with a bundle from `keys add-client`;
@@ -352,6 +354,7 @@ def test_submit_and_a_worker_on_two_machines_with_keys(tmp_path: Path, capsys: p
         cluster.close()
 
 
+@pytest.mark.slow
 def test_the_servers_record_flow_through_a_trainer_with_keys(tmp_path: Path) -> None:
     """`serve --trainer` as a client of a trainer with keys (a client bundle given by SENSORSYNTH_TRAINER_KEYS):
     an uploaded clip is fitted and fetched into the server's own folder (the trainer writes into another)."""
@@ -408,6 +411,7 @@ def test_the_servers_record_flow_through_a_trainer_with_keys(tmp_path: Path) -> 
         cluster.close()
 
 
+@pytest.mark.slow
 def test_a_refused_key_is_said_not_guessed(keyed: Rig) -> None:
     """CURVE refusals are silent on the wire; the client reads its socket's handshake events and says which
     it was: a key the trainer does not know, or no keys for a trainer that requires them."""
