@@ -310,6 +310,13 @@ class Renderer:
         new, old = self._posted, self._bank
         if new.sized is not old.sized:
             self._migrate(old.sized, new.sized)
+        for voice, row in self._renumber(new, old):
+            K.apply_message(K.MSG_INSTRUMENT, voice, row, 0.0, *self._args)
+        self._bank = new
+
+    def _renumber(self, new, old) -> list[tuple[int, int]]:
+        """Point every slot at its instrument's row in ``new`` and take ``new``'s arrays; returns the (voice,
+        row) pairs whose instrument was replaced, for the caller to cross-fade (the CUDA renderer logs them)."""
         row_of = {id(x): i for i, x in enumerate(new.entries)}
         vmeta = self._fixed.views["vmeta"]
         swaps = []
@@ -323,9 +330,7 @@ class Renderer:
             vmeta[s, K.V_INST] = row_of[id(entry)]  # kept by _build_bank: a KeyError here is a bug
         self._args = new.args
         self._views = new.views
-        for voice, row in swaps:
-            K.apply_message(K.MSG_INSTRUMENT, voice, row, 0.0, *self._args)
-        self._bank = new
+        return swaps
 
     def _migrate(self, old: Allocation, new: Allocation) -> None:
         """Copy every slot's state into larger sized arrays. The excitation ring is re-indexed: it holds the

@@ -245,20 +245,7 @@ class CudaRenderer(Renderer):
         if not self._capacity.covers(new.capacity):
             self._flush_inflight()
             self._device_setup(new.capacity.union(self._capacity), old=self._dev)
-        row_of = {id(x): i for i, x in enumerate(new.entries)}
-        vmeta = self._fixed.views["vmeta"]
-        swaps = []
-        for s in range(vmeta.shape[0]):
-            row = int(vmeta[s, K.V_INST])
-            if row == K.NO_INSTRUMENT:
-                continue
-            entry = old.entries[row]
-            if s < self.max_voices and new.entries[row] is not entry:
-                swaps.append((s, row))
-            vmeta[s, K.V_INST] = row_of[id(entry)]
-        self._args = new.args
-        self._views = new.views
-        for voice, row in swaps:
+        for voice, row in self._renumber(new, old):
             self._apply(K.MSG_INSTRUMENT, voice, row, 0.0)
         self._bank = new
         self._upload_bank(new)
