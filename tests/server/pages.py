@@ -34,7 +34,7 @@ def wait_until(check, timeout: float, what: str, step: float = 0.05):
         value = check()
         if value:
             return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
         time.sleep(step)
 
 

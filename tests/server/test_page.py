@@ -19,10 +19,9 @@ import pytest
 import soundfile as sf
 
 from .browser_wait import wait_js
+from .pages import CHROMIUM  # the browser fixture (a fresh profile each launch) is tests/server/conftest.py's
 
-CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOT = Path("/tmp/live-page.png")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no system Chromium at {CHROMIUM}")
@@ -48,17 +47,6 @@ def health(server) -> dict:
 
 def recorded_seconds(server) -> float:
     return float(health(server)["recording"]["seconds"])
-
-
-@pytest.fixture
-def browser():
-    with sync_api.sync_playwright() as p:
-        # A fresh profile every launch (launch, not a persistent context): no state leaks between runs.
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def open_page(browser, url: str, problems: list[str], **context_args):

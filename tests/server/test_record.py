@@ -34,6 +34,7 @@ from ..trainer.helpers import TINY_SPEC
 from ..trainer.procs import Cluster
 from .conftest import BUNDLED, REPO
 from .browser_wait import wait_js
+from .pages import wait_until  # noqa: F401 - test_server_security imports it from here too
 
 pytestmark = [pytest.mark.slow, pytest.mark.trainer]  # a real trainer and server
 
@@ -72,16 +73,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def wait_until(check, timeout: float, what: str, step: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(step)
 
 
 # ------------------------------------------------------------------------------------ the checks, alone
