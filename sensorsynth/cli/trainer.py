@@ -1,8 +1,12 @@
-"""The trainer's subcommands: ``trainer``, ``worker``, ``submit``, ``jobs``, ``cancel``. Argparse wiring and
+"""The trainer's subcommands: ``trainer``, ``worker``, ``submit``, ``jobs``, ``cancel``, ``fetch``. Argparse wiring and
 thin handlers over :mod:`sensorsynth.trainer.broker`, :mod:`~sensorsynth.trainer.worker` and
 :mod:`~sensorsynth.trainer.client`; pyzmq and the rest are imported only when a command runs, so
 ``sensorsynth --help`` stays fast. ``trainer`` (with local or Ray workers) and ``worker`` fit, so they need the
-fitting extra and say so in one line without it; ``submit``, ``jobs`` and ``cancel`` only talk to a queue."""
+fitting extra and say so in one line without it; ``submit``, ``jobs``, ``cancel`` and ``fetch`` only talk to a
+queue, and ``trainer keys`` manages its CURVE keys.
+
+(Past 500 lines on purpose: seven commands and the key management share one set of connection, key and
+output options; each handler is a few lines over the trainer package, which holds the logic.)"""
 
 from __future__ import annotations
 
