@@ -93,6 +93,9 @@ SERVE_MEANING: dict[str, str | tuple[str, str]] = {
                                "free ones)",
     "osc_messages_per_s": "OSC datagrams per second from one sender (bursts of twice that); beyond, they are "
                           "dropped and counted (loopback is exempt)",
+    "learned_dir": ("the models folder", "folder the mappings taught on the pages (`<instrument>.learned.json`) are "
+                    "saved in; read first at start, then the models folder (the systemd unit uses its own state "
+                    "folder: its models folder is read-only)"),
     "local_uncapped": "this machine's own clients and OSC senders (loopback) skip the per-address caps, the "
                       "OSC sender rate and the status-reply bound; `false` holds them to these like any address "
                       "(behind a reverse proxy on this box)",

@@ -175,7 +175,7 @@ class Service:
         self.output = output
         rejections = Rejections()
         access = AccessPolicy.from_config(config)  # Host, token, Origin, admin (docs/server-security.md)
-        self.mappings = mappings = MappingEdge(engine, rejections, presets)
+        self.mappings = mappings = MappingEdge(engine, rejections, presets, config.learned_dir)
         self.web = web = WebServer(engine, rejections, WebLimits.from_config(config), access, mappings=mappings)
         self.fits = fits = FitEdge(engine, config.trainer, config.record_fit, rejections, config.reload_interval_s)
         web.fits = fits  # Record buttons: uploaded clips → trainer jobs → the uploader's voice

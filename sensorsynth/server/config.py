@@ -22,6 +22,8 @@ class ServeConfig(BaseModel):
 
     models: Path = Field(Path("models"), description="folder of .instrument files (or one file)")
     instrument: str | None = Field(None, description="instrument every voice starts on (default: the first)")
+    learned_dir: Path | None = Field(None, description="folder the mappings taught on the pages are saved in "
+                                     "(default: the models folder); for a models folder this server only reads")
     host: str = Field("0.0.0.0", description="address the OSC and web ports listen on")
     osc_port: int = Field(9000, ge=0, le=65535, description="UDP port for OSC (0 = any free port)")
     ws_port: int = Field(8765, ge=0, le=65535, description="TCP port of the page and the WebSocket (0 = any)")
@@ -157,7 +159,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
             data = {**{k: v for k, v in data.items() if k != "serve"}, **data["serve"]}
         if path.parent != Path("."):
             for key in ("models", "record", "ready_file", "tls_cert", "tls_key", "tls_dir",
-                        "trainer_keys"):  # relative to the file
+                        "trainer_keys", "learned_dir"):  # relative to the file
                 if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
                     data[key] = str(path.parent / data[key])
             if isinstance(data.get("presets"), list):  # preset files too (bundled names stay names)

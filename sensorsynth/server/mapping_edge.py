@@ -2,7 +2,9 @@
 
 The hub (:mod:`sensorsynth.mapping.hub`) is pure; this module does what it may not: read the clock, time
 the mapping's compute, submit commands, run the replay/stale-frame tick, train learned models off the event
-loop and keep them as ``<models>/<instrument>.learned.json`` (written atomically, read at start).
+loop and keep them as ``<instrument>.learned.json`` in ``learned_dir`` (default: the models folder; a server
+that may only read its models folder, as under the systemd units, saves them in its own state folder),
+written atomically, read at start (from ``learned_dir`` first, else from the models folder).
 """
 
 from __future__ import annotations
@@ -34,9 +36,11 @@ def learned_path(folder: Path, instrument: str) -> Path:
 
 
 class MappingEdge:
-    def __init__(self, engine: Engine, rejections: Rejections, presets: PresetTable | None = None) -> None:
+    def __init__(self, engine: Engine, rejections: Rejections, presets: PresetTable | None = None,
+                 learned_dir: Path | None = None) -> None:  # fmt: skip
         self.engine = engine
         self.library = engine.library
+        self.learned_dir = Path(learned_dir) if learned_dir is not None else None
         self.rejections = rejections
         self.hub = MappingHub(self._instrument, presets)
         self.compute_us = Stats(1.0)  # the hub's time per frame, µs
@@ -200,7 +204,7 @@ class MappingEdge:
             try:
                 self.save_learned(instrument)
             except OSError as exc:
-                errors["*"] = f"trained, but cannot save {learned_path(self.library.folder, instrument)}: {exc}"
+                errors["*"] = f"trained, but cannot save {learned_path(self._learned_folder, instrument)}: {exc}"
         log.info("learned mappings for %s: %s%s", instrument, ", ".join(models) or "none",
                  f" (not: {errors})" if errors else "")
         return {"trained": {s: {"pairs": m.pairs, "events": m.events, "score": m.score} for s, m in models.items()},
@@ -209,14 +213,22 @@ class MappingEdge:
     def save_learned(self, instrument: str) -> Path:
         k = self.library.entries[instrument].instrument.spec.control_plane_dim
         doc = LearnedFile(instrument=instrument, control_dims=k, sources=self.hub.learned.get(instrument, {}))
-        path = learned_path(self.library.folder, instrument)
+        path = learned_path(self._learned_folder, instrument)
+        path.parent.mkdir(parents=True, exist_ok=True)
         return atomic_write(path, doc.model_dump_json(indent=1))
+
+    @property
+    def _learned_folder(self) -> Path:
+        return self.learned_dir if self.learned_dir is not None else self.library.folder
 
     def load_learned(self) -> None:
         for name, entry in self.library.entries.items():
-            path = learned_path(self.library.folder, name)
-            if not path.is_file():
+            # this server's own saves first, then what came with the models folder
+            found = [p for p in (learned_path(self._learned_folder, name), learned_path(self.library.folder, name))
+                     if p.is_file()]
+            if not found:
                 continue
+            path = found[0]
             try:
                 doc = LearnedFile.model_validate_json(path.read_text())
             except (OSError, ValueError, ValidationError) as exc:
