@@ -63,11 +63,16 @@ def test_a_short_flood_keeps_the_sound_whole(start_server):
         s.close()
     assert after["running"] and after["osc"]["messages"] >= n
     assert after["events"]["dropped"] == 0 and after["events"].get("inbox_full", 0) == 0
-    # no block failed to render; a block or two may be late when the machine wakes the clock loop late (the
-    # reference VM wakes a realtime thread up to ~8 ms late with nothing running: README, Reliability), while a
-    # render starved by the flood would leave a run of late blocks
+    # No block failed to render. A few may be late when the machine wakes the clock loop late: the reference VM
+    # (preempt=none) wakes a realtime thread up to ~8 ms late, about 3 blocks, with nothing running (docs:
+    # Benchmarks, reliability), and after a long suite (JACK's dummy driver and earlier servers' exits) that
+    # happens once or twice in the window. A render starved by the flood would be late for hundreds of the
+    # window's ~1,500 blocks: at most 1 % may be late.
     path = after.get("audio_path", {})
-    assert path.get("not_rendered", 0) == 0 and after["underruns"] - before["underruns"] <= 2, path
+    blocks = path.get("blocks", 0) - before.get("audio_path", {}).get("blocks", 0)
+    late = after["underruns"] - before["underruns"]
+    assert blocks > 1000, path
+    assert path.get("not_rendered", 0) == 0 and late <= max(2, blocks // 100), (late, blocks, path)
     assert after["latency_ms"]["p99"] <= 1000 * 64 / 22050 + 2.0, after["latency_ms"]
     assert after["block_us"]["p99"] < 2902
     assert ws_sent and ws_sent[0] > 4 * 4.0 * 30
