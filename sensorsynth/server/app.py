@@ -25,6 +25,7 @@ from .fits import FitEdge
 from .library import Library, LibraryError
 from .mapping_edge import MappingEdge
 from .osc import OscPolicy, OscServer
+from .osc_batch import ControlLane
 from .playout import NullOutput, Output, SoundDeviceError, SoundDeviceOutput
 from .recorder import Recorder, RecorderError
 from .access import AccessPolicy
@@ -180,7 +181,7 @@ class Service:
         self.fits = fits = FitEdge(engine, config.trainer, config.record_fit, rejections, config.reload_interval_s)
         web.fits = fits  # Record buttons: uploaded clips → trainer jobs → the uploader's voice
         fits.trainer_keys = config.trainer_keys or fits.trainer_keys  # CURVE keys when the trainer has them
-        self.osc = self._osc_server(rejections, presets)
+        self.osc = self._osc_server(rejections, presets, lane=True)
         self.extra = {port: self._osc_server(rejections, presets) for port in presets.ports}
         try:
             await self._listen(presets, tls)
@@ -237,13 +238,19 @@ class Service:
         else:
             self.mappings.osc_item(item, arrival)
 
-    def _osc_server(self, rejections: Rejections, presets: PresetTable) -> OscServer:
+    def _lane_ready(self) -> bool:
+        """The compiled control lane may run: no learning session records OSC's controls as targets (it needs
+        each as a command)."""
+        return not any(s.recording for owner, s in self.mappings.hub.sessions.items() if owner.startswith("osc"))
+
+    def _osc_server(self, rejections: Rejections, presets: PresetTable, lane: bool = False) -> OscServer:
         config = self.config
+        fast = ControlLane(self.engine, self._lane_ready, config.osc_controls_all_voices) if lane else None
         return OscServer(
             self._osc_sink, self.web.status, rejections, timetag_window_s=config.timetag_window_s,
             allowed_senders=set(config.osc_allowed_senders) if config.osc_allowed_senders else None,
             presets=presets, on_bundle_end=self.mappings.bundle_end,
-            policy=OscPolicy.from_config(config), voice_owner=self._voice_owner,
+            policy=OscPolicy.from_config(config), voice_owner=self._voice_owner, lane=fast,
         )
 
     async def _listen(self, presets: PresetTable, tls) -> None:

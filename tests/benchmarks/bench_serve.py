@@ -181,6 +181,50 @@ def phase_load(tmp: Path, args) -> dict:
         server.stop()
 
 
+def blaster(port: int, seconds: float, sent) -> None:
+    """One sender, as fast as it can: one 16-float control message for voice 0 per datagram."""
+    m = OscMessageBuilder("/sensorsynth/control")
+    for k in range(K):
+        m.add_arg(0.02 if k % 5 == 0 else 0.0, "f")
+    gram = m.build().dgram
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+    addr = ("127.0.0.1", port)
+    n = 0
+    t_end = time.perf_counter() + seconds
+    while time.perf_counter() < t_end:
+        for _ in range(100):
+            try:
+                sock.sendto(gram, addr)
+                n += 1
+            except OSError:
+                pass
+    sent.value = n
+    sock.close()
+
+
+def phase_saturate(tmp: Path, args) -> dict:
+    """One sender blasting 16-float control messages at its full speed for --saturate-seconds: what the server
+    reads per second, its CPU per 10,000 messages, and whether the audio kept its deadlines."""
+    server = launch(tmp, *args.server_args, record=False)
+    try:
+        time.sleep(2)
+        pid = server.proc.pid
+        before = health(server)
+        c0, t0 = cpu_seconds(pid), time.monotonic()
+        ctx = mp.get_context("spawn")
+        sent = ctx.Value("q", 0)
+        p = ctx.Process(target=blaster, args=(server.osc_port, args.saturate_seconds, sent))
+        p.start()
+        p.join(args.saturate_seconds + 30)
+        cpu, wall = cpu_seconds(pid) - c0, time.monotonic() - t0
+        time.sleep(0.3)
+        after = health(server)
+        return {"before": before, "after": after, "sent": sent.value, "cpu": cpu, "wall": wall}
+    finally:
+        server.stop()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--output", choices=["null", "sound"], default="null")
@@ -192,7 +236,8 @@ def main() -> None:
     ap.add_argument("--senders", type=int, default=50)
     ap.add_argument("--rate", type=float, default=10000.0)
     ap.add_argument("--voices", type=int, default=8)
-    ap.add_argument("--phases", default="cpu,latency,load")
+    ap.add_argument("--saturate-seconds", type=float, default=5.0)
+    ap.add_argument("--phases", default="cpu,latency,load,saturate")
     ap.add_argument("--server-args", default="", help="more options for the server, e.g. '--prefill-blocks 2'")
     args = ap.parse_args()
     args.server_args = ["--block-size", str(args.block_size), "--output", args.output, *args.server_args.split()]
@@ -235,6 +280,23 @@ def main() -> None:
                   f"rejected {sum(a['rejected'].values())}; server CPU {a['cpu_load']:.2f} cores; "
                   f"RSS {rss[0][1] if rss else 0:.0f} -> {rss[-1][1] if rss else 0:.0f} MB "
                   f"(growth after the first part {growth:+.1f} %)")
+        if "saturate" in phases:
+            r = phase_saturate(tmp, args)
+            a, b = r["after"], r["before"]
+            read = a["osc"]["messages"] - b["osc"]["messages"]
+            secs = args.saturate_seconds
+            per_s = read / secs
+            ap_a, ap_b = a.get("audio_path") or {}, b.get("audio_path") or {}
+            under = a["underruns"] - b["underruns"]
+            print(f"OSC saturation: one sender blasting 16-float controls for {secs:.0f} s: sent {r['sent'] / secs:,.0f}/s, "
+                  f"server read {per_s:,.0f}/s (target >= 100,000/s; compiled lane {(a['osc'].get('fast', 0) - b['osc'].get('fast', 0)) / secs:,.0f}/s), commands "
+                  f"{(a['osc']['commands'] - b['osc']['commands']) / secs:,.0f}/s; server CPU {r['cpu'] / r['wall']:.2f} "
+                  f"cores, {1e4 * r['cpu'] / max(read, 1) * 1000:.1f} ms of CPU per 10,000 messages")
+            print(f"  under-runs {under} (target 0; by cause "
+                  f"{ {k: ap_a.get(k, 0) - ap_b.get(k, 0) for k in ('not_rendered', 'device_underflow', 'late')} }); "
+                  f"latency p99 {a['latency_ms']['p99']:.2f} ms (target <= {1000 * args.block_size / 22050 + 2:.1f}); "
+                  f"audio block p99 {a['block_us']['p99']:.0f} µs; events dropped {a['events'].get('dropped')}, "
+                  f"inbox full {a['events'].get('inbox_full')}, rejected {sum(a['rejected'].values()) - sum(b['rejected'].values())}")
 
 
 if __name__ == "__main__":

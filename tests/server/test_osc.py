@@ -705,8 +705,8 @@ async def test_start_stop_and_restart():
     _, port = await server.start("127.0.0.1", 0)
     with pytest.raises(RuntimeError):
         await server.start("127.0.0.1", 0)
-    # asyncio's default 256 KiB read buffer per datagram costs ~20 µs each (see bench_osc.py)
-    assert getattr(server._transport, "max_size", MAX_PACKET) == MAX_PACKET
+    # datagrams up to the largest UDP payload arrive whole into the preallocated batch buffers
+    assert server._batch.data.shape[1] >= MAX_PACKET
     # the injected clock judges time tags
     send(port, bundle(at_time(NOW - 0.5), GOOD))
     await until(lambda: len(rec.commands) == 1)
