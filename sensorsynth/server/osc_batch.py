@@ -36,7 +36,7 @@ from numba import njit
 
 from ..render import kernel as K
 
-__all__ = ["BATCH", "DatagramBatch", "ingest", "sender_keys", "LOOPBACK_V4", "RESULT_FIELDS"]
+__all__ = ["BATCH", "LOOPBACK_V4", "RESULT_FIELDS", "DatagramBatch", "ingest", "sender_keys"]
 
 BATCH = 64  # datagrams per recvmmsg
 DATAGRAM_BYTES = 65536  # MAX_PACKET: no UDP datagram is larger
