@@ -103,6 +103,49 @@ def parse_figures() -> None:
     print(f"  (Control.of alone, 16 floats: {per_call_us(lambda: Control.of(values), n):.2f} µs)")
 
 
+def lane_figures() -> None:
+    """The compiled control lane in-process: 64 datagrams of 16 floats per batch, into a real engine's inbox
+    (the bundled instrument, not started: a block is rendered between batches, outside the timing)."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+
+    from sensorsynth.server.engine import Engine, EngineSettings
+    from sensorsynth.server.library import Library
+    from sensorsynth.server.osc_batch import BATCH, ControlLane, DatagramBatch
+    from sensorsynth.server.playout import NullOutput
+
+    with tempfile.TemporaryDirectory() as d:
+        shutil.copy(Path(__file__).resolve().parents[2] / "models" / "guitar.instrument", d)
+        lib = Library(Path(d))
+        lib.scan(settle=False)
+        engine = Engine(lib, EngineSettings(sample_rate=22050, block_size=64, max_voices=8, realtime_priority=0),
+                        NullOutput(22050, 64))
+        lane = ControlLane(engine)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        batch = DatagramBatch(sock, use_recvmmsg=False)
+        gram = message("/sensorsynth/control", *[0.02 * (i % 5 == 0) for i in range(K)], types="f" * K)
+        for i in range(BATCH):
+            batch.data[i, : len(gram)] = np.frombuffer(gram, np.uint8)
+            batch.lens[i] = len(gram)
+        allowed = np.ones(BATCH, np.uint8)
+        times = []
+        for rep in range(3000):
+            t0 = time.perf_counter_ns()
+            lane.prepare(t0)
+            lane.run(batch, allowed, 0, BATCH)
+            lane.finish(t0)
+            times.append(time.perf_counter_ns() - t0)
+            engine.renderer.process()
+        sock.close()
+    per = float(np.median(times[100:])) / BATCH / 1000
+    print(f"\ncompiled control lane (server/osc_batch.py), batches of {BATCH} 16-float /control messages into a real "
+          f"engine's inbox: {per:.3f} µs per message (median), i.e. {1e6 / per:,.0f} messages/s of one core "
+          f"before the socket (end to end: bench_serve.py --phases saturate)")
+
+
 # ------------------------------------------------------------------------------------------------- end to end
 
 
@@ -190,6 +233,7 @@ def main() -> None:
     ap.add_argument("--skip-socket", action="store_true")
     args = ap.parse_args()
     parse_figures()
+    lane_figures()
     if args.skip_socket:
         return
     print(f"\nend to end over 127.0.0.1, {args.rate:g} msgs/s for {args.seconds:g} s (receiver's CPU per message)")
