@@ -505,19 +505,12 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------- keys, limits, fetch
-# (new functions, so the command wiring above stays as it was: see docs/trainer-security.md). ``trainer keys`` and
-# ``fetch`` live here too. Imports are absolute, so these work wherever this module lives (cli/ or trainer/).
-# This makes the module longer than 500 lines: it is every trainer subcommand's wiring, each handler thin.
+# ``trainer keys`` and ``fetch`` live here too (docs/trainer-security.md). This makes the module longer than 500
+# lines: it is every trainer subcommand's wiring, each handler thin.
 
 KEYS_ENV = "SENSORSYNTH_TRAINER_KEYS"
 
 
-def _cli_error() -> Any:
-    """CliError wherever this module lives: the cli/ package imports it at the module's top (from .common), the
-    single-module cli has it as sensorsynth.cli.CliError. (Looked up, not imported: importing the cli package
-    from one of its command groups would import the others. Once merged, plain ``CliError`` will do.)"""
-    found = globals().get("CliError")
-    return found if found is not None else importlib.import_module("sensorsynth.cli").CliError
 DEFAULT_PEER_KEYS = ".sensorsynth/keys"
 
 
@@ -530,7 +523,6 @@ def add_peer_keys_option(p: argparse.ArgumentParser, role: str) -> None:
 
 def peer_keys_of(args: argparse.Namespace, role: str) -> Any:
     """The PeerKeys ``--keys`` (or its defaults) names, or None; a folder that cannot be used is a CliError."""
-    CliError = _cli_error()
     from sensorsynth.trainer.keys import KeysError, PeerKeys
 
     folder = getattr(args, "keys", None) or os.environ.get(KEYS_ENV)
@@ -598,7 +590,6 @@ def _default_trainer_keys(db: str) -> Path:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
-    CliError = _cli_error()
     from sensorsynth.trainer import keys as K
 
     folder = Path(getattr(args, "keys_dir", None) or _default_trainer_keys(getattr(args, "db", DEFAULT_DB)))
@@ -638,7 +629,6 @@ def cmd_keys(args: argparse.Namespace) -> int:
 def trainer_security(args: argparse.Namespace) -> dict[str, Any]:
     """BrokerConfig fields for the trainer's keys and bounds. Refuses (CliError, one line) to listen beyond
     loopback without keys; makes the keys on first start in a --keys folder that has none."""
-    CliError = _cli_error()
     from sensorsynth.trainer import keys as K
     from sensorsynth.trainer.broker import MiB
 
@@ -684,7 +674,6 @@ def add_fetch_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
-    CliError = _cli_error()
     from sensorsynth.trainer.client import RequestRefused, TrainerUnavailable
 
     if not re.match(r"^[0-9a-f]{32}$", args.job):
