@@ -1,0 +1,149 @@
+"""The applied-event log, the sounding-time clock arithmetic, and the OSC feedback's pure parts: targets,
+the encoder (read back with python-osc, an independent decoder) and the bundle plan."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pythonosc.osc_bundle import OscBundle
+from pythonosc.osc_message import OscMessage
+
+from sensorsynth.server.config import ConfigError, load_config
+from sensorsynth.server.events import Applied, EventLog, block_leaves_ns, mono_to_unix, sample_ns
+from sensorsynth.server.feedback import (
+    IMMEDIATELY, MAX_DATAGRAM, SILENCE_DBFS, TargetError, check_address, encode_bundles, encode_message,
+    event_messages, level_message, parse_target, plan_bundles,
+)  # fmt: skip
+from sensorsynth.server.osc import ntp_to_unix, unix_to_ntp
+
+
+# ------------------------------------------------------------------------------------------- the log
+def test_nothing_is_recorded_while_nobody_listens():
+    log = EventLog()
+    sub = log.subscribe(active=False)
+    log.record(0, 0, "control", (1.0,), "osc")
+    assert not log.listening and log.seq == 0 and sub.take() == []
+    sub.active = True
+    log.record(64, 1, "gain", (0.5,), "ws")
+    assert log.listening
+    (ev,) = sub.take()
+    assert ev == Applied(1, 64, 1, "gain", (0.5,), "ws", None)
+    assert sub.take() == []
+
+
+def test_every_reader_gets_every_event_and_loses_only_its_own_backlog():
+    log = EventLog()
+    small = log.subscribe(maxlen=2)
+    big = log.subscribe(maxlen=100)
+    for i in range(5):
+        log.record(i, 0, "control", (float(i),), "osc")
+    assert [e.sample for e in small.take()] == [0, 1]  # the oldest kept, in order
+    assert small.dropped == 3
+    assert [e.sample for e in big.take()] == [0, 1, 2, 3, 4] and big.dropped == 0
+    big.close()
+    small.active = False
+    assert not log.listening
+
+
+def test_wake_is_called_once_per_burst():
+    log = EventLog()
+    wakes = []
+    sub = log.subscribe(wake=lambda: wakes.append(1))
+    for i in range(3):
+        log.record(i, 0, "deform", (0.0, 1.0), "osc")
+    assert len(wakes) == 1
+    sub.take()
+    log.record(9, 0, "instrument", (), "midi", "guitar")
+    assert len(wakes) == 2 and sub.take()[0].name == "guitar"
+
+
+# ------------------------------------------------------------------------------------------- the clock
+def test_a_sample_sounds_when_its_block_leaves_the_renderer():
+    rate, block, offset = 48000, 64, 5_000_000_000
+    assert block_leaves_ns(0, offset, rate, block) == offset
+    assert block_leaves_ns(63, offset, rate, block) == offset  # same block
+    assert block_leaves_ns(64, offset, rate, block) == offset + 64 * 10**9 // rate
+    assert block_leaves_ns(48000 + 10, offset, rate, block) == offset + (48000 - 48000 % 64) * 10**9 // rate
+    assert sample_ns(48000, offset, rate) == offset + 10**9
+
+
+def test_monotonic_to_unix_and_back_to_an_osc_time_tag():
+    now_mono, now_unix = 10**12, 1_800_000_000.25
+    assert mono_to_unix(now_mono + 250_000_000, now_mono, now_unix) == pytest.approx(now_unix + 0.25)
+    tag = unix_to_ntp(mono_to_unix(now_mono - 10**9, now_mono, now_unix))
+    assert ntp_to_unix(tag, now_unix) == pytest.approx(now_unix - 1.0, abs=1e-6)
+
+
+# ------------------------------------------------------------------------------------------- targets
+@pytest.mark.parametrize("text, host, port", [("127.0.0.1:7000", "127.0.0.1", 7000), ("[::1]:9", "::1", 9),
+                                              ("td.local:10000", "td.local", 10000)])  # fmt: skip
+def test_targets_parse(text, host, port):
+    t = parse_target(text)
+    assert (t.host, t.port) == (host, port)
+
+
+@pytest.mark.parametrize("text", ["", "127.0.0.1", "127.0.0.1:0", "127.0.0.1:70000", ":9000", "a b:1", "h:x"])
+def test_bad_targets_are_refused(text):
+    with pytest.raises(TargetError):
+        parse_target(text)
+
+
+def test_broadcast_and_multicast_need_to_be_allowed():
+    for ip in ("255.255.255.255", "224.0.0.1", "239.1.2.3", "ff02::1"):
+        with pytest.raises(TargetError, match="broadcast"):
+            check_address(ip, allow_broadcast=False)
+        assert check_address(ip, allow_broadcast=True) == ip
+    with pytest.raises(TargetError):
+        check_address("0.0.0.0", allow_broadcast=True)
+    assert check_address("192.168.1.20", allow_broadcast=False) == "192.168.1.20"
+
+
+def test_the_config_checks_feedback_targets(tmp_path):
+    assert load_config(overrides={"osc_feedback": ["127.0.0.1:7000"]}).osc_feedback == ["127.0.0.1:7000"]
+    with pytest.raises(ConfigError, match="osc_feedback"):
+        load_config(overrides={"osc_feedback": ["nowhere"]})
+    with pytest.raises(ConfigError, match="broadcast"):
+        load_config(overrides={"osc_feedback": ["255.255.255.255:9000"]})
+    ok = load_config(overrides={"osc_feedback": ["239.0.0.1:9000"], "osc_feedback_allow_broadcast": True})
+    assert ok.osc_feedback_allow_broadcast
+
+
+# ------------------------------------------------------------------------------------------- encoding
+def test_messages_read_back_with_an_independent_decoder():
+    m = OscMessage(encode_message("/sensorsynth/event/control", 3, 7, 0.5, "motion:phone"))
+    assert m.address == "/sensorsynth/event/control" and m.params == [3, 7, 0.5, "motion:phone"]
+    big = OscMessage(encode_message("/x", 1e300, -1e300, "", "abcd"))
+    assert big.params[0] == pytest.approx(3.4028235e38) and big.params[2:] == ["", "abcd"]
+
+
+def test_events_become_one_message_each_in_a_bundle_per_sample():
+    k = np.zeros(8, np.float32)
+    k[[1, 5]] = [0.25, 1.0]
+    events = [Applied(1, 640, 0, "control", k, "osc"), Applied(2, 640, 2, "gain", (0.5,), "ws"),
+              Applied(3, 704, 1, "deform", (0.0, 2.0), "midi"),
+              Applied(4, 704, 1, "instrument", (), "ws", "marimba")]  # fmt: skip
+    tags = {640: unix_to_ntp(1_800_000_000.0), 704: unix_to_ntp(1_800_000_000.5)}
+    datagrams = plan_bundles(events, tags.__getitem__)
+    assert len(datagrams) == 2
+    first, second = (OscBundle(d) for d in datagrams)
+    assert [(m.address, m.params) for m in first] == [
+        ("/sensorsynth/event/control", [0, 1, 0.25, "osc"]), ("/sensorsynth/event/control", [0, 5, 1.0, "osc"]),
+        ("/sensorsynth/event/gain", [2, 0.5, "ws"])]
+    assert [(m.address, m.params) for m in second] == [
+        ("/sensorsynth/event/deform", [1, "midi", 0.0, 2.0]), ("/sensorsynth/event/instrument", [1, "marimba", "ws"])]
+    assert first.timestamp == pytest.approx(1_800_000_000.0, abs=1e-6)  # python-osc reads the tag as Unix time
+    assert second.timestamp - first.timestamp == pytest.approx(0.5, abs=1e-6)
+
+
+def test_large_bursts_split_into_datagrams_that_fit_one_frame():
+    messages = [encode_message("/sensorsynth/event/control", 0, d, 1.0, "osc") for d in range(200)]
+    datagrams = encode_bundles(IMMEDIATELY, messages)
+    assert len(datagrams) > 1 and all(len(d) <= MAX_DATAGRAM for d in datagrams)
+    got = [m.params[1] for d in datagrams for m in OscBundle(d)]
+    assert got == list(range(200))
+
+
+def test_the_level_message_has_one_value_per_channel():
+    m = OscMessage(level_message([-12.5, None, -3.0]))
+    assert m.address == "/sensorsynth/level" and m.params == [-12.5, SILENCE_DBFS, -3.0]
+    assert event_messages(Applied(1, 0, 0, "control", np.zeros(4, np.float32), "osc")) == []
