@@ -27,6 +27,7 @@ reader). Pure parts (target parsing, encoding, the bundle plan) are functions; :
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import socket
@@ -143,12 +144,24 @@ def encode_bundles(tag: int, messages: Sequence[bytes], max_bytes: int = MAX_DAT
     return out
 
 
+_CONTROL_HEAD = _string(PREFIX + "/event/control") + _string(",iifs")
+_IIF = struct.Struct(">iif")
+
+
+@functools.lru_cache(maxsize=1024)
+def _source(name: str) -> bytes:
+    """A source name as an OSC string (cached: the same few sources play again and again)."""
+    return _string(name)
+
+
 def event_messages(ev: Applied) -> list[bytes]:
-    """The OSC messages of one applied event (control: one per dimension that fired)."""
+    """The OSC messages of one applied event (control: one per dimension that fired). The control message,
+    the one that comes by the thousand, is packed from a precomputed head: its values are finite float32
+    already (the engine checked them)."""
     if ev.kind == "control":
-        values = np.asarray(ev.values, np.float32)
-        return [encode_message(PREFIX + "/event/control", ev.voice, int(d), float(values[d]), ev.source)
-                for d in np.flatnonzero(values)]
+        values = ev.values if isinstance(ev.values, np.ndarray) else np.asarray(ev.values, np.float32)
+        src, vals = _source(ev.source), values.tolist()
+        return [_CONTROL_HEAD + _IIF.pack(ev.voice, d, vals[d]) + src for d in np.flatnonzero(values).tolist()]
     if ev.kind == "deform":
         return [encode_message(PREFIX + "/event/deform", ev.voice, ev.source, *(float(x) for x in ev.values))]
     if ev.kind == "gain":

@@ -35,6 +35,9 @@ log = logging.getLogger("sensorsynth.midi")
 MAX_PENDING = 1024  # MIDI messages waiting for the event loop; beyond, dropped and counted
 MAX_NOTES_PENDING = 4096  # note-offs scheduled by MIDI out
 APIS = {"alsa": "LINUX_ALSA", "jack": "UNIX_JACK"}
+# the MIDI clients' names: one each, so that the ports' full names are what the status says (two clients of
+# one name would be renamed by JACK: sensorsynth-01)
+IN_CLIENT, OUT_CLIENT = "sensorsynth-in", "sensorsynth-out"
 
 
 class MidiError(Exception):
@@ -93,18 +96,18 @@ class MidiEdge:
                 if existing:
                     self._in = backend.open_input(existing[0], callback=self._on_midi)
                 else:
-                    self._in = backend.open_input(self.in_name, virtual=True, client_name="sensorsynth",
+                    self._in = backend.open_input(self.in_name, virtual=True, client_name=IN_CLIENT,
                                                   callback=self._on_midi)  # fmt: skip
             except Exception as exc:  # noqa: BLE001 - rtmidi's errors
                 raise MidiError(f"cannot open MIDI input {self.in_name!r} on {api}: {exc}") from None
-            self.stats["in_port"] = self._in.name if existing else f"sensorsynth:{self.in_name} (virtual)"
+            self.stats["in_port"] = self._in.name if existing else f"{IN_CLIENT}:{self.in_name} (virtual)"
         if self.out_name:
             try:
-                self._out = backend.open_output(self.out_name, virtual=True, client_name="sensorsynth")
+                self._out = backend.open_output(self.out_name, virtual=True, client_name=OUT_CLIENT)
             except Exception as exc:  # noqa: BLE001
                 self.close()
                 raise MidiError(f"cannot open MIDI output {self.out_name!r} on {api}: {exc}") from None
-            self.stats["out_port"] = f"sensorsynth:{self.out_name} (virtual)"
+            self.stats["out_port"] = f"{OUT_CLIENT}:{self.out_name} (virtual)"
             self._sub = self.engine.events.subscribe(maxlen=1024, wake=self._wake_out)
 
     def close(self) -> None:

@@ -147,3 +147,51 @@ def test_the_level_message_has_one_value_per_channel():
     m = OscMessage(level_message([-12.5, None, -3.0]))
     assert m.address == "/sensorsynth/level" and m.params == [-12.5, SILENCE_DBFS, -3.0]
     assert event_messages(Applied(1, 0, 0, "control", np.zeros(4, np.float32), "osc")) == []
+
+
+# ------------------------------------------------------------------------------------------- the engine's hook
+def test_the_engine_records_what_it_applied_with_when_it_sounds(tmp_path):
+    import shutil
+    import time
+
+    from sensorsynth.protocol.commands import Control, ControlChannel, Deform, Gain, Rejected, SelectInstrument
+    from sensorsynth.server.engine import Engine, EngineSettings
+    from sensorsynth.server.library import Library
+    from sensorsynth.server.playout import NullOutput
+
+    from .conftest import BUNDLED
+
+    shutil.copy(BUNDLED, tmp_path / BUNDLED.name)
+    library = Library(tmp_path)
+    library.scan(settle=False)
+    rate, block = 22050, 64
+    engine = Engine(library, EngineSettings(sample_rate=rate, block_size=block, max_voices=2, seed=1, realtime_priority=0,
+                                            latency="fixed", fixed_delay_ms=100.0), NullOutput(rate, block))  # fmt: skip
+    spec = library.entries["guitar"].instrument.spec
+    engine.start()
+    try:
+        deadline = time.monotonic() + 10
+        while engine.latency.offset_ns is None:
+            assert time.monotonic() < deadline, "no block left the renderer"
+            time.sleep(0.01)
+        engine.submit(ControlChannel.of(2, 0.5))  # nobody listens: not recorded
+        sub = engine.events.subscribe()
+        now = time.monotonic_ns()
+        engine.submit(ControlChannel.of(2, 0.5), now)
+        engine.submit(Gain.of(0.5), voice=1, source="ws")
+        engine.submit(Deform.of([0.0] * spec.expressivity), now, source="midi")
+        engine.submit(SelectInstrument.of("guitar"), voice=1, source="ws")
+        with pytest.raises(Rejected):
+            engine.submit(Control.of([1.0]))  # refused: not recorded
+        events = sub.take()
+        assert [(e.kind, e.voice, e.source) for e in events] == [
+            ("control", 0, "osc"), ("gain", 1, "ws"), ("deform", 0, "midi"), ("instrument", 1, "ws")]
+        control = events[0]
+        assert control.values[2] == 0.5 and sum(control.values) == 0.5 and len(control.values) == spec.control_plane_dim
+        assert events[3].name == "guitar" and events[1].values == (0.5,)
+        # the fixed delay after it arrived, within a block (the sample clock's estimate is the least-delayed block)
+        sounds = engine.sounding_ns(control.sample)
+        assert (sounds - now) / 1e6 == pytest.approx(100.0, abs=1000 * block / rate + 5)
+        assert engine.events.seq == 4
+    finally:
+        engine.stop()

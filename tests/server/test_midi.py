@@ -86,7 +86,8 @@ def test_midi_in_plays_and_midi_out_records_what_played(jack_midi, start_server)
                               "--midi-preset", "keys25", record=False, env=jack_midi)
         midi = http_json(server, "/health")["midi"]
         assert midi["api"] == "UNIX_JACK" and "sstest:keys" in midi["in_port"] and "sensorsynth-out" in midi["out_port"]
-        (out_name,) = [n for n in backend.get_input_names() if "sensorsynth-out" in n]
+        assert midi["out_port"] == "sensorsynth-out:sensorsynth-out (virtual)"
+        (out_name,) = [n for n in backend.get_input_names() if n == "sensorsynth-out:sensorsynth-out"]
         notes = Notes(backend, out_name)
         with connect(server.ws_url) as ws:
             ws.send(json.dumps({"type": "hello", "client": "monitor", "monitor": True}))
@@ -134,9 +135,9 @@ def test_a_new_port_name_opens_a_virtual_input_to_connect_to(jack_midi, start_se
     import mido
 
     server = start_server("--midi-in", "sensorsynth-in", "--midi-api", "jack", record=False, env=jack_midi)
-    assert "virtual" in http_json(server, "/health")["midi"]["in_port"]
+    assert http_json(server, "/health")["midi"]["in_port"] == "sensorsynth-in:sensorsynth-in (virtual)"
     backend = mido.Backend("mido.backends.rtmidi/UNIX_JACK", load=True)
-    (name,) = [n for n in backend.get_output_names() if "sensorsynth-in" in n]
+    (name,) = [n for n in backend.get_output_names() if n == "sensorsynth-in:sensorsynth-in"]
     with backend.open_output(name) as port:  # a client connecting to the server's port
         port.send(mido.Message("note_on", note=60, velocity=100))
         wait_for(lambda: http_json(server, "/health")["midi"]["commands"] == 1, what="the note to play")
