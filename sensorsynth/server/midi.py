@@ -55,10 +55,10 @@ def open_backend(api: str):
     """A mido backend on the first MIDI system that answers (a probe port is opened and closed)."""
     problems = []
     for name in backends(api):
-        backend = mido.Backend(f"mido.backends.rtmidi/{name}", load=True)
         try:
+            backend = mido.Backend(f"mido.backends.rtmidi/{name}", load=True)  # imports rtmidi (needs libasound)
             backend.get_output_names()
-        except Exception as exc:  # noqa: BLE001 - rtmidi raises its own SystemError, ValueError when not built in
+        except Exception as exc:  # noqa: BLE001 - rtmidi's own SystemError; ValueError, ImportError when missing
             problems.append(f"{name}: {exc}")
             continue
         return backend, name
