@@ -151,6 +151,9 @@ class MidiEdge:
             voice = data[0] & 0x0F if self.preset.channel_voices and data else 0
             if voice >= engine.settings.max_voices:
                 raise Rejected("bad_voice", f"MIDI channel {voice}: this server has {engine.settings.max_voices} voices")
+            owner = engine.voices[voice].owner
+            if owner not in (None, "osc"):  # as OSC: never a voice a phone or a page holds
+                raise Rejected("voice_taken", f"MIDI channel {voice}: voice {voice} is held by a WebSocket client")
             spec = engine.library.entries[engine.voices[voice].instrument].instrument.spec
             commands = self.mapper.message(data, spec.control_plane_dim, spec.expressivity, engine.library.names)
             if not commands:
