@@ -197,6 +197,7 @@ class Service:
             await self._start_events_out(rejections)
         except ServeError:
             await self._stop_osc()
+            await mappings.stop()
             await self.web.stop()
             engine.stop()
             raise

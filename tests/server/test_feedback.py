@@ -81,7 +81,8 @@ def test_applied_events_come_back_stamped_with_when_they_sound(start_server, rec
     assert msg.params == [0, 3, 0.75, "osc"]
     # the time tag is when the event's block leaves the renderer: the fixed delay after it arrived, give or take
     # a block and the clock model's estimate; it arrives before it sounds (TouchDesigner can schedule it)
-    assert tag == pytest.approx(sent + DELAY_S, abs=0.03), (tag - sent)
+    # (never earlier than a block before; later by the datagram's way to the server, tens of ms under load)
+    assert DELAY_S - 0.01 <= tag - sent <= DELAY_S + 0.06, tag - sent
     assert arrived < tag
 
     values = [0.0] * K
