@@ -195,3 +195,47 @@ def test_the_engine_records_what_it_applied_with_when_it_sounds(tmp_path):
         assert engine.events.seq == 4
     finally:
         engine.stop()
+
+
+def test_announce_sends_a_plain_message_to_every_target(tmp_path):
+    """What the scenes call (``Service.announce`` → ``Feedback.announce``): a plain message, now, to each target."""
+    import asyncio
+    import shutil
+    import socket
+
+    from sensorsynth.server.engine import Engine, EngineSettings
+    from sensorsynth.server.feedback import Feedback
+    from sensorsynth.server.library import Library
+    from sensorsynth.server.playout import NullOutput
+
+    from .conftest import BUNDLED
+
+    shutil.copy(BUNDLED, tmp_path / BUNDLED.name)
+    library = Library(tmp_path)
+    library.scan(settle=False)
+    engine = Engine(library, EngineSettings(sample_rate=22050, block_size=64, max_voices=1, realtime_priority=0),
+                    NullOutput(22050, 64))  # fmt: skip
+    sinks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2)]
+    for s in sinks:
+        s.bind(("127.0.0.1", 0))
+        s.settimeout(5)
+
+    async def run() -> Feedback:
+        fb = Feedback(engine, [f"127.0.0.1:{s.getsockname()[1]}" for s in sinks], level_hz=0)
+        await fb.start()
+        fb.announce("/sensorsynth/scene", "night", 2)
+        with pytest.raises(ValueError):
+            fb.announce("scene", "no leading slash")
+        await asyncio.sleep(0.05)
+        await fb.stop()
+        return fb
+
+    try:
+        fb = asyncio.run(run())
+        for s in sinks:
+            m = OscMessage(s.recv(2048))
+            assert m.address == "/sensorsynth/scene" and m.params == ["night", 2]
+        assert fb.stats["announced"] == 1 and fb.stats["datagrams"] == 2
+    finally:
+        for s in sinks:
+            s.close()
