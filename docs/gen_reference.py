@@ -154,7 +154,7 @@ SERVE_FLAG_ALIASES = {
     "presets": ["--preset"],
     "osc_controls_all_voices": ["--osc-controls-all-voices", "--no-osc-controls-all-voices"],
     "local_uncapped": ["--local-uncapped", "--no-local-uncapped"],
-    "osc_feedback_allow_broadcast": ["--osc-feedback-allow-broadcast", "--no-osc-feedback-allow-broadcast"],
+    "osc_feedback_allow_broadcast": ["--no-osc-feedback-allow-broadcast"],
 }
 # Flags of `serve --help` that are not config fields.
 SERVE_FLAGS_NOT_FIELDS = {"--help", "--config"}
