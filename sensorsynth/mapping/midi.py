@@ -145,11 +145,11 @@ class MidiMapper:
         """The commands of one MIDI message (its bytes) for a voice whose instrument has ``k`` control dimensions
         and ``e`` deformation variants; ``instruments``: the library's names, in order. [] for what the preset
         ignores; Rejected for malformed bytes or a program beyond the library."""
+        if data and 0xF0 <= data[0] <= 0xFF:
+            return []  # system messages: clock, SysEx, ...
         if not 1 <= len(data) <= 3 or not 0x80 <= data[0] <= 0xFF or any(not 0 <= b <= 0x7F for b in data[1:]):
             raise Rejected("malformed", "not a MIDI channel message")
         status, kind, channel = data[0], data[0] & 0xF0, data[0] & 0x0F
-        if status >= 0xF0:
-            return []  # system messages: clock, SysEx, ...
         need = 2 if kind in (0xC0, 0xD0) else 3
         if len(data) != need:
             raise Rejected("malformed", f"MIDI message 0x{status:02x} has {need} bytes, got {len(data)}")

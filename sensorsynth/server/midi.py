@@ -83,7 +83,7 @@ class MidiEdge:
         self._sub = None
         self._notes_pending = 0
         self.stats: dict[str, Any] = {"api": None, "in_port": None, "out_port": None, "received": 0, "commands": 0,
-                                      "ignored": 0, "dropped": 0, "rejected": 0, "notes_out": 0, "out_dropped": 0}
+                                      "ignored": 0, "system": 0, "dropped": 0, "rejected": 0, "notes_out": 0, "out_dropped": 0}
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -126,10 +126,14 @@ class MidiEdge:
     def _on_midi(self, msg) -> None:
         """rtmidi's callback thread: stamp, queue (bounded), wake the loop once per burst. Nothing else."""
         arrival = time.monotonic_ns()
+        data = msg.bytes()
+        if not data or data[0] >= 0xF0:  # clock, SysEx, active sensing: nothing plays them; the loop never sees them
+            self.stats["system"] += 1
+            return
         if len(self._pending) >= MAX_PENDING:
             self.stats["dropped"] += 1
             return
-        self._pending.append((arrival, bytes(msg.bytes())))
+        self._pending.append((arrival, bytes(data)))
         if not self._scheduled:
             self._scheduled = True
             loop = self._loop

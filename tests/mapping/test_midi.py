@@ -93,7 +93,7 @@ def test_malformed_bytes_are_refused(data):
 
 def test_other_messages_are_ignored():
     m = MidiMapper(load_midi_preset("keys25"))
-    for data in ([0xE0, 0, 64], [0xD0, 30], [0xA0, 60, 30], [0xF8], [0xFE]):
+    for data in ([0xE0, 0, 64], [0xD0, 30], [0xA0, 60, 30], [0xF8], [0xFE], [0xF0, 1, 2, 3, 4, 5, 0xF7]):
         assert m.message(data, 8, 1, NAMES) == []
 
 

@@ -66,7 +66,8 @@ def test_what_rtmidis_thread_queues_is_bounded_and_drained_on_the_loop(engine):
     async def flood() -> None:
         edge._loop = asyncio.get_running_loop()
         msg = mido.Message("note_on", note=48, velocity=100)
-        t = threading.Thread(target=lambda: [edge._on_midi(msg) for _ in range(MAX_PENDING + 500)])
+        clock = mido.Message("clock")  # 24 a beat from a DAW's transport: dropped on rtmidi's thread
+        t = threading.Thread(target=lambda: [edge._on_midi(m) for _ in range(MAX_PENDING + 500) for m in (msg, clock)])
         t.start()
         t.join()  # the loop is blocked meanwhile: everything waits in the bounded queue
         await asyncio.sleep(0)
@@ -78,6 +79,7 @@ def test_what_rtmidis_thread_queues_is_bounded_and_drained_on_the_loop(engine):
     finally:
         sub.close()
     assert edge.stats["dropped"] == 500 and edge.stats["received"] == MAX_PENDING
+    assert edge.stats["system"] == MAX_PENDING + 500
     assert len(played) == MAX_PENDING and all(e.source == "midi" for e in played)
 
 
