@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import subprocess
-import threading
 import time
 
 import pytest
@@ -60,20 +59,29 @@ def jack_midi(monkeypatch):
 
 
 class Notes:
-    """A real MIDI input port connected to the server's MIDI output: every message it receives."""
+    """A real MIDI input port (python-rtmidi on JACK) connected to the server's MIDI output. It is polled, not
+    called back: no Python runs on JACK's thread in the test process, so closing it races nothing."""
 
-    def __init__(self, backend, name: str) -> None:
+    def __init__(self, name: str) -> None:
+        import mido
+        import rtmidi
+
+        self._mido = mido
+        self.port = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, name="sstest-notes")
+        self.port.open_port(self.port.get_ports().index(name))
         self.got: list = []
-        self.lock = threading.Lock()
-        self.port = backend.open_input(name, callback=self._on)
 
-    def _on(self, msg) -> None:
-        with self.lock:
-            self.got.append((time.monotonic(), msg))
+    def poll(self) -> None:
+        while (item := self.port.get_message()) is not None:
+            self.got.append(self._mido.Message.from_bytes(item[0]))
 
     def note_ons(self) -> list:
-        with self.lock:
-            return [m for _, m in self.got if m.type == "note_on"]
+        self.poll()
+        return [m for m in self.got if m.type == "note_on"]
+
+    def close(self) -> None:
+        self.port.close_port()
+        self.port.delete()
 
 
 def test_midi_in_plays_and_midi_out_records_what_played(jack_midi, start_server):
@@ -88,7 +96,7 @@ def test_midi_in_plays_and_midi_out_records_what_played(jack_midi, start_server)
         assert midi["api"] == "UNIX_JACK" and "sstest:keys" in midi["in_port"] and "sensorsynth-out" in midi["out_port"]
         assert midi["out_port"] == "sensorsynth-out:sensorsynth-out (virtual)"
         (out_name,) = [n for n in backend.get_input_names() if n == "sensorsynth-out:sensorsynth-out"]
-        notes = Notes(backend, out_name)
+        notes = Notes(out_name)
         with connect(server.ws_url) as ws:
             ws.send(json.dumps({"type": "hello", "client": "monitor", "monitor": True}))
             ws.recv(timeout=5)  # welcome: monitoring from here on
@@ -122,9 +130,9 @@ def test_midi_in_plays_and_midi_out_records_what_played(jack_midi, start_server)
         SimpleUDPClient("127.0.0.1", server.osc_port).send_message("/sensorsynth/control/5", [0.5])
         wait_for(lambda: len(notes.note_ons()) >= 3, what="the OSC control as a note")
         assert (notes.note_ons()[2].note, notes.note_ons()[2].velocity) == (53, 64)
-        wait_for(lambda: sum(1 for _, m in notes.got if m.type == "note_off" or m.velocity == 0) >= 3,
+        wait_for(lambda: notes.poll() or sum(1 for m in notes.got if m.type == "note_off") >= 3,
                  what="the notes' note-offs")
-        notes.port.close()
+        notes.close()
         assert http_json(server, "/health")["midi"]["notes_out"] == 3
         assert server.stop() == 0
     finally:
