@@ -282,12 +282,13 @@ class Engine:
                 raise Rejected("overload", "the audio engine's inbox is full; gain dropped")
             self.events.record(self.renderer.time, v, "gain", (cmd.gain,), source)
         elif isinstance(cmd, SelectInstrument):
-            self.select(v, cmd.name)
-            self.events.record(self.renderer.time, v, "instrument", (), source, cmd.name)
+            self.select(v, cmd.name, source)
         else:  # pragma: no cover - the edges only build the commands above
             raise Rejected("unknown_command", f"unknown command {type(cmd).__name__}")
 
-    def select(self, voice: int, name: str) -> None:
+    def select(self, voice: int, name: str, source: str = "server") -> None:
+        """Play ``name`` on ``voice`` (``source``: who asked; "server" for the server's own changes: a recorded
+        clip's instrument landing, a voice going back to the default)."""
         if name not in self.library.entries:
             raise Rejected("unknown_instrument", f"no instrument {name!r} (there: {', '.join(self.library.names)})")
         if name == self.voices[voice].instrument:
@@ -297,6 +298,7 @@ class Engine:
         if not self.inbox.instrument(voice, self.index_of[name]):
             raise Rejected("overload", "the audio engine's inbox is full; instrument change dropped")
         self.voices[voice].instrument = name
+        self.events.record(self.renderer.time, voice, "instrument", (), source, name)
 
     # ------------------------------------------------------------------ voices for clients
     def allocate_voice(self, owner: str) -> int | None:

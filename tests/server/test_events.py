@@ -162,6 +162,7 @@ def test_the_engine_records_what_it_applied_with_when_it_sounds(tmp_path):
     from .conftest import BUNDLED
 
     shutil.copy(BUNDLED, tmp_path / BUNDLED.name)
+    shutil.copy(BUNDLED, tmp_path / "other.instrument")  # a second instrument to change to
     library = Library(tmp_path)
     library.scan(settle=False)
     rate, block = 22050, 64
@@ -180,7 +181,8 @@ def test_the_engine_records_what_it_applied_with_when_it_sounds(tmp_path):
         engine.submit(ControlChannel.of(2, 0.5), now)
         engine.submit(Gain.of(0.5), voice=1, source="ws")
         engine.submit(Deform.of([0.0] * spec.expressivity), now, source="midi")
-        engine.submit(SelectInstrument.of("guitar"), voice=1, source="ws")
+        engine.submit(SelectInstrument.of("guitar"), voice=1, source="ws")  # what it plays already: no change
+        engine.submit(SelectInstrument.of("other"), voice=1, source="ws")
         with pytest.raises(Rejected):
             engine.submit(Control.of([1.0]))  # refused: not recorded
         events = sub.take()
@@ -188,11 +190,14 @@ def test_the_engine_records_what_it_applied_with_when_it_sounds(tmp_path):
             ("control", 0, "osc"), ("gain", 1, "ws"), ("deform", 0, "midi"), ("instrument", 1, "ws")]
         control = events[0]
         assert control.values[2] == 0.5 and sum(control.values) == 0.5 and len(control.values) == spec.control_plane_dim
-        assert events[3].name == "guitar" and events[1].values == (0.5,)
+        assert events[3].name == "other" and events[1].values == (0.5,)
+        engine.release_voice(1)  # the server's own change: back to the default instrument
+        (back,) = sub.take()
+        assert (back.kind, back.voice, back.name, back.source) == ("instrument", 1, "guitar", "server")
         # the fixed delay after it arrived, within a block (the sample clock's estimate is the least-delayed block)
         sounds = engine.sounding_ns(control.sample)
         assert (sounds - now) / 1e6 == pytest.approx(100.0, abs=1000 * block / rate + 5)
-        assert engine.events.seq == 4
+        assert engine.events.seq == 5  # the ignored first control was never recorded
     finally:
         engine.stop()
 

@@ -5,6 +5,7 @@ monitoring WebSocket client reads the same events with their sounding time."""
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import time
 
@@ -16,6 +17,7 @@ from websockets.sync.client import connect
 
 from sensorsynth.server.feedback import SILENCE_DBFS
 
+from .conftest import BUNDLED
 from .helpers import K, http_json, wait_for
 
 pytestmark = pytest.mark.slow  # real server processes
@@ -70,9 +72,13 @@ def receiver():
     r.close()
 
 
-def test_applied_events_come_back_stamped_with_when_they_sound(start_server, receiver):
-    server = start_server("--osc-feedback", f"127.0.0.1:{receiver.port}", "--latency", "fixed",
-                          "--fixed-delay-ms", str(DELAY_S * 1000), "--osc-feedback-level-hz", "20", record=False)
+def test_applied_events_come_back_stamped_with_when_they_sound(start_server, receiver, tmp_path):
+    models = tmp_path / "two"
+    models.mkdir()
+    for name in ("guitar", "other"):  # a second instrument to change to
+        shutil.copy(BUNDLED, models / f"{name}.instrument")
+    server = start_server("--osc-feedback", f"127.0.0.1:{receiver.port}", "--latency", "fixed", "--fixed-delay-ms",
+                          str(DELAY_S * 1000), "--osc-feedback-level-hz", "20", record=False, models=models)
     osc = SimpleUDPClient("127.0.0.1", server.osc_port)
     receiver.pump(0.3)
     sent = time.time()
@@ -89,14 +95,15 @@ def test_applied_events_come_back_stamped_with_when_they_sound(start_server, rec
     values[0], values[5] = 1.0, 0.5
     osc.send_message("/sensorsynth/control", values)
     osc.send_message("/sensorsynth/gain", [0.5])
-    osc.send_message("/sensorsynth/instrument", ["guitar"])
+    osc.send_message("/sensorsynth/instrument", ["guitar"])  # what it plays already: no change, nothing sent
+    osc.send_message("/sensorsynth/instrument", ["other"])
     hits = receiver.wait("/sensorsynth/event/control", lambda m: m.params[1] in (0, 5))
     assert sorted(m.params[1:3] for _, m, _ in hits) == [[0, 1.0], [5, 0.5]]
     assert hits[0][2] == hits[1][2]  # one sample, one bundle time tag
     (_, gain, _), = receiver.wait("/sensorsynth/event/gain")
     assert gain.params == [0, 0.5, "osc"]
     (_, inst, _), = receiver.wait("/sensorsynth/event/instrument")
-    assert inst.params == [0, "guitar", "osc"]
+    assert inst.params == [0, "other", "osc"]
 
     # the output level, 20 a second, one channel per output channel, loud after the attacks
     receiver.pump(0.5)

@@ -18,6 +18,7 @@ import pytest
 from pythonosc.udp_client import SimpleUDPClient
 from websockets.sync.client import connect
 
+from .conftest import BUNDLED
 from .helpers import http_json, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.jack]
@@ -84,14 +85,19 @@ class Notes:
         self.port.delete()
 
 
-def test_midi_in_plays_and_midi_out_records_what_played(jack_midi, start_server):
+def test_midi_in_plays_and_midi_out_records_what_played(jack_midi, start_server, tmp_path):
     import mido
+
+    models = tmp_path / "two"
+    models.mkdir()
+    for name in ("guitar", "other"):  # programs 0 and 1
+        shutil.copy(BUNDLED, models / f"{name}.instrument")
 
     backend = mido.Backend("mido.backends.rtmidi/UNIX_JACK", load=True)
     keys = backend.open_output("keys", virtual=True, client_name="sstest")  # the "controller", there first
     try:
         server = start_server("--midi-in", "sstest:keys", "--midi-out", "sensorsynth-out", "--midi-api", "jack",
-                              "--midi-preset", "keys25", record=False, env=jack_midi)
+                              "--midi-preset", "keys25", record=False, env=jack_midi, models=models)
         midi = http_json(server, "/health")["midi"]
         assert midi["api"] == "UNIX_JACK" and "sstest:keys" in midi["in_port"] and "sensorsynth-out" in midi["out_port"]
         assert midi["out_port"] == "sensorsynth-out:sensorsynth-out (virtual)"
@@ -105,7 +111,8 @@ def test_midi_in_plays_and_midi_out_records_what_played(jack_midi, start_server)
             keys.send(mido.Message("note_on", note=51, velocity=64))  # dimension 3, about half
             keys.send(mido.Message("note_off", note=48))  # nothing: attacks ring out
             keys.send(mido.Message("control_change", control=7, value=127))  # gain 1.0
-            keys.send(mido.Message("program_change", program=0))  # the library's first instrument
+            keys.send(mido.Message("program_change", program=0))  # the library's first: playing it already
+            keys.send(mido.Message("program_change", program=1))  # the second: "other"
             keys.send(mido.Message("program_change", program=9))  # beyond the library: refused, counted
             events = []
             deadline = time.monotonic() + 10
@@ -117,11 +124,11 @@ def test_midi_in_plays_and_midi_out_records_what_played(jack_midi, start_server)
         assert played[0][0] == "control" and played[0][1][0] == 1.0 and sum(played[0][1]) == 1.0
         assert played[1][0] == "control" and played[1][1][3] == pytest.approx(64 / 127, abs=1e-3)
         assert played[2] == ("gain", [1.0])
-        assert played[3][0] == "instrument"
+        assert played[3] == ("instrument", []) and [e.get("instrument") for e in events if e["kind"] == "instrument"] == ["other"]
         h = wait_for(lambda: (lambda h: h if h["midi"]["rejected"] else None)(http_json(server, "/health")),
                      what="the program beyond the library to be refused")
         assert h["rejected"].get("midi:unknown_instrument") == 1
-        assert h["midi"]["received"] == 6 and h["midi"]["commands"] == 4 and h["midi"]["dropped"] == 0
+        assert h["midi"]["received"] == 7 and h["midi"]["commands"] == 5 and h["midi"]["dropped"] == 0
 
         # MIDI out: the two controls played from MIDI come back as notes (dimension → key, value → velocity)...
         wait_for(lambda: len(notes.note_ons()) >= 2, what="MIDI out's notes")
