@@ -196,6 +196,8 @@ class Service:
         try:
             await self._start_events_out(rejections)
         except ServeError:
+            if self.feedback is not None:
+                await self.feedback.stop()
             await self._stop_osc()
             await mappings.stop()
             await self.web.stop()
@@ -257,8 +259,6 @@ class Service:
                 await self.midi.start()
             except MidiError as exc:
                 self.midi = None
-                if self.feedback is not None:
-                    await self.feedback.stop()
                 raise ServeError(str(exc)) from None
             self.web.extra_status["midi"] = self.midi.stats
 
