@@ -144,7 +144,8 @@ class WebServer:
         self._server: Server | None = None
         self._pusher: asyncio.Task | None = None
         self.extra_status: dict[str, Any] = {}
-        self.stats = {"connections": 0, "messages": 0, "audio_frames_dropped": 0, "sensor_frames": 0}
+        self.stats = {"connections": 0, "messages": 0, "audio_frames_dropped": 0, "sensor_frames": 0,
+                      "events_dropped": 0}  # fmt: skip
         # applied events for the `events` push: recorded only while a monitoring client is connected
         self.monitors = 0
         self._events: "Subscription | None" = None  # subscribed on the first monitor
@@ -509,7 +510,10 @@ class WebServer:
 
     async def _push_once(self, e: Engine) -> None:
         rms, peak = e.take_level()
-        events = [self._event(e, ev) for ev in self._events.take()] if self._events is not None else []
+        events = []
+        if self._events is not None:
+            events = [self._event(e, ev) for ev in self._events.take()]
+            self.stats["events_dropped"] = self._events.dropped  # over 512 between two pushes
         blocks = []
         while e.stream:
             blocks.append(e.stream.popleft())
