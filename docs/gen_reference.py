@@ -131,6 +131,19 @@ SERVE_MEANING: dict[str, str | tuple[str, str]] = {
                   "table (`ModelSpec` fields, as `--spec`); checked at start. Command line: "
                   "`--record-fit steps=300 --record-fit spec.n_resonances=8` (repeatable; replaces the file's "
                   "table)",
+    "osc_feedback": ("none", "`host:port` targets (repeatable; at most 16) that get every applied event as OSC, "
+                     "time-tagged with when it sounds, the output level and instrument changes (see "
+                     "[Events out](events.md)); only these addresses are ever sent to"),
+    "osc_feedback_level_hz": "how often `/sensorsynth/level` goes to the `osc_feedback` targets (0 = never)",
+    "osc_feedback_allow_broadcast": "let `osc_feedback` name broadcast and multicast addresses (refused "
+                                    "otherwise: every machine of the network hears them)",
+    "midi_in": ("none", "play from MIDI: the MIDI port whose name contains this, or else a new virtual input "
+                "of this name to connect a controller to (see [MIDI](midi.md))"),
+    "midi_out": ("none", "a virtual MIDI output of this name playing every applied control event as a note, "
+                 "for a DAW to record"),
+    "midi_preset": "how MIDI maps to commands: `keys25` (a 25-key controller), `grid` (pads), or a `.toml` file",
+    "midi_api": "`auto`: ALSA's sequencer where `/dev/snd/seq` exists, else JACK MIDI; `jack`, `alsa`: only that",
+    "midi_note_ms": "how long MIDI out's notes last (note-on, then note-off this much later)",
     "log_level": "`debug`, `info`, `warning`, `error` (logs go to stderr)",
 }
 
@@ -141,6 +154,7 @@ SERVE_FLAG_ALIASES = {
     "presets": ["--preset"],
     "osc_controls_all_voices": ["--osc-controls-all-voices", "--no-osc-controls-all-voices"],
     "local_uncapped": ["--local-uncapped", "--no-local-uncapped"],
+    "osc_feedback_allow_broadcast": ["--no-osc-feedback-allow-broadcast"],
 }
 # Flags of `serve --help` that are not config fields.
 SERVE_FLAGS_NOT_FIELDS = {"--help", "--config"}

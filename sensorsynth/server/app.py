@@ -21,9 +21,11 @@ from ..protocol.commands import Control, ControlChannel, Deform, Gain, SelectIns
 from .config import ServeConfig
 from .engine import Engine, EngineSettings
 from .faults import Faults
+from .feedback import Feedback, TargetError
 from .fits import FitEdge
 from .library import Library, LibraryError
 from .mapping_edge import MappingEdge
+from .midi import MidiEdge, MidiError
 from .osc import OscPolicy, OscServer
 from .osc_batch import ControlLane
 from .playout import NullOutput, Output, SoundDeviceError, SoundDeviceOutput
@@ -143,6 +145,8 @@ class Service:
         self._reason: str | None = None
         self._code = EXIT_OK
         self._notifier = Notifier()
+        self.feedback: Feedback | None = None  # osc_feedback: applied events, levels, announcements
+        self.midi: MidiEdge | None = None  # midi_in / midi_out
 
     # ------------------------------------------------------------------ start
     async def start(self) -> None:
@@ -190,6 +194,16 @@ class Service:
             engine.stop()
             raise
         await mappings.start()
+        try:
+            await self._start_events_out(rejections)
+        except ServeError:
+            if self.feedback is not None:
+                await self.feedback.stop()
+            await self._stop_osc()
+            await mappings.stop()
+            await self.web.stop()
+            engine.stop()
+            raise
         web.extra_status["osc"] = self.osc.stats
         web.extra_status["ws"] = web.stats  # connections, messages, sensor_frames, audio_frames_dropped
         web.extra_status["record"] = fits.stats
@@ -221,6 +235,38 @@ class Service:
         if default not in library.entries:
             raise ServeError(f"instrument {default!r} is not in {config.models} (there: {', '.join(library.names)})")
         return library, presets, default
+
+    async def _start_events_out(self, rejections: Rejections) -> None:
+        """OSC feedback and MIDI, when configured (docs/events.md, docs/midi.md)."""
+        config, engine = self.config, self.engine
+        if config.osc_feedback:
+            try:
+                self.feedback = Feedback(engine, config.osc_feedback, config.osc_feedback_level_hz,
+                                         config.osc_feedback_allow_broadcast)  # fmt: skip
+                await self.feedback.start()
+            except TargetError as exc:
+                raise ServeError(f"osc_feedback: {exc}") from None
+            self.web.extra_status["feedback"] = self.feedback.stats
+        if config.midi_in or config.midi_out:
+            from ..mapping.midi import MidiPresetError, load_midi_preset
+
+            try:
+                preset = load_midi_preset(config.midi_preset)
+            except MidiPresetError as exc:
+                raise ServeError(f"midi_preset: {exc}") from None
+            self.midi = MidiEdge(engine, rejections, preset, config.midi_in, config.midi_out, config.midi_api,
+                                 config.midi_note_ms)  # fmt: skip
+            try:
+                await self.midi.start()
+            except MidiError as exc:
+                self.midi = None
+                raise ServeError(str(exc)) from None
+            self.web.extra_status["midi"] = self.midi.stats
+
+    def announce(self, address: str, *args) -> None:
+        """Tell the OSC feedback targets something (e.g. a scene change); nothing without ``osc_feedback``."""
+        if self.feedback is not None:
+            self.feedback.announce(address, *args)
 
     def _voice_owner(self, voice: int) -> str | None:
         """Who holds ``voice`` (OSC's guard: OSC reaches only OSC-owned voices unless configured)."""
@@ -310,6 +356,11 @@ class Service:
             *(tls.lines if tls else []),
             f"  record: the pages' Record buttons fit on the trainer at {config.trainer}" if config.trainer else
             "  record: off (start `sensorsynth trainer` and add --trainer tcp://127.0.0.1:5555 to record on the pages)",
+            *([f"  OSC feedback: events and levels to {', '.join(config.osc_feedback)}"] if config.osc_feedback else []),
+            *([f"  MIDI ({self.midi.stats['api']}, preset {self.midi.preset.name}): "
+               + ", ".join(x for x in (f"in {self.midi.stats['in_port']}" if self.midi.stats["in_port"] else "",
+                                       f"out {self.midi.stats['out_port']}" if self.midi.stats["out_port"] else "") if x)]
+              if self.midi is not None else []),
             "  Ctrl-C stops.",
         ]
         return "\n".join(lines)
@@ -357,6 +408,10 @@ class Service:
         engine, recorder = self.engine, self.recorder
         assert engine is not None and self.output is not None
         await self._stop_osc()
+        if self.midi is not None:
+            self.midi.close()
+        if self.feedback is not None:
+            await self.feedback.stop()
         await self.mappings.stop()
         await self.fits.stop()
         await self.web.stop()

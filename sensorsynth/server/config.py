@@ -10,7 +10,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(ValueError):
@@ -103,7 +103,50 @@ class ServeConfig(BaseModel):
                                        description="fit settings for recorded clips (FitSettings fields, and a "
                                        "'spec' table of ModelSpec fields); default: quality fast, so a clip "
                                        "recorded on a phone plays about a minute later")
+    osc_feedback: list[str] | None = Field(
+        None, description="host:port to send applied events, the output level and instrument changes to as OSC "
+        "(TouchDesigner's OSC In; see docs/events.md); only these addresses are ever sent to")
+    osc_feedback_level_hz: float = Field(30.0, ge=0, le=1000,
+                                         description="how often the output level goes to osc_feedback (0 = never)")
+    osc_feedback_allow_broadcast: bool = Field(
+        False, description="let osc_feedback send to broadcast and multicast addresses (every machine of the "
+        "network hears them)")
+    midi_in: str | None = Field(None, description="play from MIDI: the port of that name (part of it), or a new "
+                                "virtual input of that name to connect a controller to (docs/midi.md)")
+    midi_out: str | None = Field(None, description="send every applied control event as a note on a virtual MIDI "
+                                 "output of this name (e.g. sensorsynth), for a DAW to record")
+    midi_preset: str = Field("keys25", description="how MIDI maps to commands: a bundled name (keys25, grid) "
+                             "or a .toml file")
+    midi_api: Literal["auto", "jack", "alsa"] = Field(
+        "auto", description="MIDI system: auto takes ALSA's sequencer where there is one, else JACK")
+    midi_note_ms: float = Field(100.0, gt=0, le=10000, description="length of the notes MIDI out sends")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("osc_feedback")
+    @classmethod
+    def _feedback_targets(cls, value: list[str] | None) -> list[str] | None:
+        from .feedback import MAX_TARGETS, parse_target
+
+        if value is not None and len(value) > MAX_TARGETS:
+            raise ValueError(f"at most {MAX_TARGETS} targets")
+        for v in value or []:
+            parse_target(v)  # a TargetError (a ValueError) names the bad entry
+        return value
+
+    @model_validator(mode="after")
+    def _feedback_addresses(self) -> "ServeConfig":
+        import ipaddress
+
+        from .feedback import check_address, parse_target
+
+        for v in self.osc_feedback or []:
+            host = parse_target(v).host
+            try:
+                ipaddress.ip_address(host)
+            except ValueError:
+                continue  # a name: checked once resolved, at start
+            check_address(host, self.osc_feedback_allow_broadcast)
+        return self
 
     @field_validator("ws_token", "admin_token")
     @classmethod
@@ -165,6 +208,9 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
             if isinstance(data.get("presets"), list):  # preset files too (bundled names stay names)
                 data["presets"] = [str(path.parent / v) if isinstance(v, str) and v.endswith(".toml")
                                    and not Path(v).is_absolute() else v for v in data["presets"]]
+            mp = data.get("midi_preset")
+            if isinstance(mp, str) and mp.endswith(".toml") and not Path(mp).is_absolute():
+                data["midi_preset"] = str(path.parent / mp)
     for key, value in (overrides or {}).items():
         if value is not None:
             data[key] = value

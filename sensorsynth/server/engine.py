@@ -35,6 +35,7 @@ from ..protocol.commands import Command, Control, ControlChannel, Deform, Gain, 
 from ..render.callback import AudioPath
 from ..render.renderer import Renderer
 from .driver import DRIVERS, AudioDriver
+from .events import EventLog, block_leaves_ns
 from .faults import Faults
 from .library import Change, Library
 from .meter import CpuLoad, Latency, Meter, Stats
@@ -122,8 +123,8 @@ class Engine:
         self.cpu = CpuLoad()
         self.listeners = 0  # browser audio streams; blocks are copied for them only when > 0
         self.stream: collections.deque[tuple[int, np.ndarray]] = collections.deque(maxlen=256)
-        self.monitoring = 0  # monitor pages; commands are echoed to `recent` only when > 0
-        self.recent: collections.deque[dict] = collections.deque(maxlen=512)
+        # every applied command, for whoever listens (the pages' events push, OSC feedback, MIDI out)
+        self.events = EventLog()
         self.started = time.monotonic()
         self.audio_path = driver_kind(settings)
         self.driver: AudioDriver = DRIVERS[self.audio_path](self.renderer, output, self, settings.prefill_blocks,
@@ -212,6 +213,11 @@ class Engine:
         """The sample playing-in-render-time at a monotonic time (see meter.Latency)."""
         return self.latency.sample_at(mono_ns, self.renderer.time)
 
+    def sounding_ns(self, sample: int) -> int | None:
+        """Monotonic ns when the block holding ``sample`` leaves the renderer (None before any block left)."""
+        offset = self.latency.offset_ns
+        return None if offset is None else block_leaves_ns(sample, offset, self.rate, self.block)
+
     def _time_for(self, at: float | None, arrival_ns: int) -> tuple[int, bool]:
         """(sample time, counts for latency)."""
         if at is not None:
@@ -262,8 +268,7 @@ class Engine:
                 raise Rejected("overload", "the audio engine's inbox is full; event dropped")
             if timed:
                 self.latency.expect(t, arrival_ns, self._inbox_posted())
-            if self.monitoring:
-                self.recent.append({"voice": v, "kind": "control", "values": np.round(values, 3).tolist(), "source": source})
+            self.events.record(t, v, "control", values, source)
         elif isinstance(cmd, Deform):
             e = spec.expressivity
             if len(cmd.logits) != e:
@@ -271,17 +276,19 @@ class Engine:
             t, _ = self._time_for(cmd.at, arrival_ns)
             if not self.inbox.deform(t, v, np.asarray(cmd.logits, np.float32)):
                 raise Rejected("overload", "the audio engine's inbox is full; event dropped")
-            if self.monitoring:
-                self.recent.append({"voice": v, "kind": "deform", "values": [round(x, 3) for x in cmd.logits], "source": source})
+            self.events.record(t, v, "deform", cmd.logits, source)
         elif isinstance(cmd, Gain):
             if not self.inbox.gain(v, cmd.gain):
                 raise Rejected("overload", "the audio engine's inbox is full; gain dropped")
+            self.events.record(self.renderer.time, v, "gain", (cmd.gain,), source)
         elif isinstance(cmd, SelectInstrument):
-            self.select(v, cmd.name)
+            self.select(v, cmd.name, source)
         else:  # pragma: no cover - the edges only build the commands above
             raise Rejected("unknown_command", f"unknown command {type(cmd).__name__}")
 
-    def select(self, voice: int, name: str) -> None:
+    def select(self, voice: int, name: str, source: str = "server") -> None:
+        """Play ``name`` on ``voice`` (``source``: who asked; "server" for the server's own changes: a recorded
+        clip's instrument landing, a voice going back to the default)."""
         if name not in self.library.entries:
             raise Rejected("unknown_instrument", f"no instrument {name!r} (there: {', '.join(self.library.names)})")
         if name == self.voices[voice].instrument:
@@ -291,6 +298,7 @@ class Engine:
         if not self.inbox.instrument(voice, self.index_of[name]):
             raise Rejected("overload", "the audio engine's inbox is full; instrument change dropped")
         self.voices[voice].instrument = name
+        self.events.record(self.renderer.time, voice, "instrument", (), source, name)
 
     # ------------------------------------------------------------------ voices for clients
     def allocate_voice(self, owner: str) -> int | None:

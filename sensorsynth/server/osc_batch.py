@@ -380,9 +380,9 @@ class ControlLane:
     """What :func:`ingest` needs from the engine for one batch, and what it hands back: the fast path of
     ``Engine.submit`` for plain control messages (the engine's own checks, as arrays).
 
-    ``ready()`` (from the service) says whether the lane may run now: not while a monitor page watches the
-    events or a learning session records OSC's targets (those want each command as an object: the general path
-    gives them that). ``controls_all_voices``: the OSC policy's switch (else only OSC's voices and free ones)."""
+    ``ready()`` (from the service) says whether the lane may run now: not while anyone listens to the applied
+    events (a monitor page, ``osc_feedback``, MIDI out: each wants every command, not a batch's sum) or a learning
+    session records OSC's targets (it wants each command as an object): the general path gives them that. ``controls_all_voices``: the OSC policy's switch (else only OSC's voices and free ones)."""
 
     def __init__(self, engine, ready=lambda: True, controls_all_voices: bool = False) -> None:
         from ..render.renderer import Inbox
@@ -414,7 +414,7 @@ class ControlLane:
 
     def prepare(self, arrival_ns: int) -> bool:
         """Fill the per-batch arrays; False when the lane may not run now."""
-        if not self.usable or not self._ready() or self.engine.monitoring:
+        if not self.usable or not self._ready() or self.engine.events.listening:
             return False
         engine = self.engine
         inbox = engine.inbox

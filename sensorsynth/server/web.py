@@ -45,6 +45,7 @@ from ..protocol import ws as wire
 from ..protocol.commands import Command, Control, ControlChannel, Deform, Gain, Rejected, SelectInstrument
 from .access import AccessPolicy, canonical_host, is_loopback
 from .engine import Engine
+from .events import Applied, Subscription
 from .library import LibraryError, check_name, details, summary
 from .rejections import Rejections
 
@@ -143,7 +144,11 @@ class WebServer:
         self._server: Server | None = None
         self._pusher: asyncio.Task | None = None
         self.extra_status: dict[str, Any] = {}
-        self.stats = {"connections": 0, "messages": 0, "audio_frames_dropped": 0, "sensor_frames": 0}
+        self.stats = {"connections": 0, "messages": 0, "audio_frames_dropped": 0, "sensor_frames": 0,
+                      "events_dropped": 0}  # fmt: skip
+        # applied events for the `events` push: recorded only while a monitoring client is connected
+        self.monitors = 0
+        self._events: "Subscription | None" = None  # subscribed on the first monitor
 
     @property
     def fits(self) -> "FitEdge | None":
@@ -306,7 +311,7 @@ class WebServer:
         if client.audio:
             self.engine.listeners -= 1
         if client.monitor:
-            self.engine.monitoring -= 1
+            self._monitoring(-1)
         client.audio = client.monitor = False
         if self.mappings is not None:
             self.mappings.hub.forget(client.id)
@@ -478,7 +483,13 @@ class WebServer:
     def _set_monitor(self, client: Client, on: bool) -> None:
         if on != client.monitor:
             client.monitor = on
-            self.engine.monitoring += 1 if on else -1
+            self._monitoring(1 if on else -1)
+
+    def _monitoring(self, change: int) -> None:
+        self.monitors += change
+        if self._events is None:
+            self._events = self.engine.events.subscribe(maxlen=512, active=False)
+        self._events.active = self.monitors > 0
 
     # ------------------------------------------------------------------ pushes
     async def broadcast(self, text: str) -> None:
@@ -500,8 +511,9 @@ class WebServer:
     async def _push_once(self, e: Engine) -> None:
         rms, peak = e.take_level()
         events = []
-        while e.recent:
-            events.append(e.recent.popleft())
+        if self._events is not None:
+            events = [self._event(e, ev) for ev in self._events.take()]
+            self.stats["events_dropped"] = self._events.dropped  # over 512 between two pushes
         blocks = []
         while e.stream:
             blocks.append(e.stream.popleft())
@@ -530,6 +542,19 @@ class WebServer:
                     client.voice = None
             except ConnectionClosed:
                 pass
+
+    @staticmethod
+    def _event(e: Engine, ev: Applied) -> dict[str, Any]:
+        """One applied event as the `events` push carries it: what, where, and when it sounds: ``sample`` (the
+        renderer's sample index) and ``t`` (when the block holding it leaves the renderer, in seconds on the
+        clock of the `meter` push's ``time``; None before the first block left)."""
+        at = e.sounding_ns(ev.sample)
+        values = np.round(np.asarray(ev.values, np.float64), 3).tolist()
+        out: dict[str, Any] = {"voice": ev.voice, "kind": ev.kind, "values": values, "source": ev.source,
+                               "sample": ev.sample, "t": None if at is None else round(at / 1e9 - e.started, 4)}
+        if ev.name is not None:
+            out["instrument"] = ev.name
+        return out
 
     def status(self) -> dict[str, Any]:
         s = self.engine.status()
