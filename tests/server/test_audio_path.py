@@ -227,8 +227,10 @@ def test_a_gil_bully_costs_the_compiled_path_nothing(tmp_path, output):
     if output == "null":
         # nor did any block wait for the GIL: each hold lasts 200 ms, which would leave ~70 blocks late per hold
         # and a callback of 200 ms. The machine itself may wake the loop late now and then (the reference VM wakes
-        # a realtime thread up to ~8 ms late with nothing running: README, Reliability), a block or two each time.
-        assert r["callback_max_us"] < 20_000 and r["underruns"] == r["late"] <= 4, r
+        # a realtime thread up to ~8 ms late with nothing running: README, Reliability), a block or two each time,
+        # more on a loaded machine (12 of 968 seen with other test runs beside it): at most 2 % of the blocks, a
+        # fifth of what a single GIL hold would cost.
+        assert r["callback_max_us"] < 20_000 and r["underruns"] == r["late"] <= max(4, r["callbacks"] // 50), r
     else:
         # PortAudio's JACK host API raises the output-underflow flag after any xrun of the JACK graph, including
         # the dummy driver's own timer running late and the catch-up cycles after it (a non-realtime jackd on a
