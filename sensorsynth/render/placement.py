@@ -57,6 +57,7 @@ def _pair(n: int, i: int, j: int, f: float) -> np.ndarray:
     g = np.zeros(n, np.float64)
     g[i] += math.cos(f * math.pi / 2)
     g[j] += math.sin(f * math.pi / 2)
+    g[g < 1e-9] = 0.0  # cos(π/2) is 6e-17 in floating point: a speaker that is off is exactly off
     return g.astype(np.float32)
 
 

@@ -17,7 +17,7 @@ from typing import Callable
 
 from ..atomic import atomic_write
 from ..mapping.presets import PresetError, PresetTable, load_preset
-from ..protocol.commands import Control, ControlChannel, Deform, Gain, SelectInstrument
+from ..protocol.commands import Control, ControlChannel, Deform, Gain, Pan, SelectInstrument
 from .config import ServeConfig
 from .engine import Engine, EngineSettings
 from .faults import Faults
@@ -62,11 +62,12 @@ def _lan_address() -> str:
 def open_output(config: ServeConfig, native_rate: int) -> tuple[Output, str | None]:
     """The output to play to, and a note when it is not what was asked for."""
     rate = config.sample_rate or native_rate
+    ch = config.output_channels
     if config.output == "null":
-        return NullOutput(rate, config.block_size), None
+        return NullOutput(rate, config.block_size, channels=ch), None
     try:
         try:
-            return SoundDeviceOutput(rate, config.block_size, config.sound_device, config.hostapi), None
+            return SoundDeviceOutput(rate, config.block_size, config.sound_device, config.hostapi, channels=ch), None
         except SoundDeviceError as first:
             if config.sample_rate is not None or "cannot play" not in str(first):
                 raise
@@ -76,13 +77,13 @@ def open_output(config: ServeConfig, native_rate: int) -> tuple[Output, str | No
 
             idx, info = find_device(config.sound_device, config.hostapi)
             card_rate = int(info["default_samplerate"])
-            out = SoundDeviceOutput(card_rate, config.block_size, idx, config.hostapi)
+            out = SoundDeviceOutput(card_rate, config.block_size, idx, config.hostapi, channels=ch)
             del sd
             return out, f"the card runs at {card_rate} Hz; instruments are played at that rate"
     except SoundDeviceError as exc:
         if config.output == "sound":
             raise ServeError(f"no usable sound card: {exc}") from None
-        return NullOutput(rate, config.block_size), f"no sound card ({exc})"
+        return NullOutput(rate, config.block_size, channels=ch), f"no sound card ({exc})"
 
 
 @dataclass(frozen=True)
@@ -158,7 +159,7 @@ class Service:
         rate = output.sample_rate
         if config.record is not None:
             try:
-                self.recorder = Recorder(config.record, rate)
+                self.recorder = Recorder(config.record, rate, channels=config.output_channels)
             except RecorderError as exc:
                 raise ServeError(str(exc)) from None
         engine = self.engine = Engine(library, engine_settings(config, rate, default), output, self.recorder,
@@ -170,7 +171,7 @@ class Service:
                 engine.stop()
                 raise ServeError(f"no usable sound card: {exc}") from None
             note = f"the sound card failed to start ({exc})"
-            engine.output = output = NullOutput(rate, config.block_size)
+            engine.output = output = NullOutput(rate, config.block_size, channels=config.output_channels)
             engine.start()
         self.output = output
         rejections = Rejections()
@@ -229,7 +230,7 @@ class Service:
     def _osc_sink(self, item, arrival: int) -> None:
         """Commands to the engine (and the mappings' targets); sensor input, presets, learn, calibrate to the
         mappings."""
-        if isinstance(item, (Control, ControlChannel, Deform, Gain, SelectInstrument)):
+        if isinstance(item, (Control, ControlChannel, Deform, Gain, SelectInstrument, Pan)):
             self.engine.submit(item, arrival)  # type: ignore[union-attr]
             if isinstance(item, (Control, ControlChannel)):
                 owner, voice = self.mappings.osc_owner(item.voice)
@@ -408,7 +409,9 @@ def engine_settings(config: ServeConfig, rate: int, default: str) -> EngineSetti
         sample_rate=rate, block_size=config.block_size, max_voices=config.max_voices,
         prefill_blocks=config.prefill_blocks, latency=config.latency, fixed_delay_ms=config.fixed_delay_ms,
         seed=config.seed, noise=config.noise, instrument=default, realtime_priority=config.realtime_priority,
-        audio_path=config.audio_path,
+        audio_path=config.audio_path, channels=config.output_channels, placement=config.placement,
+        voice_channels=config.voice_channels, voice_positions=config.voice_positions,
+        level_cap_dbfs=config.level_cap_dbfs,
         device="cpu" if config.device == "cpu" else config.device.removeprefix("torch:"),
     )
 
