@@ -275,15 +275,15 @@ class Engine:
         if self._cap_configured is not None:
             value = min(value, float(self._cap_configured))
         value = min(value, 0.0)
-        setter = getattr(self.renderer, "set_level_cap", None)
-        if setter is not None:
-            setter(10.0 ** (value / 20.0))
+        if self.settings.device != "cpu":  # the GPU and torch renderers have no limiter (their clip stays)
+            return
+        self.renderer.set_level_cap(10.0 ** (value / 20.0))
         self._cap_dbfs = value
 
     def limiter_status(self) -> dict[str, float | None]:
-        """The cap (dBFS) and the largest gain reduction (dB, ≥ 0) since the previous read."""
-        take = getattr(self.renderer, "take_gain_reduction", None)
-        g = take() if take is not None else 1.0
+        """The cap (dBFS; None: no limiter, as on the GPU and torch renderers) and the largest gain reduction
+        (dB, ≥ 0) since the previous read."""
+        g = self.renderer.take_gain_reduction() if self._cap_dbfs is not None else 1.0
         reduction = round(-20.0 * math.log10(max(g, 1e-12)), 2) if g < 1.0 else 0.0
         return {"cap_dbfs": self._cap_dbfs, "gain_reduction_db": reduction}
 
