@@ -287,6 +287,9 @@ class Service:
             f"  sound: {output.description}, block {config.block_size} ({1000 * config.block_size / rate:.1f} ms), "
             f"rendered on {renderer_name(config.device)}" + (f"; {note}" if note else ""),
         ]
+        cap = self.engine.level_cap_dbfs if self.engine is not None else None
+        lines.append(f"  speakers: {config.output_channels} channel(s), placement {config.placement}; level cap "
+                     + (f"{cap:g} dBFS" if cap is not None else "none (this renderer clips at full scale)"))
         if recorder is not None:
             lines.append(f"  recording: {recorder.path}")
         elif isinstance(output, NullOutput):

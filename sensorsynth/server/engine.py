@@ -258,11 +258,10 @@ class Engine:
         ramp = float(ramp_ms)
         if not (math.isfinite(ramp) and 0.0 <= ramp <= 60_000.0):
             raise ValueError(f"ramp_ms must be in [0, 60000], got {ramp_ms}")
-        push = getattr(self.inbox, "output_gain", None)
-        if push is None:  # the torch/cuda renderers: one channel, no master gain stage
+        if self.settings.device != "cpu":  # the cuda/torch renderers: one channel, no master gain stage
             raise ValueError(f"the {self.settings.device} renderer has no output gains")
         for c, g in enumerate(vals):
-            if not push(c, g, ramp):
+            if not self.inbox.output_gain(c, g, ramp):
                 raise Rejected("overload", "the audio engine's inbox is full; output gains dropped")
             self.output_gains[c] = g
 
@@ -280,6 +279,11 @@ class Engine:
         self.renderer.set_level_cap(10.0 ** (value / 20.0))
         self._cap_dbfs = value
 
+    @property
+    def level_cap_dbfs(self) -> float | None:
+        """The cap in force (dBFS), None where the renderer has no limiter."""
+        return self._cap_dbfs
+
     def limiter_status(self) -> dict[str, float | None]:
         """The cap (dBFS; None: no limiter, as on the GPU and torch renderers) and the largest gain reduction
         (dB, ≥ 0) since the previous read."""
@@ -289,11 +293,10 @@ class Engine:
 
     def pan(self, voice: int, position: float) -> None:
         """Move a voice to ``position`` (0..1 along the line, or round the ring; see placement.pan_layout)."""
+        if self.channels == 1:  # one speaker: every position is that speaker (the cuda/torch renderers too)
+            return
         gains = placement.pan_gains(position, self.channels, placement.pan_layout(self.settings.placement))
-        push = getattr(self.inbox, "pan", None)
-        if push is None:
-            raise Rejected("unsupported", f"the {self.settings.device} renderer plays one channel")
-        if not push(voice, gains, PAN_RAMP_MS):
+        if not self.inbox.pan(voice, gains, PAN_RAMP_MS):
             raise Rejected("overload", "the audio engine's inbox is full; pan dropped")
 
     # ------------------------------------------------------------------ commands (event loop thread)
@@ -394,9 +397,8 @@ class Engine:
         if state.instrument != self.default_instrument and self.default_instrument in self.library.entries:
             self.select(voice, self.default_instrument)
         self.inbox.gain(voice, 1.0)
-        push = getattr(self.inbox, "pan", None)
-        if push is not None and self.channels > 1:  # back to where the voice stands when nobody moves it
-            push(voice, self._home_pans[voice], PAN_RAMP_MS)
+        if self.channels > 1:  # back to where the voice stands when nobody moves it
+            self.inbox.pan(voice, self._home_pans[voice], PAN_RAMP_MS)
 
     # ------------------------------------------------------------------ hot reload (event loop thread)
     def apply(self, change: Change) -> None:
