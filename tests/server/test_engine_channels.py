@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from sensorsynth.protocol.commands import Control, Pan, Rejected
+from sensorsynth.protocol.commands import Control, Pan
 from sensorsynth.render import kernel as K
 from sensorsynth.render import placement
 from sensorsynth.server.config import ConfigError, load_config
