@@ -9,7 +9,9 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -147,3 +149,19 @@ def test_the_page_listens_to_a_stereo_fold_down(start_server, browser):
     page.context.close()
     assert not problems, problems
     assert server.stop() == 0
+
+
+def test_doctor_says_when_the_card_has_too_few_channels(jack8, tmp_path):
+    env = {**os.environ, "JACK_DEFAULT_SERVER": jack8, "JACK_NO_START_SERVER": "1"}
+    models = Path(__file__).resolve().parents[2] / "models"
+    lines = {}
+    for n in (CHANNELS, CHANNELS + 1):
+        cfg = tmp_path / f"c{n}.toml"
+        cfg.write_text(f"output_channels = {n}\n")
+        r = subprocess.run([sys.executable, "-m", "sensorsynth", "doctor", str(models), "--config", str(cfg),
+                            "--output", "sound", "--hostapi", "JACK"], capture_output=True, text=True, timeout=120,
+                           env=env)  # fmt: skip
+        lines[n] = [line for line in r.stdout.splitlines() if " sound " in f" {line} "]
+    assert not any(line.startswith("FAIL") for line in lines[CHANNELS]), lines
+    assert any(line.startswith("FAIL") and f"offers {CHANNELS} output channel(s)" in line
+               for line in lines[CHANNELS + 1]), lines  # fmt: skip
