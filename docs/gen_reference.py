@@ -70,7 +70,15 @@ SERVE_MEANING: dict[str, str | tuple[str, str]] = {
     "audio_path": "`compiled`: the card's callback (or the null output's compiled clock loop) renders each "
                   "block itself, never waiting on Python; `python`: a Python render thread fills a ring (for "
                   "comparison; `cuda` and `torch:cpu` always use it)",
-    "record": ("none", "write what plays to this WAV (16-bit), flushed every 0.5 s"),
+    "output_channels": "output channels (speakers) the card opens, 1..64; more than 1 needs the compiled audio "
+                       "path on `--device cpu` ([Speakers](speakers.md))",
+    "placement": "where each voice sounds: `fixed` (one channel per voice), `line` or `ring` (equal-power pan "
+                 "between neighbouring speakers); clients move their voice with `pan` ([Speakers](speakers.md))",
+    "voice_channels": ("voice mod channels", "`fixed`: each voice's channel, in voice order (repeatable)"),
+    "voice_positions": ("spread evenly", "`line`/`ring`: each voice's position 0..1, in voice order (repeatable)"),
+    "level_cap_dbfs": "the level no input, instrument or scene can exceed: a peak limiter after the mix and the "
+                      "master gains, −60..0 dBFS (its gain reduction is in the status's `limiter`)",
+    "record": ("none", "write what plays to this WAV (16-bit, every output channel), flushed every 0.5 s"),
     "latency": "`asap`: an event plays at the next block; `fixed`: a constant `fixed_delay_ms` after it "
                "arrived",
     "fixed_delay_ms": "the delay of `fixed` latency, and of OSC time-tagged events",
@@ -165,6 +173,8 @@ WS_ANSWER: dict[str, str] = {
     "control": "nothing (an `error` when refused, e.g. `wrong_count`, `bad_index`, `no_voice`)",
     "deform": "nothing (an `error` when refused)",
     "gain": "nothing (an `error` when refused)",
+    "pan": "nothing: the client's voice moves there among the speakers ([Speakers](speakers.md)); an `error` "
+           "when refused",
     "instrument": "`instrument_changed` (`voice`, `instrument`), or `error` `unknown_instrument`",
     "status": "`status`: the [status](#status-fields)",
     "audio": "starts or stops binary [audio frames](#binary-audio-frames) to this client",

@@ -136,6 +136,7 @@ class MappingHub:
             hi = spec.hi if isinstance(spec.hi, float) or len(spec.hi) == width else spec.hi[0]
             extra["calibration"] = Calibration(width, spec.calibration, lo, hi, learn_s=spec.learn_s)
             extra["deform_axis"] = spec.deform_axis if 0 <= spec.deform_axis < width else None
+            extra["pan_axis"] = spec.pan_axis if 0 <= spec.pan_axis < width else None
         return SourceOptions.for_kind(kind, **extra)
 
     def _target(self, owner: str, source: str, instrument_name: str) -> Target:

@@ -15,6 +15,8 @@ A preset is a small TOML file (see ``presets/touchdesigner.toml`` for a commente
     hi = 1.0
     learn_s = 3.0
     deform_axis = -1               # raw: the axis (0-based) whose value deforms the instrument; -1: none
+    pan_axis = -1                  # raw: the axis whose calibrated 0..1 value places the voice among the
+                                   # speakers (a `pan` position, docs/speakers.md); -1: none
     threshold = 1.0                # optional gate overrides (see gate.py): threshold, full, refractory_s
 
     [[addresses]]
@@ -62,6 +64,7 @@ class SourceSpec(BaseModel):
     hi: float | list[float] = 1.0
     learn_s: float = Field(3.0, ge=0, le=3600)
     deform_axis: int = Field(-1, ge=-1)
+    pan_axis: int = Field(-1, ge=-1)
     threshold: float | None = Field(None, gt=0)
     full: float | None = Field(None, gt=0)
     refractory_s: float | None = Field(None, ge=0, le=10)
@@ -82,6 +85,8 @@ class SourceSpec(BaseModel):
             self.width = fixed
         if self.deform_axis >= 0 and self.width and self.deform_axis >= self.width:
             raise ValueError(f"deform_axis {self.deform_axis} is beyond the {self.width} axes")
+        if self.pan_axis >= 0 and self.width and self.pan_axis >= self.width:
+            raise ValueError(f"pan_axis {self.pan_axis} is beyond the {self.width} axes")
         return self
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ..protocol.commands import Control, Deform
+from ..protocol.commands import Control, Deform, Pan
 from ..instrument.basis import DEFAULT_KEEP, Basis
 from .calibration import Calibration
 from .features import GATES, Extractor, Features, deform_logits, make_extractor
@@ -25,6 +25,8 @@ from .learned import Predictor
 DEFORM_MIN_INTERVAL_S = 0.02  # at most 50 deformations a second (the renderer ramps over a frame anyway)
 DEFORM_STEP = 0.02  # resend when the continuous quantity moved this much (of 0..1)
 DEFORM_START = 0.05  # ...and only once it moved this far from where it started: still sources stay neutral
+PAN_STEP = 0.01  # a preset's pan axis: resend the voice's position when it moved this much (of 0..1)...
+PAN_MIN_INTERVAL_S = 0.02  # ...at most 50 times a second (the renderer ramps each move over 20 ms)
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,7 @@ class SourceOptions:
     keep: float = DEFAULT_KEEP
     calibration: Calibration | None = None  # raw sources
     deform_axis: int | None = None  # raw sources
+    pan_axis: int | None = None  # raw sources: the axis whose calibrated value is the voice's pan position
     deform_from: str = "openness"  # hand sources
     deform: bool = True
 
@@ -87,6 +90,8 @@ class SourceMapping:
         self.frames = 0
         self.events = 0
         self.deforms = 0
+        self.p_sent: float | None = None
+        self.t_pan = -1e9
 
     def input_vector(self, f: Features) -> np.ndarray:
         """What a learned mapping reads: the pose and the change."""
@@ -128,7 +133,22 @@ class SourceMapping:
             d = self._deform(f.continuous, t, target.expressivity)
             if d is not None:
                 commands.append(d)
+        axis = self.options.pan_axis
+        if axis is not None and axis < f.pose.size:
+            p = self._pan(float(f.pose[axis]), t)
+            if p is not None:
+                commands.append(p)
         return Step(commands, f, fired)
+
+    def _pan(self, value: float, t: float) -> Pan | None:
+        """The voice's position from the pan axis (clamped to 0..1), when it moved and not too often."""
+        p = min(1.0, max(0.0, value)) if value == value else 0.0
+        if self.p_sent is not None and abs(p - self.p_sent) < PAN_STEP:
+            return None
+        if t - self.t_pan < PAN_MIN_INTERVAL_S:
+            return None
+        self.p_sent, self.t_pan = p, t
+        return Pan(p)
 
     def _deform(self, q: float, t: float, expressivity: int) -> Deform | None:
         if self.q0 is None:

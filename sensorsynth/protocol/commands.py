@@ -122,4 +122,21 @@ class SelectInstrument:
         return cls(name, _voice(voice))
 
 
-Command = Union[Control, ControlChannel, Deform, Gain, SelectInstrument]
+@dataclass(frozen=True, slots=True)
+class Pan:
+    """Where a voice sounds among the speakers: ``position`` 0..1 along the line (0 the first speaker, 1 the
+    last) or round the ring (0 and 1 the first speaker), equal-power between the two nearest speakers; the
+    server's ``placement`` says which (see docs/speakers.md). Moved click-free."""
+
+    position: float
+    voice: int | None = None
+
+    @classmethod
+    def of(cls, position, voice: int | None = None) -> "Pan":
+        (p,) = _floats([position], "pan position")
+        if p < 0 or p > 1:
+            raise Rejected("out_of_range", f"pan position must be in [0, 1], got {p}")
+        return cls(p, _voice(voice))
+
+
+Command = Union[Control, ControlChannel, Deform, Gain, SelectInstrument, Pan]

@@ -13,6 +13,7 @@ Client → server:
     control     {"type": "control", "index": i, "value": v}            fire one dimension
     deform      {"type": "deform", "logits": [E floats]}
     gain        {"type": "gain", "gain": 0.8}
+    pan         {"type": "pan", "position": 0.25}                      where the client's voice sounds (0..1)
     instrument  {"type": "instrument", "name": "guitar"}               → instrument_changed
     status      {"type": "status"}                                     → status
     audio       {"type": "audio", "enabled": true}                     start/stop the PCM stream to this client
@@ -57,7 +58,8 @@ Server → client:
                  (with "reason")
 
 Binary audio frames (server → client after ``audio`` enabled): a 16-byte header
-``<u4 magic "SSA1", u4 sample_rate, u8 first_sample>`` then float32 little-endian mono samples.
+``<u4 magic "SSA1", u4 sample_rate, u8 first_sample>`` then float32 little-endian mono samples; magic "SSA2":
+interleaved stereo frames (left, right) instead, the fold-down of a server with several output channels.
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 VERSION = 1
 AUDIO_MAGIC = b"SSA1"
+AUDIO_MAGIC_STEREO = b"SSA2"
 AUDIO_HEADER = struct.Struct("<4sIQ")
 
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
@@ -116,6 +119,11 @@ class DeformMsg(_Msg):
 class GainMsg(_Msg):
     type: Literal["gain"]
     gain: FiniteFloat = Field(ge=0, le=16)
+
+
+class PanMsg(_Msg):
+    type: Literal["pan"]
+    position: FiniteFloat = Field(ge=0, le=1)
 
 
 class InstrumentMsg(_Msg):
@@ -227,7 +235,7 @@ class WatchMsg(_Msg):
 
 
 ClientMessage = Annotated[
-    Union[Hello, ControlMsg, DeformMsg, GainMsg, InstrumentMsg, StatusMsg, AudioMsg, MonitorMsg, SensorMsg,
+    Union[Hello, ControlMsg, DeformMsg, GainMsg, PanMsg, InstrumentMsg, StatusMsg, AudioMsg, MonitorMsg, SensorMsg,
           LearnMsg, CalibrateMsg, UploadMsg, CancelMsg, WatchMsg],
     Field(discriminator="type"),
 ]
@@ -283,5 +291,7 @@ def error(code: str, message: str, ref: str | None = None) -> str:
     return encode("error", code=code, message=message, ref=ref)
 
 
-def audio_frame(sample_rate: int, first_sample: int, samples_f32_bytes: bytes) -> bytes:
-    return AUDIO_HEADER.pack(AUDIO_MAGIC, sample_rate, first_sample) + samples_f32_bytes
+def audio_frame(sample_rate: int, first_sample: int, samples_f32_bytes: bytes, channels: int = 1) -> bytes:
+    """One binary audio frame: mono samples, or (``channels=2``) interleaved stereo frames."""
+    magic = AUDIO_MAGIC_STEREO if channels == 2 else AUDIO_MAGIC
+    return AUDIO_HEADER.pack(magic, sample_rate, first_sample) + samples_f32_bytes

@@ -88,6 +88,7 @@ CONTROL: tuple[Slot, ...] = (
     Slot("STOP", "the null loop stops when this is non-zero"),
     Slot("TIME", "renderer time: absolute index of the first sample of the next block (the producer reads it)"),
     Slot("BLOCK", "samples per rendered block"),
+    Slot("CHANNELS", "output channels: the device buffer, the hold and the tap ring are interleaved frames"),
     Slot("RATE", "sample rate"),
     Slot("CLOCK_GETTIME", "address of libc clock_gettime"),
     Slot("CLOCK_NANOSLEEP", "address of libc clock_nanosleep"),
@@ -95,12 +96,12 @@ CONTROL: tuple[Slot, ...] = (
     Slot("GETSCHED_FN", "address of libc sched_getscheduler"),
     Slot("RENDER_FN", "address of the kernel's compiled render_block (numba calling convention)"),
     Slot("LIMIT", "address of a float64: the renderer's clip limit"),
-    Slot("AUX", "address of float32 [hold (B) | last sample played | spare]"),
-    Slot("HOLD_POS", "next sample of the hold (a rendered block partly played) to play"),
-    Slot("HOLD_LEN", "samples in the hold"),
-    Slot("OUT", "address of the renderer's `out` field (the kernel renders there)"),
+    Slot("AUX", "address of float32 [hold (B frames × CHANNELS, interleaved) | last frame played (CHANNELS) | spare]"),
+    Slot("HOLD_POS", "next frame of the hold (a rendered block partly played) to play"),
+    Slot("HOLD_LEN", "frames in the hold"),
+    Slot("OUT", "address of the renderer's `out` field, (CHANNELS, B) (the kernel renders there)"),
     Slot("INBOX_READ", "address of the inbox's read index (the kernel's inbox_state[IB_READ])"),
-    Slot("TAP_SAMPLES", "address of the tap ring's float32 (slots, B)"),
+    Slot("TAP_SAMPLES", "address of the tap ring's float32 (slots, B × CHANNELS), interleaved frames"),
     Slot("TAP_META", "address of the tap ring's int64 (slots, N_TAP_META)"),
     Slot("TAP_SLOTS", "blocks the tap ring holds"),
     Slot("TAP_WRITE", "blocks written (the audio side publishes it after the slot)"),
@@ -134,9 +135,9 @@ CONTROL: tuple[Slot, ...] = (
 TAP_META: tuple[Slot, ...] = (
     Slot("FIRST", "renderer sample index of the block's first sample (a not-rendered chunk: the renderer's time)"),
     Slot("NS", "monotonic ns when the block left the renderer (not rendered: when it was played)"),
-    Slot("LEN", "samples in the slot"),
+    Slot("LEN", "frames in the slot"),
     Slot("KIND", "TAP_RENDERED or TAP_NOT_RENDERED"),
-    Slot("AHEAD", "samples of the device buffer before the block's first sample (played from the hold)"),
+    Slot("AHEAD", "frames of the device buffer before the block's first frame (played from the hold)"),
     Slot("INBOX", "inbox messages taken by the end of the block (every message below it had been applied or queued)"),
 )  # fmt: skip
 
@@ -380,20 +381,22 @@ def _acquire(ctl, t_in) -> bool:
 
 @njit(cache=True, error_model="numpy", inline="always")
 def _tap_push(ctl, src, off, n, first, t_ns, kind, ahead, inbox) -> None:
-    """Append src[off:off + n] (n ≤ B) and its meta to the tap ring, or count it as dropped when Python has not
-    read the ring (the ring never waits)."""
+    """Append frames [off, off + n) of the interleaved src (n ≤ B) and their meta to the tap ring, or count
+    them as dropped when Python has not read the ring (the ring never waits)."""
     w = ctl[C_TAP_WRITE]
     r = _load_acquire(ctl, C_TAP_READ)
     slots = ctl[C_TAP_SLOTS]
     if w - r >= slots:
         ctl[C_TAP_DROPPED] += 1
         return
-    b = ctl[C_BLOCK]
+    ch = ctl[C_CHANNELS]
+    b = ctl[C_BLOCK] * ch
     slot = w % slots
     dst = carray(_f32p(ctl[C_TAP_SAMPLES] + 4 * slot * b), (b,))
     meta = carray(_i64p(ctl[C_TAP_META] + 8 * slot * N_TAP_META), (N_TAP_META,))
-    for j in range(n):
-        dst[j] = src[off + j]
+    base = off * ch
+    for j in range(n * ch):
+        dst[j] = src[base + j]
     meta[TM_FIRST] = first
     meta[TM_NS] = t_ns
     meta[TM_LEN] = n
@@ -405,9 +408,10 @@ def _tap_push(ctl, src, off, n, first, t_ns, kind, ahead, inbox) -> None:
 
 @njit(cache=True, error_model="numpy", inline="always")
 def _serve(ctl, out, frames, status) -> None:
-    """One device callback: fill out[:frames]. Plays what is left of the last rendered block, then renders
-    whole blocks (each one tapped) until ``frames`` are written, keeping the rest of the last one for the next
-    callback; when the renderer cannot be owned in time, fades the last sample played to zero instead."""
+    """One device callback: fill ``frames`` interleaved frames of out (frames × CHANNELS samples). Plays what
+    is left of the last rendered block, then renders whole blocks (each interleaved into the hold and tapped)
+    until ``frames`` are written, keeping the rest of the last one for the next callback; when the renderer
+    cannot be owned in time, fades the last frame played to zero instead."""
     clock = ctl[C_CLOCK_GETTIME]
     t_in = _mono_ns(clock)
     if ctl[C_RT_STATE] == 0 and ctl[C_RT_PRIORITY] > 0:  # once: the thread that renders asks to run first,
@@ -416,17 +420,20 @@ def _serve(ctl, out, frames, status) -> None:
         else:
             ctl[C_RT_STATE] = 1 if _set_scheduler(ctl[C_SCHED_FN], SCHED_FIFO, ctl[C_RT_PRIORITY]) == 0 else 2
     b = ctl[C_BLOCK]
-    aux = carray(_f32p(ctl[C_AUX]), (b + 2,))
+    ch = ctl[C_CHANNELS]
+    bc = b * ch  # the hold's size; the last frame played follows it
+    aux = carray(_f32p(ctl[C_AUX]), (bc + ch + 1,))
     hp = ctl[C_HOLD_POS]
     hl = ctl[C_HOLD_LEN]
     i = 0
     while i < frames and hp < hl:
-        out[i] = aux[hp]
+        for c in range(ch):
+            out[i * ch + c] = aux[hp * ch + c]
         i += 1
         hp += 1
     if i < frames:
         if _acquire(ctl, t_in):
-            rout = carray(_f32p(ctl[C_OUT]), (b,))
+            rout = carray(_f32p(ctl[C_OUT]), (ch, b))
             limit = carray(_f64p(ctl[C_LIMIT]), (1,))[0]
             fn = ctl[C_RENDER_FN]
             inbox_read = carray(_i64p(ctl[C_INBOX_READ]), (1,))
@@ -436,27 +443,30 @@ def _serve(ctl, out, frames, status) -> None:
                              _buffer_q(ctl, 3), _buffer_f(ctl, 4))  # fmt: skip
                 r1 = _mono_ns(clock)
                 if ctl[C_FADE_IN] != 0:  # the first block after a gap: no click
-                    for j in range(b):
-                        rout[j] = rout[j] * (np.float32(j + 1) / np.float32(b))
+                    for c in range(ch):
+                        for j in range(b):
+                            rout[c, j] = rout[c, j] * (np.float32(j + 1) / np.float32(b))
                     ctl[C_FADE_IN] = 0
                 ctl[C_TIME] = t0 + b
                 ctl[C_BLOCKS] += 1
                 ctl[C_LAST_NS] = r1
-                _tap_push(ctl, rout, 0, b, t0, r1, TAP_RENDERED, i, inbox_read[0])
+                for c in range(ch):  # planar (the kernel's rows) → interleaved frames (the card's)
+                    for j in range(b):
+                        aux[j * ch + c] = rout[c, j]
+                _tap_push(ctl, aux, 0, b, t0, r1, TAP_RENDERED, i, inbox_read[0])
                 m = min(b, frames - i)
-                for j in range(m):
-                    out[i + j] = rout[j]
-                for j in range(b):
-                    aux[j] = rout[j]
+                for j in range(m * ch):
+                    out[i * ch + j] = aux[j]
                 hp = m
                 hl = b
                 i += m
             _store_release(ctl, C_OWNER, OWNER_FREE)
         else:
             n = frames - i
-            last = out[i - 1] if i > 0 else aux[b]
-            for j in range(n):
-                out[i + j] = last * (np.float32(n - 1 - j) / np.float32(n))
+            for c in range(ch):
+                last = out[(i - 1) * ch + c] if i > 0 else aux[bc + c]
+                for j in range(n):
+                    out[(i + j) * ch + c] = last * (np.float32(n - 1 - j) / np.float32(n))
             now = _mono_ns(clock)
             j = 0
             while j < n:
@@ -468,7 +478,8 @@ def _serve(ctl, out, frames, status) -> None:
     ctl[C_HOLD_POS] = hp
     ctl[C_HOLD_LEN] = hl
     if frames > 0:
-        aux[b] = out[frames - 1]
+        for c in range(ch):
+            aux[bc + c] = out[(frames - 1) * ch + c]
     ctl[C_CALLBACKS] += 1
     ctl[C_FRAMES] += frames
     if status & PA_OUTPUT_UNDERFLOW:
@@ -486,9 +497,9 @@ _CALLBACK_SIG = types.intc(types.voidptr, types.voidptr, types.uint64, types.voi
 
 
 def _portaudio_render_callback(inp, outp, frames, time_info, status_flags, user):  # pragma: no cover - runs in C
-    """PortAudio stream callback (mono float32 output; userdata = the control block)."""
+    """PortAudio stream callback (float32 output, CHANNELS interleaved; userdata = the control block)."""
     ctl = carray(user, (N_CTL,), np.int64)
-    out = carray(outp, (frames,), np.float32)
+    out = carray(outp, (frames * ctl[C_CHANNELS],), np.float32)
     _serve(ctl, out, np.int64(frames), np.int64(status_flags))
     return 0
 
@@ -645,7 +656,7 @@ def tap_read(ctl, samples, meta) -> np.int64:
     r = ctl[C_TAP_READ]
     n = min(w - r, samples.shape[0])
     slots = ctl[C_TAP_SLOTS]
-    b = ctl[C_BLOCK]
+    b = ctl[C_BLOCK] * ctl[C_CHANNELS]
     src = carray(_f32p(ctl[C_TAP_SAMPLES]), (slots, b))
     src_meta = carray(_i64p(ctl[C_TAP_META]), (slots, N_TAP_META))
     for j in range(n):
@@ -731,20 +742,21 @@ class AudioPath:
         renderer.install_posted()  # a reload posted before the start is installed the plain way
         self.renderer = renderer
         b, rate = renderer.block_size, renderer.sample_rate
-        self.block_size, self.sample_rate = b, rate
+        ch = int(getattr(renderer, "channels", 1))
+        self.block_size, self.sample_rate, self.channels = b, rate, ch
         slots = max(64, int(np.ceil(tap_seconds * rate / b)))
         self.ctl = np.zeros(N_CTL, np.int64)
         self._limit = np.array([renderer.limit], np.float64)
-        self._aux = np.zeros(b + 2, np.float32)
-        self._device = np.zeros(b, np.float32)
-        self._tap_samples = np.zeros((slots, b), np.float32)
+        self._aux = np.zeros(b * ch + ch + 1, np.float32)
+        self._device = np.zeros(b * ch, np.float32)
+        self._tap_samples = np.zeros((slots, b * ch), np.float32)
         self._tap_meta = np.zeros((slots, N_TAP_META), np.int64)
         self.hist = np.zeros(HIST_BINS, np.int64)
-        self.tap_samples = np.zeros((tap_read_blocks, b), np.float32)  # what read() fills
+        self.tap_samples = np.zeros((tap_read_blocks, b * ch), np.float32)  # what read() fills: interleaved frames
         self.tap_meta = np.zeros((tap_read_blocks, N_TAP_META), np.int64)
         self._swaps = np.zeros(2 * renderer.max_voices, np.int64)
         c = self.ctl
-        c[C_BLOCK], c[C_RATE] = b, rate
+        c[C_BLOCK], c[C_RATE], c[C_CHANNELS] = b, rate, ch
         c[C_CLOCK_GETTIME], c[C_CLOCK_NANOSLEEP], c[C_SCHED_FN], c[C_GETSCHED_FN] = _libc_addresses()
         c[C_RT_PRIORITY] = max(0, int(realtime_priority))
         c[C_LIMIT] = self._limit.ctypes.data

@@ -5,7 +5,9 @@ another thread posted), applies the voice messages (gain, instrument, reset) and
 applies the events that fall inside the block, and, per voice slot, gathers excitation, routes it to
 resonances (dry), runs every oscillator's one-pole complex recursion ``s[n] = p·s[n-1] + c·dry[n]`` (wet =
 sum of real parts), cross-fades variants with the deformation weights, blends dry and wet, saturates with
-tanh and sums, with a per-voice gain ramp; finally the safety stage scrubs and clips the mix. Nothing here
+tanh and sums into every output channel with a per-voice gain ramp and a per-voice, per-channel placement
+gain (one render per voice, one multiply-add per channel and sample); then each channel's master gain, and
+finally the safety stage scrubs, limits to the level cap and clips the mix. Nothing here
 allocates, reads a clock, logs or takes a lock, and :func:`render_block` runs without the GIL
 (``nogil=True``), so a host's other Python threads keep running while a block renders.
 
@@ -86,9 +88,16 @@ MSG_INSTRUMENT = 4  # M_ARG = public instrument index: cross-fade the voice to i
 MSG_RESET = 5  # silence the voice
 MSG_ASSIGN = 6  # M_ARG = instrument row, payload [gain]: put the voice on it at once (construction)
 MSG_NOP = 7  # nothing (warm-up compiles the message path with it)
+MSG_PAN = 8  # M_ARG = ramp samples, payload: the voice's gain per output channel (missing channels: 0)
+MSG_MASTER = 9  # M_VOICE = output channel, M_ARG = ramp samples, payload [gain]: that channel's master gain
 # counters
-C_RESETS, C_DROPPED, C_LATE, C_SCRUBBED, C_MISMATCH, C_EVENTS = range(6)
-N_COUNTERS = 6
+C_RESETS, C_DROPPED, C_LATE, C_SCRUBBED, C_MISMATCH, C_EVENTS, C_LIMITED = range(7)
+N_COUNTERS = 7
+# limiter columns: the cap (linear; ≤ 0: no limiter), the gain now, the release coefficient per sample, the
+# smallest gain since the host last read it (the host resets it to 1)
+L_CAP, L_GAIN, L_RELEASE, L_MIN = range(4)
+N_LIMITER = 4
+LIMITER_SNAP = 1e-4  # a release this close to unity gain (-0.0009 dB) is unity: no multiply per sample for ever after
 
 # what resonate() found: every state flushed to 0, some state left, some state not finite or huge
 SILENT, RINGING, BLOWN_UP = 0, 1, 2
@@ -161,7 +170,10 @@ FIELDS: tuple[Field, ...] = (
     Field("inbox_slots", "fixed", I64, 2, "(N, N_SLOT) kind, voice, time/arg, length, payload offset, generation"),
     Field("vgain", "fixed", F32, 2, "(S, 3) voice gain: current, target, step per sample"),
     Field("user_gain", "fixed", F32, 1, "(V,) gain last asked for each voice"),
-    Field("out", "fixed", F32, 1, "(B,) the block process() returns"),
+    Field("vpan", "fixed", F32, 3, "(S, C, 3) voice gain per output channel (placement): current, target, step"),
+    Field("master", "fixed", F32, 2, "(C, 3) master gain per output channel: current, target, step"),
+    Field("limiter", "fixed", F32, 1, "(N_LIMITER,) [cap, gain, release per sample, least gain since read]"),
+    Field("out", "fixed", F32, 2, "(C, B) the block process() returns, one row per output channel"),
     Field("y", "fixed", F32, 1, "(B,) scratch: one resonance"),
     Field("vout", "fixed", F32, 1, "(B,) scratch: one voice"),
     Field("inbox_pool", "fixed", F32, 1, "payload ring of the inbox"),
@@ -699,6 +711,7 @@ def _swap_instrument(a, voice, row) -> None:
     a.ramp_prev[tail, :] = a.ramp_prev[voice, :]
     a.ramp_target[tail, :] = a.ramp_target[voice, :]
     a.vgain[tail, :] = a.vgain[voice, :]
+    a.vpan[tail, :, :] = a.vpan[voice, :, :]  # the tail rings out where the voice was
     cur = np.float64(a.vgain[tail, 0])
     a.vgain[tail, 1] = 0.0
     a.vgain[tail, 2] = max(cur, MIN_STEP) / fade
@@ -724,6 +737,23 @@ def _apply_message(a, kind, voice, arg, value) -> None:
     elif kind == MSG_ASSIGN:
         a.user_gain[voice] = value
         _init_slot(a, voice, arg, value)
+    elif kind == MSG_MASTER:
+        if 0 <= voice < a.master.shape[0]:
+            m = a.master[voice]
+            m[1] = value
+            m[2] = max(abs(np.float64(value) - np.float64(m[0])), MIN_STEP) / arg
+
+
+@njit(cache=True, inline="always")
+def _set_pan(a, voice, ramp, src, off, length) -> None:
+    """Voice ``voice``'s gain per output channel heads to src[(off + c) % src.size] (0 past ``length``) over
+    ``ramp`` samples from the next sample, each channel in a straight line."""
+    pan = a.vpan[voice]
+    cap = src.size
+    for c in range(pan.shape[0]):
+        target = src[(off + c) % cap] if c < length else np.float32(0.0)
+        pan[c, 1] = target
+        pan[c, 2] = max(abs(np.float64(target) - np.float64(pan[c, 0])), MIN_STEP) / ramp
 
 
 # ------------------------------------------------------------------------------------------- inbox
@@ -781,6 +811,8 @@ def _drain_inbox(a) -> None:
         kind = m[M_KIND]
         if kind == EV_CONTROL or kind == EV_DEFORM or kind == EV_DEFORM_NOW:
             _queue_push(a, m[M_ARG], m[M_VOICE], kind, pool, m[M_OFF], m[M_LEN])
+        elif kind == MSG_PAN:
+            _set_pan(a, m[M_VOICE], m[M_ARG], pool, m[M_OFF], m[M_LEN])
         else:
             _apply_message(a, kind, m[M_VOICE], m[M_ARG], pool[m[M_OFF] % pool.size])
         read += 1
@@ -865,6 +897,14 @@ def _glide_gain(a, s, n) -> None:
         a.vgain[s, 0] = min(g_target, g_cur + a.vgain[s, 2] * n)
     else:
         a.vgain[s, 0] = max(g_target, g_cur - a.vgain[s, 2] * n)
+    pan = a.vpan[s]
+    for c in range(pan.shape[0]):
+        p_cur = pan[c, 0]
+        p_target = pan[c, 1]
+        if p_cur < p_target:
+            pan[c, 0] = min(p_target, p_cur + pan[c, 2] * n)
+        elif p_cur > p_target:
+            pan[c, 0] = max(p_target, p_cur - pan[c, 2] * n)
 
 
 @njit(cache=True, inline="always")
@@ -950,19 +990,40 @@ def _voice_output(a, s, inst, n) -> np.int64:
 
 @njit(cache=True, inline="always")
 def _mix_voice(a, s, n) -> None:
-    """a.out += gain·a.vout with the voice gain moving linearly toward its target (click-free)."""
+    """a.out[c] += pan_c·gain·a.vout for every output channel c, with the voice gain and each channel's pan
+    gain moving linearly toward their targets (click-free). The voice is rendered once; each channel costs a
+    multiply-add per sample, and a channel whose pan gain rests at 0 costs nothing. (One channel at pan 1:
+    out += (gain·vout)·1, bit for bit the mono mix.)"""
     step = a.vgain[s, 2]
     g_target = a.vgain[s, 1]
     g = a.vgain[s, 0]
-    out = a.out
     vout = a.vout
     for j in range(n):
         if g < g_target:
             g = min(g_target, g + step)
         elif g > g_target:
             g = max(g_target, g - step)
-        out[j] += g * vout[j]
+        vout[j] = g * vout[j]
     a.vgain[s, 0] = g
+    pan = a.vpan[s]
+    for c in range(a.out.shape[0]):
+        p = pan[c, 0]
+        p_target = pan[c, 1]
+        row = a.out[c]
+        if p == p_target:
+            if p == 0.0:
+                continue
+            for j in range(n):
+                row[j] += vout[j] * p
+        else:
+            p_step = pan[c, 2]
+            for j in range(n):
+                if p < p_target:
+                    p = min(p_target, p + p_step)
+                elif p > p_target:
+                    p = max(p_target, p - p_step)
+                row[j] += vout[j] * p
+            pan[c, 0] = p
 
 
 @njit(cache=True, inline="always")
@@ -1004,20 +1065,87 @@ def _free_due(a, n_due) -> None:
 
 
 @njit(cache=True, inline="always")
+def _master_gains(a, n) -> None:
+    """Each output channel times its master gain, ramped linearly (click-free); a channel resting at 1 is
+    left alone."""
+    for c in range(a.out.shape[0]):
+        m = a.master[c]
+        cur = m[0]
+        target = m[1]
+        row = a.out[c]
+        if cur == target:
+            if cur != 1.0:
+                for j in range(n):
+                    row[j] *= cur
+            continue
+        step = m[2]
+        for j in range(n):
+            if cur < target:
+                cur = min(target, cur + step)
+            elif cur > target:
+                cur = max(target, cur - step)
+            row[j] *= cur
+        m[0] = cur
+
+
+@njit(cache=True, inline="always")
 def _safety(a, n, limit) -> None:
-    """The last stage: a non-finite sample becomes 0 (counted), then the clip to ±limit (limit ≤ 0: none)."""
+    """The last stage, per sample over every channel: a non-finite sample becomes 0 (counted); then the level
+    cap (a limiter, when a.limiter[L_CAP] > 0); then the clip to ±limit (limit ≤ 0: none).
+
+    The limiter is peak-based and linked across channels (one gain for all, so a placed voice does not move):
+    the gain falls at once to cap/peak when a sample would exceed the cap (instant attack, no look-ahead), and
+    otherwise recovers exponentially toward 1 (a.limiter[L_RELEASE] of the way per sample). The samples are
+    then clipped to the cap as well, so float rounding of cap/peak·peak can never leave one above it. Samples
+    it reduced are counted (C_LIMITED); the least gain is kept for the host to read (L_MIN)."""
     out = a.out
+    lim = a.limiter
+    cap = np.float64(lim[L_CAP])
+    on = cap > 0.0
+    ceiling = np.float64(limit)
+    if on and (ceiling <= 0.0 or cap < ceiling):
+        ceiling = cap
+    g = np.float64(lim[L_GAIN])
+    rel = np.float64(lim[L_RELEASE])
+    g_min = np.float64(lim[L_MIN])
+    limited = 0
+    n_ch = out.shape[0]
     for j in range(n):
-        v = out[j]
-        if not np.isfinite(v):
-            a.counters[C_SCRUBBED] += 1
-            v = np.float32(0.0)
-        if limit > 0.0:
-            if v > limit:
-                v = np.float32(limit)
-            elif v < -limit:
-                v = np.float32(-limit)
-        out[j] = v
+        peak = np.float64(0.0)
+        for c in range(n_ch):
+            v = out[c, j]
+            if not np.isfinite(v):
+                a.counters[C_SCRUBBED] += 1
+                v = np.float32(0.0)
+                out[c, j] = v
+            av = abs(np.float64(v))
+            if av > peak:
+                peak = av
+        if on:
+            if g < 1.0:
+                g += (1.0 - g) * rel
+                if g > 1.0 - LIMITER_SNAP:
+                    g = 1.0
+            if peak * g > cap:
+                g = cap / peak
+            if g < 1.0:
+                limited += 1
+                if g < g_min:
+                    g_min = g
+                gf = np.float32(g)
+                for c in range(n_ch):
+                    out[c, j] = out[c, j] * gf
+        if ceiling > 0.0:
+            for c in range(n_ch):
+                v = out[c, j]
+                if v > ceiling:
+                    out[c, j] = np.float32(ceiling)
+                elif v < -ceiling:
+                    out[c, j] = np.float32(-ceiling)
+    if on:
+        lim[L_GAIN] = np.float32(g)
+        lim[L_MIN] = np.float32(g_min)
+        a.counters[C_LIMITED] += limited
 
 
 # ------------------------------------------------------------------------------------------ entries
@@ -1026,8 +1154,9 @@ def render_block(t0, n, limit, bank_f, bank_q, fixed_f, fixed_q, sized_f) -> Non
     """Render samples [t0, t0 + n) into the ``out`` field (n ≤ its size). ``limit`` ≤ 0 disables the clip
     (NaN/inf are scrubbed regardless). Releases the GIL for the whole block."""
     a = unpack(bank_f, bank_q, fixed_f, fixed_q, sized_f)
-    for j in range(n):
-        a.out[j] = 0.0
+    for c in range(a.out.shape[0]):
+        for j in range(n):
+            a.out[c, j] = 0.0
     if a.params[P_DRAIN]:
         _drain_inbox(a)
     n_due = collect_due(a.qtime, a.qseq, a.qused, t0 + n, a.due, a.qstate)
@@ -1036,6 +1165,7 @@ def render_block(t0, n, limit, bank_f, bank_q, fixed_f, fixed_q, sized_f) -> Non
         _render_slot(a, s, t0, n, n_due)
     _release_faded_tails(a)
     _free_due(a, n_due)
+    _master_gains(a, n)
     _safety(a, n, limit)
 
 
@@ -1052,3 +1182,11 @@ def apply_message(kind, voice, arg, value, bank_f, bank_q, fixed_f, fixed_q, siz
     gain or instrument change behaves the same whichever way it came."""
     a = unpack(bank_f, bank_q, fixed_f, fixed_q, sized_f)
     _apply_message(a, kind, voice, arg, np.float32(value))
+
+
+@njit(cache=True, error_model="numpy")
+def apply_pan(voice, ramp, gains, bank_f, bank_q, fixed_f, fixed_q, sized_f) -> None:
+    """Set a voice's gain per output channel now (ramped over ``ramp`` samples), from the audio thread: the
+    code the inbox's MSG_PAN runs."""
+    a = unpack(bank_f, bank_q, fixed_f, fixed_q, sized_f)
+    _set_pan(a, voice, ramp, gains, 0, gains.size)

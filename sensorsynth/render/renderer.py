@@ -8,6 +8,9 @@ banks, which stay private to this file; what other modules need is the small pub
     r.control(time=1000, voice=0, vector=v)        # sample-accurate, absolute sample index since start
     r.deform(time=1000, voice=0, logits=l)
     block = r.process()                            # the next block_size float32 mono samples
+    r = Renderer(instrument, channels=8, voice_pans=gains)   # several output channels: process() is (8, B)
+    r.set_pan(voice=0, gains=placement.ring_gains(0.25, 8))  # where a voice sounds (ramped)
+    r.set_output_gain(channel=3, gain=0.5); r.set_level_cap(0.89)   # master gains, the limiter
 
 Every array lives in preallocated buffers; :meth:`Renderer.process` makes one call into the compiled
 kernel (:mod:`sensorsynth.render.kernel`), which releases the GIL, and allocates nothing. The block it
@@ -46,6 +49,9 @@ from ..instrument_file import Instrument
 from . import kernel as K
 from .checks import check_control, check_gain, check_instrument, check_time, check_vector, check_voice
 from .layout import Allocation, allocate, buffer_args, layout_array
+from .placement import MAX_CHANNELS
+
+MAX_PAN_GAIN = 16.0  # a placement gain above this is a mistake, not a speaker
 
 
 def _next_pow2(n: int) -> int:
@@ -136,6 +142,13 @@ class Renderer:
     limit: the output is clipped to [-limit, limit]; ``None`` disables the clip only (offline analysis).
         NaN/inf never leave either way.
     inbox_size: messages the inbox holds between two blocks (see :class:`Inbox`).
+    channels: output channels (speakers). One (the default) is the mono renderer, bit for bit; with more,
+        :meth:`process` returns a (channels, block_size) array, each voice rendered once and mixed into every
+        channel with its placement gains.
+    voice_pans: the starting gain per channel of each voice ((max_voices, channels); see
+        :mod:`sensorsynth.render.placement`); default: voice v on channel v mod channels at gain 1.
+    limiter_release_ms: how fast the level cap's limiter lets the gain back up (time constant); the cap itself
+        is off until :meth:`set_level_cap`.
     """
 
     def __init__(
@@ -153,6 +166,9 @@ class Renderer:
         limit: float | None = 1.0,
         voice_instruments: Sequence[int] | None = None,
         inbox_size: int = 4096,
+        channels: int = 1,
+        voice_pans: Sequence[Sequence[float]] | np.ndarray | None = None,
+        limiter_release_ms: float = 250.0,
     ) -> None:
         if isinstance(instruments, Instrument):
             instruments = [instruments]
@@ -160,7 +176,7 @@ class Renderer:
         if not instruments:
             raise ValueError("Renderer needs at least one instrument")
         for name, value in (("block_size", block_size), ("max_voices", max_voices), ("queue_size", queue_size),
-                            ("inbox_size", inbox_size)):  # fmt: skip
+                            ("inbox_size", inbox_size), ("channels", channels)):  # fmt: skip
             if int(value) < 1:
                 raise ValueError(f"{name} must be ≥ 1, got {value}")
         if limit is not None and not (math.isfinite(float(limit)) and float(limit) > 0):
@@ -169,6 +185,12 @@ class Renderer:
         self.sample_rate = rate
         self.block_size = int(block_size)
         self.max_voices = int(max_voices)
+        self.channels = int(channels)
+        if self.channels > MAX_CHANNELS:
+            raise ValueError(f"channels must be ≤ {MAX_CHANNELS}, got {channels}")
+        pans = self._check_pans(voice_pans)
+        if not (math.isfinite(float(limiter_release_ms)) and float(limiter_release_ms) > 0):
+            raise ValueError(f"limiter_release_ms must be a positive number, got {limiter_release_ms}")
         self._limit = float(limit) if limit is not None else 0.0
         self._gain_ramp = max(1, round(gain_ramp_ms * 1e-3 * rate))
         crossfade = max(1, round(crossfade_ms * 1e-3 * rate))
@@ -194,13 +216,15 @@ class Renderer:
         # fixed arrays: voices (slots [0, V) and their cross-fade tails [V, 2V)), queue, counters, inbox
         n_slots, q, b = 2 * self.max_voices, int(queue_size), self.block_size
         cap = _Capacity.of(entries)
-        self._inbox_pool_size = int(inbox_size) * max(1, cap.p)
+        self._inbox_pool_size = int(inbox_size) * max(1, cap.p, self.channels)
+        c_out = self.channels
         fixed = allocate("fixed", {
             "params": (K.N_PARAMS,), "vmeta": (n_slots, K.N_VMETA), "qtime": (q,), "qvoice": (q,),
             "qkind": (q,), "qlen": (q,), "qseq": (q,), "qused": (q,), "qfree": (q,), "qstate": (K.N_QSTATE,),
             "due": (q,), "rng": (2,), "counters": (K.N_COUNTERS,), "inbox_state": (K.N_INBOX_STATE,),
             "inbox_slots": (int(inbox_size), K.N_SLOT), "vgain": (n_slots, 3), "user_gain": (self.max_voices,),
-            "out": (b,), "y": (b,), "vout": (b,), "inbox_pool": (self._inbox_pool_size,),
+            "vpan": (n_slots, c_out, 3), "master": (c_out, 3), "limiter": (K.N_LIMITER,),
+            "out": (c_out, b), "y": (b,), "vout": (b,), "inbox_pool": (self._inbox_pool_size,),
         })  # fmt: skip
         fv = fixed.views
         fv["params"][:] = (self.max_voices, crossfade, self._gain_ramp, 1)
@@ -208,8 +232,14 @@ class Renderer:
         fv["qfree"][:] = np.arange(q)[::-1]
         fv["qstate"][:] = (q, 0, K.NEVER, 0)
         fv["rng"][:] = np.array([self._seed, 0], np.uint64).view(np.int64)
+        fv["vpan"][: self.max_voices, :, 0] = pans
+        fv["vpan"][: self.max_voices, :, 1] = pans
+        fv["vpan"][:, :, 2] = 1.0 / self._gain_ramp
+        fv["master"][:] = (1.0, 1.0, 1.0 / self._gain_ramp)
+        release = 1.0 - math.exp(-1.0 / (float(limiter_release_ms) * 1e-3 * rate))
+        fv["limiter"][:] = (0.0, 1.0, release, 1.0)
         self._fixed = fixed
-        self._out = fv["out"]
+        self._out = fv["out"][0] if self.channels == 1 else fv["out"]  # mono callers get the (B,) block
         self._reload_lock = threading.Lock()  # producers only: the audio thread never takes it
 
         bank = self._build_bank(entries, None)
@@ -222,6 +252,40 @@ class Renderer:
         for v, i in enumerate(assign):
             K.apply_message(K.MSG_ASSIGN, v, int(i), 1.0, *self._args)
         self.inbox = Inbox(self, [int(i) for i in assign], int(inbox_size))
+
+    def _check_pans(self, voice_pans) -> np.ndarray:
+        """(max_voices, channels) starting placement gains; default voice v → channel v mod channels."""
+        if voice_pans is None:
+            pans = np.zeros((self.max_voices, self.channels), np.float32)
+            pans[np.arange(self.max_voices), np.arange(self.max_voices) % self.channels] = 1.0
+            return pans
+        try:
+            pans = np.asarray(voice_pans, np.float64)
+        except (TypeError, ValueError):
+            raise ValueError("voice_pans must be an array of numbers") from None
+        if pans.shape != (self.max_voices, self.channels):
+            raise ValueError(f"voice_pans must have shape ({self.max_voices}, {self.channels}), got {pans.shape}")
+        for row in pans:
+            self._check_channel_gains(row)
+        return pans.astype(np.float32)
+
+    def _check_channel_gains(self, gains) -> np.ndarray:
+        try:
+            arr = np.asarray(gains, np.float64).reshape(-1)
+        except (TypeError, ValueError):
+            raise ValueError("channel gains must be an array of numbers") from None
+        if arr.size != self.channels:
+            raise ValueError(f"channel gains must have one value per output channel ({self.channels}), got {arr.size}")
+        if not np.all(np.isfinite(arr)) or np.any(arr < 0) or np.any(arr > MAX_PAN_GAIN):
+            raise ValueError(f"channel gains must be finite and in [0, {MAX_PAN_GAIN}]")
+        return arr.astype(np.float32)
+
+    def _check_channel(self, channel) -> int:
+        if isinstance(channel, bool) or not isinstance(channel, (int, np.integer)):
+            raise ValueError(f"channel must be an integer, got {channel!r}")
+        if not 0 <= int(channel) < self.channels:
+            raise ValueError(f"unknown channel {channel}: this renderer has channels 0..{self.channels - 1}")
+        return int(channel)
 
     # ------------------------------------------------------------------ banks
     def _fresh_table(self, attack: int) -> np.ndarray:
@@ -398,7 +462,8 @@ class Renderer:
     def counters(self) -> dict[str, int]:
         """Events applied, dropped (queue full), late (applied at the next block start), mismatched (the
         voice changed instrument after scheduling), voice resets (non-finite or huge state), output samples
-        scrubbed (non-finite) and inbox_full (inbox messages refused because the inbox was full). A caller
+        scrubbed (non-finite), limited (samples the level cap turned down)
+        and inbox_full (inbox messages refused because the inbox was full). A caller
         logs these; the renderer never does."""
         c = self._fixed.views["counters"]
         return {
@@ -408,6 +473,7 @@ class Renderer:
             "mismatched": int(c[K.C_MISMATCH]),
             "resets": int(c[K.C_RESETS]),
             "scrubbed": int(c[K.C_SCRUBBED]),
+            "limited": int(c[K.C_LIMITED]),
             "inbox_full": int(self._fixed.views["inbox_state"][K.IB_FULL]),
         }
 
@@ -524,9 +590,50 @@ class Renderer:
         for v in voices:
             K.apply_message(K.MSG_RESET, v, 0, 0.0, *self._args)
 
+    def set_pan(self, voice: int, gains, ramp_ms: float | None = None) -> None:
+        """Where a voice sounds: its gain per output channel (``channels`` values in [0, 16]; see
+        :mod:`sensorsynth.render.placement`), each reached by a linear ramp of ``ramp_ms`` (default
+        gain_ramp_ms). Audio thread only; other threads use ``inbox.pan``."""
+        self._sync()
+        voice = check_voice(voice, self.max_voices)
+        arr = self._check_channel_gains(gains)
+        K.apply_pan(voice, self._ramp_samples(ramp_ms), arr, *self._args)
+
+    def set_output_gain(self, channel: int, gain: float, ramp_ms: float | None = None) -> None:
+        """Master gain of one output channel (after the mix, before the level cap), ramped. Audio thread only;
+        other threads use ``inbox.output_gain``."""
+        self._sync()
+        channel = self._check_channel(channel)
+        gain = check_gain(gain)
+        K.apply_message(K.MSG_MASTER, channel, self._ramp_samples(ramp_ms), gain, *self._args)
+
+    # ------------------------------------------------------------------ the level cap (any thread)
+    def set_level_cap(self, cap: float | None) -> None:
+        """The limiter's cap, linear (e.g. 10**(-1/20) for -1 dBFS); None or 0 turns the limiter off. Any thread:
+        one aligned float32 store, which the audio side reads at its next block."""
+        value = 0.0 if cap is None else float(cap)
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"the level cap must be a finite number ≥ 0, got {cap}")
+        self._fixed.views["limiter"][K.L_CAP] = np.float32(value)
+
+    @property
+    def level_cap(self) -> float | None:
+        cap = float(self._fixed.views["limiter"][K.L_CAP])
+        return cap if cap > 0 else None
+
+    def take_gain_reduction(self) -> float:
+        """The least limiter gain (linear, ≤ 1) since the previous call, and start a new count. Any thread (a
+        block finishing between the read and the reset can lose its own smaller value: a status figure, not
+        an account)."""
+        lim = self._fixed.views["limiter"]
+        g = float(lim[K.L_MIN])
+        lim[K.L_MIN] = np.float32(1.0)
+        return g
+
     # ------------------------------------------------------------------ rendering (audio thread)
     def process(self) -> np.ndarray:
-        """Render the next block_size samples (float32, mono) into the renderer's own buffer and return it.
+        """Render the next block_size samples (float32; mono: (block_size,), several channels:
+        (channels, block_size)) into the renderer's own buffer and return it.
 
         Drains the inbox first and installs a posted hot reload (a reference swap, plus a one-off state copy
         when a reload needed larger arrays). The compiled block runs without the GIL. The returned array is
@@ -561,6 +668,7 @@ class Renderer:
             self._kernel(self._time, self.block_size, self._limit, *self._args)
             K.queue_event(self._time, 0, K.EV_CONTROL, np.zeros(self._voice_entry(0).k, np.float32), *self._args)
             K.apply_message(K.MSG_NOP, 0, 0, 0.0, *self._args)
+            K.apply_pan(0, 1, views["vpan"][0, :, 0].copy(), *self._args)
         finally:
             for name, a in saved.items():
                 views[name][...] = a
@@ -570,11 +678,13 @@ class Renderer:
                      np.zeros(1, np.float32))  # fmt: skip
 
     def render(self, n_samples: int) -> np.ndarray:
-        """Convenience: a fresh array of the next n_samples (whole blocks, cut to length)."""
-        out = np.empty(-(-n_samples // self.block_size) * self.block_size, np.float32)
-        for i in range(0, out.size, self.block_size):
-            out[i : i + self.block_size] = self.process()
-        return out[:n_samples]
+        """Convenience: a fresh array of the next n_samples (whole blocks, cut to length); (channels, n) with
+        several channels."""
+        total = -(-n_samples // self.block_size) * self.block_size
+        out = np.empty((self.channels, total), np.float32)
+        for i in range(0, total, self.block_size):
+            out[:, i : i + self.block_size] = self.process()
+        return out[0, :n_samples] if self.channels == 1 else out[:, :n_samples]
 
 
 class Inbox:
@@ -642,6 +752,20 @@ class Inbox:
         if ok:
             self._voice_instrument[voice] = index
         return ok
+
+    def pan(self, voice: int, gains, ramp_ms: float | None = None) -> bool:
+        """:meth:`Renderer.set_pan` from the producer thread (applied at the next block start)."""
+        voice, bank, _ = self._target(voice)
+        arr = self._renderer._check_channel_gains(gains)
+        ramp = self._renderer._ramp_samples(ramp_ms)
+        return self._push(K.MSG_PAN, voice, ramp, bank.generation, arr)
+
+    def output_gain(self, channel: int, gain: float, ramp_ms: float | None = None) -> bool:
+        """:meth:`Renderer.set_output_gain` from the producer thread (applied at the next block start)."""
+        r = self._renderer
+        channel = r._check_channel(channel)
+        payload = np.array([check_gain(gain)], np.float32)
+        return self._push(K.MSG_MASTER, channel, r._ramp_samples(ramp_ms), r._posted.generation, payload)
 
     @property
     def posted(self) -> int:

@@ -17,7 +17,7 @@ from typing import Callable
 
 from ..atomic import atomic_write
 from ..mapping.presets import PresetError, PresetTable, load_preset
-from ..protocol.commands import Control, ControlChannel, Deform, Gain, SelectInstrument
+from ..protocol.commands import Control, ControlChannel, Deform, Gain, Pan, SelectInstrument
 from .config import ServeConfig
 from .engine import Engine, EngineSettings
 from .faults import Faults
@@ -65,11 +65,12 @@ def _lan_address() -> str:
 def open_output(config: ServeConfig, native_rate: int) -> tuple[Output, str | None]:
     """The output to play to, and a note when it is not what was asked for."""
     rate = config.sample_rate or native_rate
+    ch = config.output_channels
     if config.output == "null":
-        return NullOutput(rate, config.block_size), None
+        return NullOutput(rate, config.block_size, channels=ch), None
     try:
         try:
-            return SoundDeviceOutput(rate, config.block_size, config.sound_device, config.hostapi), None
+            return SoundDeviceOutput(rate, config.block_size, config.sound_device, config.hostapi, channels=ch), None
         except SoundDeviceError as first:
             if config.sample_rate is not None or "cannot play" not in str(first):
                 raise
@@ -79,13 +80,13 @@ def open_output(config: ServeConfig, native_rate: int) -> tuple[Output, str | No
 
             idx, info = find_device(config.sound_device, config.hostapi)
             card_rate = int(info["default_samplerate"])
-            out = SoundDeviceOutput(card_rate, config.block_size, idx, config.hostapi)
+            out = SoundDeviceOutput(card_rate, config.block_size, idx, config.hostapi, channels=ch)
             del sd
             return out, f"the card runs at {card_rate} Hz; instruments are played at that rate"
     except SoundDeviceError as exc:
         if config.output == "sound":
             raise ServeError(f"no usable sound card: {exc}") from None
-        return NullOutput(rate, config.block_size), f"no sound card ({exc})"
+        return NullOutput(rate, config.block_size, channels=ch), f"no sound card ({exc})"
 
 
 @dataclass(frozen=True)
@@ -163,7 +164,7 @@ class Service:
         rate = output.sample_rate
         if config.record is not None:
             try:
-                self.recorder = Recorder(config.record, rate)
+                self.recorder = Recorder(config.record, rate, channels=config.output_channels)
             except RecorderError as exc:
                 raise ServeError(str(exc)) from None
         engine = self.engine = Engine(library, engine_settings(config, rate, default), output, self.recorder,
@@ -175,7 +176,7 @@ class Service:
                 engine.stop()
                 raise ServeError(f"no usable sound card: {exc}") from None
             note = f"the sound card failed to start ({exc})"
-            engine.output = output = NullOutput(rate, config.block_size)
+            engine.output = output = NullOutput(rate, config.block_size, channels=config.output_channels)
             engine.start()
         self.output = output
         rejections = Rejections()
@@ -276,7 +277,7 @@ class Service:
     def _osc_sink(self, item, arrival: int) -> None:
         """Commands to the engine (and the mappings' targets); sensor input, presets, learn, calibrate to the
         mappings."""
-        if isinstance(item, (Control, ControlChannel, Deform, Gain, SelectInstrument)):
+        if isinstance(item, (Control, ControlChannel, Deform, Gain, SelectInstrument, Pan)):
             self.engine.submit(item, arrival)  # type: ignore[union-attr]
             if isinstance(item, (Control, ControlChannel)):
                 owner, voice = self.mappings.osc_owner(item.voice)
@@ -339,6 +340,9 @@ class Service:
             f"  sound: {output.description}, block {config.block_size} ({1000 * config.block_size / rate:.1f} ms), "
             f"rendered on {renderer_name(config.device)}" + (f"; {note}" if note else ""),
         ]
+        cap = self.engine.level_cap_dbfs if self.engine is not None else None
+        lines.append(f"  speakers: {config.output_channels} channel(s), placement {config.placement}; level cap "
+                     + (f"{cap:g} dBFS" if cap is not None else "none (this renderer clips at full scale)"))
         if recorder is not None:
             lines.append(f"  recording: {recorder.path}")
         elif isinstance(output, NullOutput):
@@ -470,7 +474,9 @@ def engine_settings(config: ServeConfig, rate: int, default: str) -> EngineSetti
         sample_rate=rate, block_size=config.block_size, max_voices=config.max_voices,
         prefill_blocks=config.prefill_blocks, latency=config.latency, fixed_delay_ms=config.fixed_delay_ms,
         seed=config.seed, noise=config.noise, instrument=default, realtime_priority=config.realtime_priority,
-        audio_path=config.audio_path,
+        audio_path=config.audio_path, channels=config.output_channels, placement=config.placement,
+        voice_channels=config.voice_channels, voice_positions=config.voice_positions,
+        level_cap_dbfs=config.level_cap_dbfs,
         device="cpu" if config.device == "cpu" else config.device.removeprefix("torch:"),
     )
 

@@ -40,7 +40,21 @@ class ServeConfig(BaseModel):
     audio_path: Literal["compiled", "python"] = Field(
         "compiled", description="compiled: the card's callback renders each block itself, never waiting on the "
         "GIL; python: a Python render thread fills a ring the callback copies from (cuda/torch:cpu always use it)")
-    record: Path | None = Field(None, description="write what plays to this WAV file")
+    output_channels: int = Field(1, ge=1, le=64, description="output channels (speakers) the card opens; voices "
+                                 "are placed among them by `placement` (more than 1 needs the compiled audio path "
+                                 "on the cpu renderer)")
+    placement: Literal["fixed", "line", "ring"] = Field(
+        "fixed", description="where each voice sounds: fixed: one channel per voice (voice_channels); line, ring: "
+        "an equal-power pan between neighbouring speakers of a line or a ring (voice_positions); clients move "
+        "their voice with a pan message either way")
+    voice_channels: list[int] | None = Field(None, max_length=256, description="placement fixed: the channel of "
+                                             "each voice, in voice order (default: voice number mod channels)")
+    voice_positions: list[float] | None = Field(None, max_length=256,
+                                                description="placement line/ring: each voice's position, 0..1 along "
+                                                "the line or round the ring (default: spread evenly)")
+    level_cap_dbfs: float = Field(-1.0, ge=-60.0, le=0.0, description="the level no input, instrument or scene can "
+                                  "exceed: a limiter after the mix and master gains (dBFS)")
+    record: Path | None = Field(None, description="write what plays to this WAV file (every output channel)")
     latency: Literal["asap", "fixed"] = Field("asap", description="asap: next block; fixed: a constant delay")
     fixed_delay_ms: float = Field(10.0, ge=0, le=1000, description="the delay of fixed latency and time tags")
     timetag_window_s: float = Field(1.0, ge=0, le=3600, description="OSC time tags further than this are 'now'")
@@ -146,6 +160,32 @@ class ServeConfig(BaseModel):
             except ValueError:
                 continue  # a name: checked once resolved, at start
             check_address(host, self.osc_feedback_allow_broadcast)
+        return self
+
+    @field_validator("voice_channels")
+    @classmethod
+    def _channels(cls, value: list[int] | None, info) -> list[int] | None:
+        n = info.data.get("output_channels", 1)
+        for v in value or []:
+            if not 0 <= v < n:
+                raise ValueError(f"channel {v} is not one of the {n} output channels (0..{n - 1})")
+        return value
+
+    @field_validator("voice_positions")
+    @classmethod
+    def _positions(cls, value: list[float] | None) -> list[float] | None:
+        import math
+
+        for v in value or []:
+            if not (math.isfinite(v) and 0.0 <= v <= 1.0):
+                raise ValueError(f"positions must be in [0, 1], got {v}")
+        return value
+
+    @model_validator(mode="after")
+    def _channels_need_the_compiled_path(self) -> "ServeConfig":
+        if self.output_channels > 1 and (self.audio_path != "compiled" or self.device != "cpu"):
+            raise ValueError("output_channels > 1 needs audio_path compiled on device cpu (the python audio path "
+                             "and the cuda/torch renderers play one channel)")
         return self
 
     @field_validator("ws_token", "admin_token")

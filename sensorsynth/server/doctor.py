@@ -91,9 +91,16 @@ def check_sound(config: ServeConfig) -> Iterable[Check]:
         return
     api = sd.query_hostapis(info["hostapi"])["name"]
     yield Check("sound", OK, f"output device {idx}: {info['name']} ({api}), default rate {info['default_samplerate']:.0f} Hz")
+    channels = config.output_channels
+    if channels > int(info["max_output_channels"]):
+        status = FAIL if config.output == "sound" else WARN
+        yield Check("sound", status, f"{info['name']} offers {info['max_output_channels']} output channel(s), "
+                    f"output_channels asks for {channels}; the server would play to the null output",
+                    "lower output_channels, or give the card more (jackd -d dummy -P N, a multichannel interface)")
+        return
     rate = config.sample_rate or 22050
     try:
-        sd.check_output_settings(device=idx, channels=1, dtype="float32", samplerate=rate)
+        sd.check_output_settings(device=idx, channels=channels, dtype="float32", samplerate=rate)
     except Exception as exc:  # noqa: BLE001 - PortAudio's errors vary
         yield Check("sound", WARN, f"it cannot play {rate} Hz ({exc}); the server will use {info['default_samplerate']:.0f} Hz",
                     "set sample_rate to a rate the card supports")

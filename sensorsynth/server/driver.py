@@ -37,10 +37,10 @@ class Sink(Protocol):
     """Where a driver hands what played (called from the driver's own thread)."""
 
     def played(self, samples: np.ndarray) -> None:
-        """Samples that played, in order (a view: copy to keep)."""
+        """Frames that played, in order: (frames, channels) (a view: copy to keep)."""
 
     def rendered(self, start: int, samples: np.ndarray, t_ns: int, ahead_ms: float, taken: int | None) -> None:
-        """One block left the renderer: its first sample index, its samples (a view), the monotonic ns it left,
+        """One block left the renderer: its first sample index, its frames ((n, channels), a view), the monotonic ns it left,
         the audio queued ahead of it (ms), and the inbox messages taken by then (None: all posted)."""
 
 
@@ -183,8 +183,9 @@ class ThreadDriver(AudioDriver):
                 now = time.monotonic_ns()
                 self._last_block_ns = now
                 self.block_us.add((t1 - t0) / 1000.0)
-                sink.played(block)
-                sink.rendered(start, block, now, ahead_ms, None)
+                frames = block.reshape(-1, 1)  # this path is mono (the ring and its callback are)
+                sink.played(frames)
+                sink.rendered(start, frames, now, ahead_ms, None)
         except Exception as exc:  # noqa: BLE001 - reported by health; the watchdog restarts the process
             self.error = f"render thread stopped: {exc!r}"
             log.exception("render thread stopped")
@@ -262,9 +263,11 @@ class CompiledDriver(AudioDriver):
             log.exception("tap reader stopped")
 
     def _take_blocks(self, samples: np.ndarray, meta: np.ndarray) -> None:
+        """Tap rows hold interleaved frames: each becomes (frames, channels)."""
         lengths = meta[:, TM_LEN]
-        played = samples.reshape(-1) if np.all(lengths == self.block) else np.concatenate(
-            [samples[i, : lengths[i]] for i in range(samples.shape[0])])  # fmt: skip
+        ch = self.path.channels if self.path is not None else 1
+        played = samples.reshape(-1, ch) if np.all(lengths == self.block) else np.concatenate(
+            [samples[i, : lengths[i] * ch].reshape(-1, ch) for i in range(samples.shape[0])])  # fmt: skip
         sink = self.sink
         sink.played(played)
         ms_per_sample = 1000.0 / self.rate
@@ -272,7 +275,7 @@ class CompiledDriver(AudioDriver):
             if meta[i, TM_KIND] != TAP_RENDERED:
                 continue
             n = int(lengths[i])
-            sink.rendered(int(meta[i, TM_FIRST]), samples[i, :n], int(meta[i, TM_NS]),
+            sink.rendered(int(meta[i, TM_FIRST]), samples[i, : n * ch].reshape(n, ch), int(meta[i, TM_NS]),
                           int(meta[i, TM_AHEAD]) * ms_per_sample, int(meta[i, TM_INBOX]))  # fmt: skip
 
     def _check_card(self) -> None:
@@ -286,7 +289,7 @@ class CompiledDriver(AudioDriver):
         if time.monotonic_ns() - last < self.CARD_TIMEOUT_NS:
             return
         silent_s = (time.monotonic_ns() - last) / 1e9
-        null = NullOutput(self.rate, self.block)
+        null = NullOutput(self.rate, self.block, channels=getattr(out, "channels", 1))
         null.start_render(path)
         self.output = null
         self.fallback = f"{out.description} stopped at {time.strftime('%H:%M:%S')} (no callback for {silent_s:.1f} s)"

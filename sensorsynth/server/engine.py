@@ -23,15 +23,18 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
-from ..protocol.commands import Command, Control, ControlChannel, Deform, Gain, Rejected, SelectInstrument
+from ..protocol.commands import Command, Control, ControlChannel, Deform, Gain, Pan, Rejected, SelectInstrument
+from ..render import placement
 from ..render.callback import AudioPath
 from ..render.renderer import Renderer
 from .driver import DRIVERS, AudioDriver
@@ -64,6 +67,20 @@ class EngineSettings:
     realtime_priority: int = 10  # SCHED_FIFO priority of the render thread when allowed; 0 = leave it normal
     device: str = "cpu"  # "cpu": the numba renderer; "cuda", "cuda:1": the numba-cuda one; else torch (batched)
     audio_path: Literal["compiled", "python"] = "compiled"  # compiled: rendered in the card's callback (cpu only)
+    channels: int = 1  # output channels (speakers); more than one needs the cpu renderer on the compiled path
+    placement: Literal["fixed", "line", "ring"] = "fixed"  # the voice → position rule (render/placement.py)
+    voice_channels: list[int] | None = None  # placement fixed: each voice's channel (default voice mod channels)
+    voice_positions: list[float] | None = None  # placement line/ring: each voice's position (default: spread)
+    level_cap_dbfs: float | None = -1.0  # the limiter's cap; None: no limiter (only the clip at full scale)
+
+    def voice_pans(self) -> np.ndarray:
+        """(max_voices, channels): where each voice sounds when nobody has moved it."""
+        return np.stack([placement.voice_gains(v, self.max_voices, self.channels, self.placement,
+                                               self.voice_channels, self.voice_positions)
+                         for v in range(self.max_voices)])  # fmt: skip
+
+
+PAN_RAMP_MS = 20.0  # a pan message moves its voice over this (click-free, yet a gesture stays a gesture)
 
 
 # ---------------------------------------------------------------------------- renderer and driver, by device
@@ -74,7 +91,10 @@ def make_renderer(instruments: list, settings: EngineSettings, assign: list[int]
         return Renderer(
             instruments, sample_rate=settings.sample_rate, block_size=settings.block_size,
             max_voices=settings.max_voices, seed=settings.seed, voice_instruments=assign, noise_mode=settings.noise,
+            channels=settings.channels, voice_pans=settings.voice_pans(),
         )
+    if settings.channels != 1:
+        raise ValueError(f"the {settings.device} renderer plays one channel; output_channels > 1 needs --device cpu")
     if settings.device.startswith("cuda"):
         from ..render.cuda.renderer import CudaRenderer  # imports numba.cuda: only for this path
 
@@ -113,12 +133,22 @@ class Engine:
         self.renderer = make_renderer(instruments, settings, [self.index_of[default]] * settings.max_voices)
         self.renderer.warmup()
         self.inbox = self.renderer.inbox
+        self.channels = int(settings.channels)
+        self._home_pans = settings.voice_pans()  # where each voice goes back to when its client leaves
+        self.output_gains = [1.0] * self.channels
+        self._cap_configured = settings.level_cap_dbfs
+        self._cap_dbfs: float | None = None
+        if settings.level_cap_dbfs is not None:
+            self.set_level_cap(settings.level_cap_dbfs)
         self.voices = VoiceTable(settings.max_voices, default)
         self.rate = int(settings.sample_rate)
         self.block = int(settings.block_size)
         self._delay = int(round(settings.fixed_delay_ms * 1e-3 * self.rate))
         # measurements: the driver's thread writes, the loop thread reads
-        self.meter = Meter()
+        self.meter = Meter(channels=self.channels)
+        self.meter.channel_levels()  # the counts start now (the default reader, and the status's own)
+        self.meter.channel_levels("status")
+        self._fold = placement.fold_down(self.channels, placement.pan_layout(settings.placement))  # the browser's
         self.latency = Latency(self.rate, self.block)
         self.cpu = CpuLoad()
         self.listeners = 0  # browser audio streams; blocks are copied for them only when > 0
@@ -194,10 +224,15 @@ class Engine:
         self.meter.measure(samples)
 
     def rendered(self, start: int, samples: np.ndarray, t_ns: int, ahead_ms: float, taken: int | None) -> None:
-        """A block left the renderer: latency, the sample clock, the browser stream."""
+        """A block left the renderer ((frames, channels)): latency, the sample clock, the browser stream (one
+        channel as it is; several folded down to stereo, see placement.fold_down)."""
         self.latency.block_left(start, samples.shape[0], t_ns, ahead_ms, taken)
         if self.listeners:
-            self.stream.append((start, samples.copy()))
+            if samples.ndim == 1 or samples.shape[1] == 1:
+                mono = samples.reshape(-1).copy()
+            else:
+                mono = np.clip(samples @ self._fold, -1.0, 1.0).astype(np.float32)  # (frames, 2): stereo
+            self.stream.append((start, mono))
 
     # ------------------------------------------------------------------ meter (event loop thread)
     def take_level(self) -> tuple[float, float]:
@@ -207,6 +242,64 @@ class Engine:
     def level(self, seconds: float = 1.0) -> dict[str, float | None]:
         """The output level over the last second, in dBFS (None = digital silence)."""
         return self.meter.level(seconds)
+
+    def channel_levels(self, reader: str = "default") -> list[float | None]:
+        """rms dBFS per output channel of the audio since this reader's previous call (None = silence); each
+        reader (the pages' meter, the OSC feedback, ...) names itself, so that none takes another's readings."""
+        return self.meter.channel_levels(reader)
+
+    # ------------------------------------------------------------------ speakers and the level cap (loop thread)
+    def set_output_gains(self, gains: Sequence[float], ramp_ms: float = 50.0) -> None:
+        """Per-channel master gains (0..1, one per output channel), ramped click-free in the compiled path.
+        ValueError for a wrong count or value; Rejected("overload") when the inbox is full."""
+        vals = [float(g) for g in gains]
+        if len(vals) != self.channels:
+            raise ValueError(f"output gains: one per output channel ({self.channels}), got {len(vals)}")
+        if not all(math.isfinite(g) and 0.0 <= g <= 1.0 for g in vals):
+            raise ValueError("output gains must be in [0, 1]")
+        ramp = float(ramp_ms)
+        if not (math.isfinite(ramp) and 0.0 <= ramp <= 60_000.0):
+            raise ValueError(f"ramp_ms must be in [0, 60000], got {ramp_ms}")
+        if self.settings.device != "cpu":  # the cuda/torch renderers: one channel, no master gain stage
+            raise ValueError(f"the {self.settings.device} renderer has no output gains")
+        for c, g in enumerate(vals):
+            if not self.inbox.output_gain(c, g, ramp):
+                raise Rejected("overload", "the audio engine's inbox is full; output gains dropped")
+            self.output_gains[c] = g
+
+    def set_level_cap(self, dbfs: float) -> None:
+        """The limiter's cap at run time, in dBFS: never above the configured ``level_cap_dbfs`` (a higher value
+        is held at it). Takes effect at the next block."""
+        value = float(dbfs)
+        if not math.isfinite(value):
+            raise ValueError(f"the level cap must be a finite number of dBFS, got {dbfs}")
+        if self._cap_configured is not None:
+            value = min(value, float(self._cap_configured))
+        value = min(value, 0.0)
+        if self.settings.device != "cpu":  # the GPU and torch renderers have no limiter (their clip stays)
+            return
+        self.renderer.set_level_cap(10.0 ** (value / 20.0))
+        self._cap_dbfs = value
+
+    @property
+    def level_cap_dbfs(self) -> float | None:
+        """The cap in force (dBFS), None where the renderer has no limiter."""
+        return self._cap_dbfs
+
+    def limiter_status(self) -> dict[str, float | None]:
+        """The cap (dBFS; None: no limiter, as on the GPU and torch renderers) and the largest gain reduction
+        (dB, ≥ 0) since the previous read."""
+        g = self.renderer.take_gain_reduction() if self._cap_dbfs is not None else 1.0
+        reduction = round(-20.0 * math.log10(max(g, 1e-12)), 2) if g < 1.0 else 0.0
+        return {"cap_dbfs": self._cap_dbfs, "gain_reduction_db": reduction}
+
+    def pan(self, voice: int, position: float) -> None:
+        """Move a voice to ``position`` (0..1 along the line, or round the ring; see placement.pan_layout)."""
+        if self.channels == 1:  # one speaker: every position is that speaker (the cuda/torch renderers too)
+            return
+        gains = placement.pan_gains(position, self.channels, placement.pan_layout(self.settings.placement))
+        if not self.inbox.pan(voice, gains, PAN_RAMP_MS):
+            raise Rejected("overload", "the audio engine's inbox is full; pan dropped")
 
     # ------------------------------------------------------------------ commands (event loop thread)
     def sample_at(self, mono_ns: int) -> int:
@@ -283,6 +376,8 @@ class Engine:
             self.events.record(self.renderer.time, v, "gain", (cmd.gain,), source)
         elif isinstance(cmd, SelectInstrument):
             self.select(v, cmd.name, source)
+        elif isinstance(cmd, Pan):
+            self.pan(v, cmd.position)
         else:  # pragma: no cover - the edges only build the commands above
             raise Rejected("unknown_command", f"unknown command {type(cmd).__name__}")
 
@@ -311,6 +406,8 @@ class Engine:
         if state.instrument != self.default_instrument and self.default_instrument in self.library.entries:
             self.select(voice, self.default_instrument)
         self.inbox.gain(voice, 1.0)
+        if self.channels > 1:  # back to where the voice stands when nobody moves it
+            self.inbox.pan(voice, self._home_pans[voice], PAN_RAMP_MS)
 
     # ------------------------------------------------------------------ hot reload (event loop thread)
     def apply(self, change: Change) -> None:
@@ -344,7 +441,10 @@ class Engine:
             "error": self.error,
             "sample_rate": self.rate,
             "block_size": self.block,
-            "output": self.output.description,
+            "output": {"description": self.output.description, "channels": self.channels,
+                       "placement": self.settings.placement, "gains": [round(g, 4) for g in self.output_gains],
+                       "levels_dbfs": self.meter.channel_levels("status")},
+            "limiter": self.limiter_status(),
             "fallback": self.fallback,
             "underruns": out["underruns"],
             "callbacks": out["callbacks"],

@@ -311,12 +311,9 @@ class Feedback:
         self._send(data)
 
     def levels(self) -> list[float | None]:
-        """rms dBFS per output channel: the engine's per-channel meter where it has one, else the mono level."""
-        per_channel = getattr(self.engine, "channel_levels", None)
-        if per_channel is not None:
-            return list(per_channel())
-        # the mono meter is read every 50 ms by the pages' push: the last two readings at least
-        return [self.engine.level(max(0.1, 1.0 / self.level_hz))["rms_dbfs"]]
+        """rms dBFS per output channel since the previous level message (the engine's per-channel meter, read
+        as a reader of its own)."""
+        return list(self.engine.channel_levels("osc_feedback"))
 
     async def _level_loop(self) -> None:
         period = 1.0 / self.level_hz

@@ -52,21 +52,45 @@ class Meter:
     """The output level: peak and mean square of what played since the last :meth:`take_level` (the page's
     meter, every 50 ms), and the last second of those readings for the status."""
 
-    def __init__(self, history: int = 64) -> None:
+    def __init__(self, history: int = 64, channels: int = 1) -> None:
         self.peak = 0.0
         self._sumsq = 0.0
         self._n = 0
         self._levels: collections.deque[tuple[float, int, float, float]] = collections.deque(maxlen=history)
+        # per output channel and per reader (each reader of channel_levels() has its own "since my last call"):
+        # sum of squares and frames
+        self.channels = int(channels)
+        self._readers: dict[str, tuple[np.ndarray, list[int]]] = {}
 
     def measure(self, block: np.ndarray) -> None:
-        """Add samples that played (the driver's thread)."""
+        """Add frames that played, (frames,) or (frames, channels) (the driver's thread). The overall level
+        counts every sample of every channel; each channel also has its own (:meth:`channel_levels`)."""
         if block.size == 0:
             return
-        peak = float(np.max(np.abs(block)))
+        frames = block.reshape(block.shape[0], -1)
+        flat = frames.reshape(-1)
+        peak = float(np.max(np.abs(flat)))
         if peak > self.peak:
             self.peak = peak
-        self._sumsq += float(np.dot(block, block))
-        self._n += block.shape[0]
+        self._sumsq += float(np.dot(flat, flat))
+        self._n += flat.shape[0]
+        if frames.shape[1] == self.channels and self._readers:
+            f64 = frames.astype(np.float64)
+            sq = np.einsum("ij,ij->j", f64, f64)
+            for sums, count in list(self._readers.values()):
+                sums += sq
+                count[0] += frames.shape[0]
+
+    def channel_levels(self, reader: str = "default") -> list[float | None]:
+        """rms dBFS of each output channel over the frames since ``reader``'s previous call (None: silence, or
+        its first call), and start its new count. Each reader (the status, a feedback sender, ...) has its own
+        count, so they do not take each other's frames."""
+        entry = self._readers.get(reader)
+        self._readers[reader] = (np.zeros(self.channels, np.float64), [0])
+        if entry is None or entry[1][0] == 0:
+            return [None] * self.channels
+        sums, count = entry
+        return [_dbfs(float(np.sqrt(s / count[0]))) for s in sums]
 
     def take_level(self, now: float | None = None) -> tuple[float, float]:
         """(rms, peak) since the previous call; also kept for :meth:`level`."""

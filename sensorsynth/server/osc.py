@@ -10,7 +10,8 @@ Address space (UDP, OSC 1.0; default port 9000):
 | `/sensorsynth/gain` | 1 number in [0, 16]: linear voice gain | `Gain` |
 | `/sensorsynth/instrument` | 1 string (`s` or `S`): instrument name (models folder, without `.instrument`) | `SelectInstrument` |
 | `/sensorsynth/status` | none (any are ignored) | reply to the sender: one `/sensorsynth/status` message of key (`s`), value (`i`, `f`, `h` or `s`) pairs |
-| `/sensorsynth/voice/<n>/control`, `.../control/<i>`, `.../deform`, `.../gain`, `.../instrument` | as above | the same, for voice `n` (without `/voice/<n>`: the OSC voice, 0) |
+| `/sensorsynth/pan` | 1 number in [0, 1]: where the voice sounds, along the line or round the ring of speakers (docs/speakers.md) | `Pan` |
+| `/sensorsynth/voice/<n>/control`, `.../control/<i>`, `.../deform`, `.../gain`, `.../instrument`, `.../pan` | as above | the same, for voice `n` (without `/voice/<n>`: the OSC voice, 0) |
 | `/sensorsynth/input/<source>` | N numbers: one raw sensor frame (any N; `<source>`: 1-64 of `A-Z a-z 0-9 _ . : -`) | `SensorInput` (kind `raw`): the mappings play it through the instrument's basis |
 | `/sensorsynth/input/<source>/motion`, `.../hand` | 9 or 84 numbers, as the WebSocket `sensor` kinds | `SensorInput` of that kind |
 | `/sensorsynth/learn/record` | optional number (1 on, 0 off; default 1), optional string: the one source to record | `LearnRequest` |
@@ -93,6 +94,7 @@ from sensorsynth.protocol.commands import (
     ControlChannel,
     Deform,
     Gain,
+    Pan,
     Rejected,
     SelectInstrument,
 )
@@ -190,7 +192,7 @@ def unix_to_ntp(t: float) -> int:
 # (verb, voice, index); verbs: control, channel, deform, gain, instrument, status; and with a name in place of
 # the index: input (the source; verb "input.<kind>" for motion/hand), learn.<action>, calibrate (the source)
 _Route = tuple[str, int | None, int | str | None]
-_VERBS_NO_INDEX = ("control", "deform", "gain", "instrument")
+_VERBS_NO_INDEX = ("control", "deform", "gain", "instrument", "pan")
 _SOURCE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.:-")
 
 
@@ -494,7 +496,7 @@ class OscDecoder:
     def _command(self, route: _Route, values: tuple, kind: str, at: float | None) -> Item:
         """``kind``: "f" all numbers (as floats), "s" one string, "" none, else the raw type tags."""
         verb = route[0]
-        if verb in ("control", "channel", "deform", "gain", "instrument", "status"):
+        if verb in ("control", "channel", "deform", "gain", "instrument", "pan", "status"):
             return self._play(route, values, kind, at)
         return self._sensing(route, values, kind, at)
 
@@ -579,6 +581,10 @@ class OscDecoder:
                 if kind != "s" or n != 1:
                     return _bad_args("/instrument", kind, "one string", n)
                 return SelectInstrument.of(values[0], voice)
+            if verb == "pan":
+                if kind != "f" or n != 1:
+                    return _bad_args("/pan", kind, "one number", n)
+                return Pan.of(values[0], voice)
             return STATUS
         except Rejected as r:
             return Rejection(r.kind, str(r))

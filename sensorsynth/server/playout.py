@@ -126,16 +126,21 @@ class NullOutput:
     """A paced output with no device: the clock consumes ``sample_rate`` samples per second from the ring, so the
     server behaves exactly as with a sound card (same pacing, same latency, same under-run accounting)."""
 
-    def __init__(self, sample_rate: int, block_size: int, ring_blocks: int = 64) -> None:
+    def __init__(self, sample_rate: int, block_size: int, ring_blocks: int = 64, channels: int = 1) -> None:
         self.sample_rate = int(sample_rate)
         self.block_size = int(block_size)
+        self.channels = int(channels)
         self.ring = Ring(ring_blocks * self.block_size)
         self.description = f"null output (no sound card), paced by the clock at {self.sample_rate} Hz"
+        if self.channels > 1:
+            self.description += f", {self.channels} channels"
         self._t0 = 0
         self._path: AudioPath | None = None
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
+        if self.channels != 1:
+            raise ValueError("the Python audio path plays one channel; several need the compiled path")
         self._t0 = time.monotonic_ns()
 
     def start_render(self, path: AudioPath) -> None:
@@ -221,25 +226,35 @@ class SoundDeviceOutput:
 
     def __init__(
         self, sample_rate: int, block_size: int, device: str | int | None = None, hostapi: str | None = None,
-        ring_blocks: int = 64,
+        ring_blocks: int = 64, channels: int = 1,
     ) -> None:
         self._sd = _sounddevice()
         self.index, info = find_device(device, hostapi)
         self.sample_rate = int(sample_rate)
         self.block_size = int(block_size)
+        self.channels = int(channels)
         self.ring = Ring(ring_blocks * self.block_size)
         api = self._sd.query_hostapis(info["hostapi"])["name"]
         self.description = f"sound card '{info['name']}' ({api}) at {self.sample_rate} Hz"
+        if self.channels > 1:
+            self.description += f", {self.channels} channels"
+        if self.channels > int(info["max_output_channels"]):
+            raise SoundDeviceError(f"{info['name']} offers {info['max_output_channels']} output channels, "
+                                   f"{self.channels} were asked for")
         self._stream = None
         self._path: AudioPath | None = None
         self.latency_s = 0.0
         try:
-            self._sd.check_output_settings(device=self.index, channels=1, dtype="float32", samplerate=self.sample_rate)
+            self._sd.check_output_settings(device=self.index, channels=self.channels, dtype="float32",
+                                           samplerate=self.sample_rate)
         except Exception as exc:  # noqa: BLE001
-            raise SoundDeviceError(f"{info['name']} cannot play {self.sample_rate} Hz mono float32: {exc}") from None
+            raise SoundDeviceError(f"{info['name']} cannot play {self.sample_rate} Hz float32 on {self.channels} "
+                                   f"channel(s): {exc}") from None
 
     def start(self) -> None:
-        """Play the ring: the callback only copies from it."""
+        """Play the ring: the callback only copies from it (one channel)."""
+        if self.channels != 1:
+            raise SoundDeviceError("the Python audio path plays one channel; several need the compiled path")
         self._open(_portaudio_callback.address, self.ring.buffer.ctypes.data)
 
     def start_render(self, path: AudioPath) -> None:
@@ -253,7 +268,7 @@ class SoundDeviceOutput:
         try:
             self._stream = sd._StreamBase(  # the documented extension point for C callbacks
                 kind="output", wrap_callback=None, device=self.index, samplerate=self.sample_rate,
-                blocksize=self.block_size, channels=1, dtype="float32", latency="low",
+                blocksize=self.block_size, channels=self.channels, dtype="float32", latency="low",
                 callback=sd._ffi.cast("PaStreamCallback*", callback),
                 userdata=sd._ffi.cast("void*", userdata),
             )

@@ -24,13 +24,18 @@ class RecorderError(OSError):
 
 
 class Recorder:
-    def __init__(self, path: str | Path, sample_rate: int, flush_s: float = 0.5, subtype: str = "PCM_16") -> None:
+    """A WAV of every output channel as it played (``channels`` interleaved, as the card got them)."""
+
+    def __init__(self, path: str | Path, sample_rate: int, flush_s: float = 0.5, subtype: str = "PCM_16",
+                 channels: int = 1) -> None:  # fmt: skip
         self.path = Path(path)
         self.sample_rate = int(sample_rate)
+        self.channels = int(channels)
         self.flush_s = float(flush_s)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = sf.SoundFile(str(self.path), "w", samplerate=self.sample_rate, channels=1, subtype=subtype, format="WAV")
+            self._file = sf.SoundFile(str(self.path), "w", samplerate=self.sample_rate, channels=self.channels,
+                                     subtype=subtype, format="WAV")
         except (OSError, RuntimeError, sf.LibsndfileError) as exc:
             raise RecorderError(f"cannot record to {self.path}: {exc}") from None
         self._queue: collections.deque[np.ndarray] = collections.deque()
@@ -41,7 +46,8 @@ class Recorder:
         self._thread.start()
 
     def push(self, block: np.ndarray) -> None:
-        """From the render thread: hand over a copy of a block (never blocks)."""
+        """From the render thread: hand over a copy of a block, (frames,) or (frames, channels) (never
+        blocks)."""
         if self.failed is None:
             self._queue.append(block.copy())
 

@@ -42,7 +42,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from ..protocol import ws as wire
-from ..protocol.commands import Command, Control, ControlChannel, Deform, Gain, Rejected, SelectInstrument
+from ..protocol.commands import Command, Control, ControlChannel, Deform, Gain, Pan, Rejected, SelectInstrument
 from .access import AccessPolicy, canonical_host, is_loopback
 from .engine import Engine
 from .events import Applied, Subscription
@@ -426,6 +426,8 @@ class WebServer:
                 cmd = Deform.of(msg.logits)
             elif msg.type == "gain":
                 cmd = Gain.of(msg.gain)
+            elif msg.type == "pan":
+                cmd = Pan.of(msg.position)
             else:
                 cmd = SelectInstrument.of(msg.name)
             self.engine.submit(cmd, arrival, voice=voice, source="ws")
@@ -519,8 +521,9 @@ class WebServer:
             blocks.append(e.stream.popleft())
         frame = None
         if blocks:
-            samples = np.concatenate([b for _, b in blocks]).astype("<f4", copy=False)
-            frame = wire.audio_frame(e.rate, blocks[0][0], samples.tobytes())
+            samples = np.concatenate([b for _, b in blocks]).astype("<f4", copy=False)  # (n,) or (n, 2) frames
+            frame = wire.audio_frame(e.rate, blocks[0][0], samples.tobytes(),
+                                     channels=1 if samples.ndim == 1 else samples.shape[1])
         meter = wire.encode("meter", rms=round(rms, 5), peak=round(peak, 5), time=round(time.monotonic() - e.started, 3))
         ev = wire.encode("events", events=events) if events else None
         now = time.monotonic()

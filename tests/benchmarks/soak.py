@@ -126,7 +126,7 @@ def phase_load(tmp: Path, args, with_ws: bool) -> None:
             ws_thread.join()
         time.sleep(0.5)
         after = bs.health(server)
-        row(name, "output", after["output"][:40])
+        row(name, "output", after["output"]["description"][:40])
         row(name, "OSC messages sent / s", f"{result['sent'] / seconds:.0f}", "10000")
         row(name, "under-runs", after["underruns"] - before["underruns"], "0")
         a, b = after.get("audio_path", {}), before.get("audio_path", {})
@@ -288,7 +288,7 @@ def phase_faults(tmp: Path, args) -> None:
         fell_back = None
         while time.monotonic() - t0 < 10:
             h = bs.health(server)
-            if "null" in h["output"]:
+            if "null" in h["output"]["description"]:
                 fell_back = time.monotonic() - t0
                 break
             time.sleep(0.1)

@@ -139,3 +139,26 @@ def test_preset_frames_play_through_the_hub(guitar):
     assert len(controls(played)) >= 4
     m = hub.sources[("osc", "touchosc")]
     assert m.width == 8 and m.state()["calibration"]["axes"]["mode"] == "set"
+
+
+def test_a_preset_pan_axis_places_the_voice(guitar, tmp_path):
+    from sensorsynth.protocol.commands import Pan
+
+    path = tmp_path / "room.toml"
+    path.write_text('name = "room"\n[[sources]]\nname = "room"\nkind = "raw"\nwidth = 2\ncalibration = "set"\n'
+                    'lo = 0.0\nhi = 1.0\npan_axis = 1\n[[addresses]]\naddress = "/room"\nsource = "room"\n'
+                    'axes = [0, 1]\n')  # fmt: skip
+    hub = MappingHub(lambda name: guitar, PresetTable([load_preset(path)]))
+    pans = []
+    times = np.arange(0, 2, 1 / 100)
+    for t in times:  # the pan axis sweeps 0 → 1 in 1.5 s, then holds; axis 0 keeps still
+        item = hub.table.match("/room", (0.5, min(1.0, t / 1.5)))
+        for source, kind, values, spec in hub.preset(item, t):
+            pans += [c for c in hub.sensor("osc", source, kind, values, t, t, "guitar", spec=spec) if isinstance(c, Pan)]
+    positions = [p.position for p in pans]
+    assert len(pans) >= 10 and all(0.0 <= p <= 1.0 for p in positions)
+    assert positions == sorted(positions) and positions[-1] > 0.95, positions
+    assert len(pans) <= len(times) // 2 + 1, "frames every 10 ms, pans at most every 20 ms"
+    path.write_text(path.read_text().replace("pan_axis = 1", "pan_axis = 2"))
+    with pytest.raises(Exception, match="pan_axis"):
+        load_preset(path)

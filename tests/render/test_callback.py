@@ -412,3 +412,33 @@ def test_the_control_block_is_generated_from_its_table_and_every_slot_is_read():
             assert reads, f"{name} is written but never read"
     # a sized field the kernel adds must get a migration rule (no rule from docstring text)
     assert set(CB.MIGRATION) == {f.name for f in K.FIELDS if f.group == "sized"}
+
+
+@pytest.mark.parametrize("frames", [[64], [17, 100, 1, 300, 5, 63]], ids=["64", "mixed"])
+def test_the_callback_interleaves_every_output_channel(frames):
+    """Three channels, voices placed on each: the device buffer holds interleaved frames, bit-identical to
+    Renderer.process's (channels, B) blocks, for any frame counts; the tap holds the same frames."""
+    a = make_instrument(0, **SMALL)
+    pans = [[1, 0, 0], [0, 1, 0], [0.6, 0, 0.8]]
+    live, ref = twins([a], max_voices=3, channels=3, voice_pans=pans)
+    for e in future_events(2, 120, 60 * B, voices=3):
+        post(live.inbox, e)
+        post(ref.inbox, e)
+    path = CB.AudioPath(live)
+    assert path.channels == 3
+    fn = CB.portaudio_callback().ctypes
+    played = []
+    pulls = 0
+    while path.counters()["blocks"] < 64:
+        f = frames[pulls % len(frames)]
+        buf = np.full(3 * f, np.nan, np.float32)
+        assert fn(None, buf.ctypes.data, f, None, 0, path.userdata) == 0
+        played.append(buf.reshape(f, 3))
+        pulls += 1
+    out = np.concatenate(played)
+    expected = np.concatenate([ref.process().T.copy() for _ in range(path.counters()["blocks"])])
+    assert np.abs(out).max() > 0.05 and all(np.abs(out[:, c]).max() > 0.01 for c in range(3))
+    np.testing.assert_array_equal(out, expected[: out.shape[0]])
+    samples, meta = tapped(path)
+    assert np.all(meta[:, CB.TM_LEN] == B)
+    np.testing.assert_array_equal(samples.reshape(-1, 3), expected[: samples.shape[0] * B])

@@ -134,7 +134,7 @@ def test_the_field_table_drives_packing_and_unpacking():
         buf = buffers[f.group, f.dtype]
         if view.size:
             assert view.__array_interface__["data"][0] == buf.ctypes.data + lay[i, 0] * buf.itemsize, f.name
-    assert bank.views.vmeta.shape == (6, K.N_VMETA) and bank.views.out.shape == (32,)
+    assert bank.views.vmeta.shape == (6, K.N_VMETA) and bank.views.out.shape == (1, 32)
     with pytest.raises(AssertionError, match="do not match the table"):
         allocate("fixed", {"params": (4,)})
 

@@ -101,6 +101,7 @@ def reference(engine: Engine) -> Renderer:
     instruments = [engine.library.entries[n].instrument for n in engine.library.names]
     r = Renderer(instruments, sample_rate=RATE, block_size=BLOCK, max_voices=VOICES, seed=SEED,
                  voice_instruments=[0] * VOICES)  # fmt: skip
+    r.set_level_cap(engine.renderer.level_cap)  # the engine's level cap (its limiter runs in both)
     r.warmup()
     return r
 

@@ -28,13 +28,13 @@ def test_the_sound_card_vanishing_falls_back_to_the_null_output(jack, start_serv
         subprocess.run(["jack_wait", "-w", "-t", "10", "-s", name], check=True, capture_output=True, timeout=20)
         server = start_server("--output", "sound", "--hostapi", "JACK",
                               env={"JACK_DEFAULT_SERVER": name, "JACK_NO_START_SERVER": "1"})
-        assert "JACK" in http_json(server, "/health")["output"]
+        assert "JACK" in http_json(server, "/health")["output"]["description"]
         wait_for(lambda: recorded_seconds(server) > 0.5, what="recording through JACK")
     finally:
         jackd.kill()
         jackd.wait()
     t0 = time.monotonic()
-    h = wait_for(lambda: (lambda h: h if "null" in h["output"] else None)(http_json(server, "/health")),
+    h = wait_for(lambda: (lambda h: h if "null" in h["output"]["description"] else None)(http_json(server, "/health")),
                  timeout=10, what="the fallback to the null output")
     took = time.monotonic() - t0
     assert h["fallback"] and "stopped" in h["fallback"] and h["running"]

@@ -19,7 +19,7 @@ from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.udp_client import SimpleUDPClient
 
-from sensorsynth.protocol.commands import Control, ControlChannel, Deform, Gain, Rejected, SelectInstrument
+from sensorsynth.protocol.commands import Control, ControlChannel, Deform, Gain, Pan, Rejected, SelectInstrument
 from sensorsynth.server.osc import (
     _canonical_ip,
     MAX_BUNDLE_DEPTH,
@@ -113,6 +113,8 @@ F16 = tuple(0.25 * (i % 5) for i in range(16))  # exact in float32
         (msg("/sensorsynth/voice/0/deform", 1.0, types="f"), Deform((1.0,), voice=0)),
         (msg("/sensorsynth/voice/3/gain", 1.0, types="f"), Gain(1.0, voice=3)),
         (msg("/sensorsynth/voice/11/instrument", "guitar"), SelectInstrument("guitar", voice=11)),
+        (msg("/sensorsynth/pan", 0.25, types="f"), Pan(0.25)),
+        (msg("/sensorsynth/voice/5/pan", 1, types="i"), Pan(1.0, voice=5)),
     ],
 )
 def test_every_address(packet, expected):
@@ -324,6 +326,12 @@ def test_malformed_datagrams_are_one_rejection(name):
         (msg("/sensorsynth/control/1", -1.0, types="f"), "negative"),
         (msg("/sensorsynth/gain", 17.0, types="f"), "out_of_range"),
         (msg("/sensorsynth/gain", -1.0, types="f"), "out_of_range"),
+        (msg("/sensorsynth/pan", 1.5, types="f"), "out_of_range"),
+        (msg("/sensorsynth/voice/2/pan", -0.1, types="f"), "out_of_range"),
+        (msg("/sensorsynth/pan", math.nan, types="f"), "nonfinite"),
+        (msg("/sensorsynth/pan", "left"), "wrong_type"),
+        (msg("/sensorsynth/pan", 0.1, 0.2, types="ff"), "wrong_count"),
+        (msg("/sensorsynth/pan"), "wrong_count"),
         (msg("/sensorsynth/instrument", ""), "bad_name"),
         (msg("/sensorsynth/instrument", "x" * 200), "bad_name"),
         (msg("/sensorsynth/control/1234567", 1.0, types="f"), "bad_index"),

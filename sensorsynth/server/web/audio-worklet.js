@@ -5,6 +5,8 @@
 // `targetMs` of audio is queued, so a late frame is absorbed instead of heard as a click. If the queue
 // grows far beyond the target (the server's clock running a little fast, or a burst after a stall), the
 // oldest audio is skipped so latency does not creep up. Counts go back to the page a few times a second.
+// Frames come mono (played on both sides) or stereo (interleaved L, R: a server with several speakers sends
+// its stereo fold-down); the ring keeps a left and a right row, counted in frames.
 
 const CAPACITY_S = 2;
 const REPORT_EVERY_S = 0.25;
@@ -15,6 +17,7 @@ class PcmPlayer extends AudioWorkletProcessor {
     super();
     const opts = options?.processorOptions ?? {};
     this.ring = new Float32Array(Math.ceil(sampleRate * CAPACITY_S));
+    this.ringR = new Float32Array(this.ring.length);
     this.read = 0;
     this.fill = 0;
     this.target = Math.round(((opts.targetMs ?? 80) / 1000) * sampleRate);
@@ -36,28 +39,35 @@ class PcmPlayer extends AudioWorkletProcessor {
       return;
     }
     if (msg.type !== "samples") return;
-    const data = msg.samples;
+    const ch = msg.channels === 2 ? 2 : 1;
     const cap = this.ring.length;
-    let src = data;
-    if (src.length > cap) src = src.subarray(src.length - cap);
-    if (this.fill + src.length > cap) {
+    let src = msg.samples;
+    let frames = Math.floor(src.length / ch);
+    if (frames > cap) {
+      src = src.subarray((frames - cap) * ch);
+      frames = cap;
+    }
+    if (this.fill + frames > cap) {
       // Full: drop the oldest queued audio to make room; the newest is what the player wants to hear.
-      const drop = this.fill + src.length - cap;
+      const drop = this.fill + frames - cap;
       this.read = (this.read + drop) % cap;
       this.fill -= drop;
       this.skipped += drop;
     }
     let write = (this.read + this.fill) % cap;
-    const first = Math.min(src.length, cap - write);
-    this.ring.set(src.subarray(0, first), write);
-    if (first < src.length) this.ring.set(src.subarray(first), 0);
-    this.fill += src.length;
-    this.received += src.length;
+    for (let i = 0; i < frames; i++) {
+      this.ring[write] = src[i * ch];
+      this.ringR[write] = src[i * ch + ch - 1];
+      write = write + 1 === cap ? 0 : write + 1;
+    }
+    this.fill += frames;
+    this.received += frames;
   }
 
   process(inputs, outputs) {
     const out = outputs[0][0];
     if (!out) return true;
+    const outR = outputs[0].length > 1 ? outputs[0][1] : null;
     const n = out.length;
     const cap = this.ring.length;
 
@@ -76,28 +86,39 @@ class PcmPlayer extends AudioWorkletProcessor {
 
     if (!this.playing) {
       out.fill(0);
+      if (outR) outR.fill(0);
     } else {
       const take = Math.min(n, this.fill);
       for (let i = 0; i < take; i++) {
         let s = this.ring[this.read];
+        let r = this.ringR[this.read];
         this.read = this.read + 1 === cap ? 0 : this.read + 1;
         if (this.fadeIn > 0) {
-          s *= 1 - this.fadeIn / FADE;
+          const g = 1 - this.fadeIn / FADE;
+          s *= g;
+          r *= g;
           this.fadeIn--;
         }
-        out[i] = s;
+        if (outR) {
+          out[i] = s;
+          outR[i] = r;
+        } else {
+          out[i] = 0.5 * (s + r);
+        }
       }
       this.fill -= take;
       if (take < n) {
         // Underflow: fade the tail we had, play silence, and wait for a full margin again.
         const fade = Math.min(FADE, take);
-        for (let i = 0; i < fade; i++) out[take - fade + i] *= 1 - (i + 1) / fade;
-        out.fill(0, take);
+        for (const o of outR ? [out, outR] : [out]) {
+          for (let i = 0; i < fade; i++) o[take - fade + i] *= 1 - (i + 1) / fade;
+          o.fill(0, take);
+        }
         this.playing = false;
         this.underflows++;
       }
     }
-    for (let c = 1; c < outputs[0].length; c++) outputs[0][c].set(out);
+    for (let c = 2; c < outputs[0].length; c++) outputs[0][c].set(out);
 
     this.sinceReport += n;
     if (this.sinceReport >= sampleRate * REPORT_EVERY_S) {

@@ -1,10 +1,12 @@
 // Listening: the server's PCM stream played through an AudioWorklet.
 //
 // Binary frames (sensorsynth/protocol/ws.py): a 16-byte little-endian header
-// <4s magic "SSA1", uint32 sample_rate, uint64 first_sample> then float32 LE mono samples.
-// The AudioContext runs at the server's rate, so samples go to the worklet untouched (no resampling).
+// <4s magic "SSA1" (mono) or "SSA2" (stereo, interleaved L R), uint32 sample_rate, uint64 first_sample> then
+// float32 LE samples. The AudioContext runs at the server's rate, so samples go to the worklet untouched (no
+// resampling); a server with several speakers sends its stereo fold-down.
 
 export const MAGIC = "SSA1";
+export const MAGIC_STEREO = "SSA2";
 export const HEADER_BYTES = 16;
 const JITTER_MS = 80;
 
@@ -12,11 +14,14 @@ export function parseAudioFrame(buf) {
   if (!(buf instanceof ArrayBuffer) || buf.byteLength < HEADER_BYTES) return null;
   const view = new DataView(buf);
   const magic = String.fromCharCode(view.getUint8(0), view.getUint8(1), view.getUint8(2), view.getUint8(3));
-  if (magic !== MAGIC) return null;
-  const count = Math.floor((buf.byteLength - HEADER_BYTES) / 4);
+  if (magic !== MAGIC && magic !== MAGIC_STEREO) return null;
+  const channels = magic === MAGIC_STEREO ? 2 : 1;
+  const count = Math.floor((buf.byteLength - HEADER_BYTES) / 4 / channels) * channels;
   return {
     sampleRate: view.getUint32(4, true),
     firstSample: Number(view.getBigUint64(8, true)),
+    channels,
+    frames: count / channels,
     // A view, not a copy: the buffer is transferred to the worklet as a whole.
     samples: new Float32Array(buf, HEADER_BYTES, count),
   };
@@ -30,6 +35,7 @@ export class Listener {
     this.rate = 0;
     this.nextSample = -1;
     this.gaps = 0;
+    this.channels = 0;
     this.frames = 0;
   }
 
@@ -53,11 +59,13 @@ export class Listener {
       const node = new AudioWorkletNode(ctx, "sensorsynth-pcm-player", {
         numberOfInputs: 0,
         numberOfOutputs: 1,
-        outputChannelCount: [1],
+        outputChannelCount: [2],
         processorOptions: { targetMs: JITTER_MS },
       });
       node.port.onmessage = (e) => {
-        if (e.data?.type === "stats") this.onStats?.({ ...e.data, gaps: this.gaps, frames: this.frames });
+        if (e.data?.type === "stats") {
+          this.onStats?.({ ...e.data, gaps: this.gaps, frames: this.frames, channels: this.channels });
+        }
       };
       node.connect(ctx.destination);
       this.node = node;
@@ -86,9 +94,10 @@ export class Listener {
       // covers it, but count it so the page can say so.
       this.gaps++;
     }
-    this.nextSample = frame.firstSample + frame.samples.length;
+    this.nextSample = frame.firstSample + frame.frames;
     this.frames++;
-    this.node.port.postMessage({ type: "samples", samples: frame.samples }, [buf]);
+    this.channels = frame.channels;
+    this.node.port.postMessage({ type: "samples", samples: frame.samples, channels: frame.channels }, [buf]);
     return true;
   }
 }
