@@ -131,6 +131,10 @@ SERVE_MEANING: dict[str, str | tuple[str, str]] = {
                   "table (`ModelSpec` fields, as `--spec`); checked at start. Command line: "
                   "`--record-fit steps=300 --record-fit spec.n_resonances=8` (repeatable; replaces the file's "
                   "table)",
+    "scenes": ("none", "a scenes file (TOML): named scenes (instruments and gains per voice, active presets and "
+               "learned mappings, output gains, a lower level cap) and a schedule (opening hours, a quiet period, "
+               "a scene per day) that switches them; checked against the models folder at start (see "
+               "[Scenes](scenes.md))"),
     "log_level": "`debug`, `info`, `warning`, `error` (logs go to stderr)",
 }
 
@@ -162,6 +166,9 @@ WS_ANSWER: dict[str, str] = {
     "upload": "then ONE binary frame, the clip; answered by [`fit`](#recording-a-clip-upload-and-fit) messages",
     "cancel": "`fit` (state `cancelled`), or `error` `unknown_job` / `finished`",
     "watch": "the fit's `fit` messages again; when it lands, this client's voice switches to it",
+    "scene": "with `name` and the admin token in `admin`: the installation switches to that scene, and every "
+             "client gets `scene`; without `name`: `scene` (which plays, the next change); `error` `forbidden`, "
+             "`unknown_scene` or `unsupported` (no `--scenes`) ([Scenes](scenes.md#switching-by-hand))",
 }
 
 # What each trainer message means (type → meaning), per direction.
@@ -203,7 +210,8 @@ TRAINER_MEANING: dict[str, dict[str, str]] = {
     },
 }
 
-SUBCOMMANDS = ["fit", "render", "info", "serve", "doctor", "trainer", "worker", "submit", "jobs", "cancel", "fetch"]
+SUBCOMMANDS = ["fit", "render", "info", "serve", "doctor", "scenes", "trainer", "worker", "submit", "jobs", "cancel",
+               "fetch"]
 
 # --------------------------------------------------------------------------------------------- rendering
 

@@ -17,7 +17,9 @@ from typing import Callable
 
 from ..atomic import atomic_write
 from ..mapping.presets import PresetError, PresetTable, load_preset
-from ..protocol.commands import Control, ControlChannel, Deform, Gain, SelectInstrument
+from ..protocol.commands import Control, ControlChannel, Deform, Gain, Rejected, SelectInstrument
+from ..protocol.requests import SceneRequest
+from ..protocol.scenes import ScenesError, ScenesFile
 from .config import ServeConfig
 from .engine import Engine, EngineSettings
 from .faults import Faults
@@ -29,6 +31,7 @@ from .playout import NullOutput, Output, SoundDeviceError, SoundDeviceOutput
 from .recorder import Recorder, RecorderError
 from .access import AccessPolicy
 from .rejections import Rejections
+from .scenes import SceneEdge, load_for_server
 from .sdnotify import Notifier
 from .tls import TlsError
 from .tls import setup as tls_setup
@@ -138,6 +141,8 @@ class Service:
         self.extra: dict[int, OscServer] = {}  # OSC ports presets ask for
         self.extra_bound: dict[int, int] = {}
         self.osc_port = self.ws_port = 0
+        self.scenes: SceneEdge | None = None
+        self.scenes_file: ScenesFile | None = None
         self._stop = asyncio.Event()
         self._reason: str | None = None
         self._code = EXIT_OK
@@ -189,6 +194,13 @@ class Service:
             engine.stop()
             raise
         await mappings.start()
+        if self.scenes_file is not None:  # after the engine and the mappings: the first scene plays at once
+            self.scenes = SceneEdge(engine, self.scenes_file, mappings,
+                                    level_cap_dbfs=getattr(config, "level_cap_dbfs", None),
+                                    output_channels=int(getattr(config, "output_channels", 1) or 1))
+            web.scenes = self.scenes
+            self.scenes.on_change = web.scene_changed
+            await self.scenes.start()
         web.extra_status["osc"] = self.osc.stats
         web.extra_status["ws"] = web.stats  # connections, messages, sensor_frames, audio_frames_dropped
         web.extra_status["record"] = fits.stats
@@ -219,6 +231,12 @@ class Service:
         default = config.instrument or library.names[0]
         if default not in library.entries:
             raise ServeError(f"instrument {default!r} is not in {config.models} (there: {', '.join(library.names)})")
+        if config.scenes is not None:  # checked against this server now, not at the first scheduled change
+            try:
+                self.scenes_file = load_for_server(config.scenes, library.names, [p.name for p in presets.presets],
+                                                   config.max_voices, getattr(config, "output_channels", None))
+            except ScenesError as exc:
+                raise ServeError(f"scenes: {exc}") from None
         return library, presets, default
 
     def _voice_owner(self, voice: int) -> str | None:
@@ -229,6 +247,11 @@ class Service:
     def _osc_sink(self, item, arrival: int) -> None:
         """Commands to the engine (and the mappings' targets); sensor input, presets, learn, calibrate to the
         mappings."""
+        if type(item) is SceneRequest:  # the OSC server let only this machine or allowed senders this far
+            if self.scenes is None:
+                raise Rejected("unsupported", "this server plays no scenes (start it with --scenes)")
+            self.scenes.switch(item.name, "osc")
+            return
         if isinstance(item, (Control, ControlChannel, Deform, Gain, SelectInstrument)):
             self.engine.submit(item, arrival)  # type: ignore[union-attr]
             if isinstance(item, (Control, ControlChannel)):
@@ -303,6 +326,9 @@ class Service:
             *(tls.lines if tls else []),
             f"  record: the pages' Record buttons fit on the trainer at {config.trainer}" if config.trainer else
             "  record: off (start `sensorsynth trainer` and add --trainer tcp://127.0.0.1:5555 to record on the pages)",
+            *([f"  scenes: {', '.join(self.scenes_file.scenes)} from {config.scenes}"
+               + (f"; schedule in {self.scenes_file.schedule.timezone}" if self.scenes_file.schedule else
+                  "; no schedule (switch with OSC /sensorsynth/scene or the page)")] if self.scenes_file else []),
             "  Ctrl-C stops.",
         ]
         return "\n".join(lines)
@@ -350,6 +376,8 @@ class Service:
         engine, recorder = self.engine, self.recorder
         assert engine is not None and self.output is not None
         await self._stop_osc()
+        if self.scenes is not None:
+            await self.scenes.stop()
         await self.mappings.stop()
         await self.fits.stop()
         await self.web.stop()

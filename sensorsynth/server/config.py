@@ -103,6 +103,8 @@ class ServeConfig(BaseModel):
                                        description="fit settings for recorded clips (FitSettings fields, and a "
                                        "'spec' table of ModelSpec fields); default: quality fast, so a clip "
                                        "recorded on a phone plays about a minute later")
+    scenes: Path | None = Field(None, description="a scenes file (TOML): named scenes (instruments, gains, "
+                                "mappings, output gains, level cap) and a schedule that switches them")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("ws_token", "admin_token")
@@ -159,7 +161,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
             data = {**{k: v for k, v in data.items() if k != "serve"}, **data["serve"]}
         if path.parent != Path("."):
             for key in ("models", "record", "ready_file", "tls_cert", "tls_key", "tls_dir",
-                        "trainer_keys", "learned_dir"):  # relative to the file
+                        "trainer_keys", "learned_dir", "scenes"):  # relative to the file
                 if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
                     data[key] = str(path.parent / data[key])
             if isinstance(data.get("presets"), list):  # preset files too (bundled names stay names)

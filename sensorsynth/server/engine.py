@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
 
@@ -125,6 +125,9 @@ class Engine:
         self.monitoring = 0  # monitor pages; commands are echoed to `recent` only when > 0
         self.recent: collections.deque[dict] = collections.deque(maxlen=512)
         self.started = time.monotonic()
+        #: what a voice a client gives back returns to: (instrument or None for the default, gain); the scenes
+        #: edge sets it to the playing scene's
+        self.voice_defaults: Callable[[int], tuple[str | None, float]] | None = None
         self.audio_path = driver_kind(settings)
         self.driver: AudioDriver = DRIVERS[self.audio_path](self.renderer, output, self, settings.prefill_blocks,
                                                             settings.realtime_priority)  # fmt: skip
@@ -300,9 +303,11 @@ class Engine:
     def release_voice(self, voice: int) -> None:
         self.voices.free(voice)
         state = self.voices[voice]
-        if state.instrument != self.default_instrument and self.default_instrument in self.library.entries:
-            self.select(voice, self.default_instrument)
-        self.inbox.gain(voice, 1.0)
+        instrument, gain = self.voice_defaults(voice) if self.voice_defaults is not None else (None, 1.0)
+        instrument = instrument or self.default_instrument  # a scene (server/scenes.py) may say otherwise
+        if state.instrument != instrument and instrument in self.library.entries:
+            self.select(voice, instrument)
+        self.inbox.gain(voice, gain)
 
     # ------------------------------------------------------------------ hot reload (event loop thread)
     def apply(self, change: Change) -> None:
