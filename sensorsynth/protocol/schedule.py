@@ -35,42 +35,42 @@ SCENE_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 MAX_PERIODS = 16  # per day: more is a mistake, not an opening pattern
 MAX_DATE_RULES = 512
 HORIZON_DAYS = 400  # how far ahead the next change is looked for (a year and a bit: yearly closures included)
-DAY = 1440  # minutes
-_PERIOD = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
+DAY = 86400  # seconds
+_TIME = r"(\d{1,2}):(\d{2})(?::(\d{2}))?"
+_PERIOD = re.compile(rf"^\s*({_TIME})\s*-\s*({_TIME})\s*$")
 
 
-def _minute(h: int, m: int, what: str, end: bool) -> int:
-    if m > 59 or h > 24 or (h == 24 and (m or not end)):
-        raise ValueError(f"{what}: {h:02d}:{m:02d} is not a time of day (00:00 to 23:59; 24:00 only as an end)")
-    return h * 60 + m
+def _second(text: str, end: bool) -> int:
+    """``HH:MM`` or ``HH:MM:SS`` → seconds after midnight (``24:00`` only as an end)."""
+    m = re.fullmatch(_TIME, text.strip())
+    if not m:
+        raise ValueError(f"period time {text[:16]!r} is not HH:MM (or HH:MM:SS)")
+    h, mi, se = int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
+    if mi > 59 or se > 59 or h > 24 or (h == 24 and (mi or se or not end)):
+        raise ValueError(f"period time {text!r} is not a time of day (00:00 to 23:59; 24:00 only as an end)")
+    return (h * 60 + mi) * 60 + se
 
 
 class Period(BaseModel):
-    """Open from ``start`` to ``end`` (``"HH:MM"``; ``end`` may be ``"24:00"``; an end before the start runs
-    past midnight). ``scene``: what plays in it (default: the day's open scene)."""
+    """Open from ``start`` to ``end`` (``"HH:MM"`` or ``"HH:MM:SS"``; ``end`` may be ``"24:00"``; an end before
+    the start runs past midnight). ``scene``: what plays in it (default: the day's open scene)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    start: str = Field(max_length=5)
-    end: str = Field(max_length=5)
+    start: str = Field(max_length=8)
+    end: str = Field(max_length=8)
     scene: str | None = Field(None, pattern=SCENE_NAME)
 
     @model_validator(mode="after")
     def _times(self) -> "Period":
-        a, b = self.minutes  # raises for a bad time
+        a, b = self.seconds  # raises for a bad time
         if a == b % DAY:
             raise ValueError(f"period {self.start}-{self.end} is empty (a whole day is 00:00-24:00)")
         return self
 
     @property
-    def minutes(self) -> tuple[int, int]:
-        """(start, end) in minutes after midnight; end ≤ start means the period runs past midnight."""
-        out = []
-        for text, end in ((self.start, False), (self.end, True)):
-            m = re.fullmatch(r"(\d{1,2}):(\d{2})", text.strip())
-            if not m:
-                raise ValueError(f"period time {text!r} is not HH:MM")
-            out.append(_minute(int(m.group(1)), int(m.group(2)), f"period time {text!r}", end))
-        return out[0], out[1]
+    def seconds(self) -> tuple[int, int]:
+        """(start, end) in seconds after midnight; end ≤ start means the period runs past midnight."""
+        return _second(self.start, False), _second(self.end, True)
 
 
 def _period(value: object) -> object:
@@ -79,7 +79,7 @@ def _period(value: object) -> object:
         m = _PERIOD.match(value)
         if not m or len(value) > 32:
             raise ValueError(f"period {value[:32]!r} is not HH:MM-HH:MM")
-        return {"start": f"{m.group(1)}:{m.group(2)}", "end": f"{m.group(3)}:{m.group(4)}"}
+        return {"start": m.group(1), "end": m.group(5)}
     return value
 
 
@@ -190,7 +190,7 @@ def _rule(schedule: Schedule, day: date) -> DateRule | None:
 def _periods(schedule: Schedule, day: date) -> list[tuple[int, int, str | None]]:
     rule = _rule(schedule, day)
     periods = rule.hours if rule is not None and rule.hours is not None else schedule.hours.get(WEEKDAYS[day.weekday()], [])
-    return [(*p.minutes, p.scene) for p in periods]
+    return [(*p.seconds, p.scene) for p in periods]
 
 
 def _open_scene(schedule: Schedule, day: date, period_scene: str | None) -> str:
@@ -207,21 +207,21 @@ def _closed_scene(schedule: Schedule, day: date) -> str:
     return rule.closed if rule is not None and rule.closed else schedule.closed
 
 
-def scene_of_wall(schedule: Schedule, day: date, minute: int) -> str:
-    """The scene at wall-clock ``minute`` (0..1439) of ``day``: an open period of the day (the first that
+def scene_of_wall(schedule: Schedule, day: date, second: int) -> str:
+    """The scene at wall-clock ``second`` (0..86399) of ``day``: an open period of the day (the first that
     holds), else one of the day before that runs past midnight, else the day's quiet scene."""
     for start, end, scene in _periods(schedule, day):
-        if (start <= minute < end) if start < end else minute >= start:
+        if (start <= second < end) if start < end else second >= start:
             return _open_scene(schedule, day, scene)
     before = day - timedelta(days=1)
     for start, end, scene in _periods(schedule, before):
-        if end <= start and minute < end:
+        if end <= start and second < end:
             return _open_scene(schedule, before, scene)
     return _closed_scene(schedule, day)
 
 
 def _boundaries(schedule: Schedule, day: date) -> list[int]:
-    """Wall-clock minutes of ``day`` where the scene may change: midnight, each period's start and end, and the
+    """Wall-clock seconds of ``day`` where the scene may change: midnight, each period's start and end, and the
     end of a period of the day before that ran past midnight."""
     marks = {0}
     for start, end, _ in _periods(schedule, day):
@@ -238,10 +238,10 @@ def _local(t: datetime, zone: ZoneInfo) -> datetime:
     return t.astimezone(zone).replace(tzinfo=None)
 
 
-def instant(zone: ZoneInfo, day: date, minute: int) -> datetime:
+def instant(zone: ZoneInfo, day: date, second: int) -> datetime:
     """The UTC instant of a wall-clock time: its first occurrence when the clocks go back (it happens twice),
     the moment the clocks jump when it falls in their gap (it never happens)."""
-    wall = datetime.combine(day, time()) + timedelta(minutes=minute)
+    wall = datetime.combine(day, time()) + timedelta(seconds=second)
     first = wall.replace(tzinfo=zone, fold=0).astimezone(timezone.utc)
     if _local(first, zone) == wall:
         return first
@@ -260,11 +260,11 @@ def instant(zone: ZoneInfo, day: date, minute: int) -> datetime:
 
 
 def _marks(schedule: Schedule, zone: ZoneInfo, first_day: date):
-    """(instant, day, minute, scene) of every boundary from ``first_day`` on, in time order, lazily."""
+    """(day, second, scene) of every boundary from ``first_day`` on, in time order, lazily."""
     day = first_day
     for _ in range(HORIZON_DAYS + 3):
-        for minute in _boundaries(schedule, day):
-            yield day, minute, scene_of_wall(schedule, day, minute)
+        for second in _boundaries(schedule, day):
+            yield day, second, scene_of_wall(schedule, day, second)
         day += timedelta(days=1)
 
 
@@ -278,23 +278,23 @@ def scene_at(schedule: Schedule, now: datetime) -> Moment:
     current: str | None = None
     marks = _marks(schedule, zone, today - timedelta(days=1))
     pending = None
-    for day, minute, scene in marks:
+    for day, second, scene in marks:
         if day > today + timedelta(days=1):
-            pending = (day, minute, scene)
+            pending = (day, second, scene)
             break
         if current is not None and scene == current:
             continue  # no change here: no need to place it on the time line
-        at = instant(zone, day, minute)
+        at = instant(zone, day, second)
         if at <= now:
             current = scene
         else:
-            pending = (day, minute, scene)
+            pending = (day, second, scene)
             break
     assert current is not None  # the day before's midnight is always before now
     rest = [pending] if pending is not None else []
-    for day, minute, scene in _chain(rest, marks):
+    for day, second, scene in _chain(rest, marks):
         if scene != current:
-            return Moment(current, scene, instant(zone, day, minute))
+            return Moment(current, scene, instant(zone, day, second))
     return Moment(current, None, None)
 
 

@@ -44,7 +44,7 @@ def test_a_good_file_reads_as_written():
     assert s.first == "day" and s.crossfade("day") == 3 and s.crossfade("quiet") == 10
     assert day.voice(0) == ("bell", 0.8) and day.voice(3) == ("guitar", 0.2) and day.voice(5) == ("guitar", 0.8)
     assert s.scenes["quiet"].voice(2) == (None, 0.0), "no instrument: each voice keeps its own"
-    assert s.schedule is not None and s.schedule.hours["sat"][0].minutes == (600, 1200)
+    assert s.schedule is not None and s.schedule.hours["sat"][0].seconds == (36000, 72000)
     check_against(s, Server(["guitar", "bell"], ["touchdesigner"], max_voices=8, output_channels=4))
 
 

@@ -114,9 +114,9 @@ def test_the_museum_day_is_the_same_wall_clock_on_both_sides_of_a_dst_change():
 
 
 def test_instant_of_missing_and_repeated_wall_times():
-    assert instant(PARIS, date(2026, 3, 29), 150) == datetime(2026, 3, 29, 1, 0, tzinfo=UTC)
-    assert instant(PARIS, date(2026, 10, 25), 150) == datetime(2026, 10, 25, 0, 30, tzinfo=UTC)
-    assert instant(PARIS, date(2026, 7, 1), 600) == datetime(2026, 7, 1, 8, 0, tzinfo=UTC)
+    assert instant(PARIS, date(2026, 3, 29), 150 * 60) == datetime(2026, 3, 29, 1, 0, tzinfo=UTC)
+    assert instant(PARIS, date(2026, 10, 25), 150 * 60) == datetime(2026, 10, 25, 0, 30, tzinfo=UTC)
+    assert instant(PARIS, date(2026, 7, 1), 600 * 60) == datetime(2026, 7, 1, 8, 0, tzinfo=UTC)
 
 
 def test_no_change_ever_and_a_naive_time():
@@ -138,6 +138,7 @@ def test_changes_lists_the_coming_ones_in_order():
     ({"hours": {"mon": ["10:00-25:00"]}}, "not a time of day"),
     ({"hours": {"mon": ["10:00-10:00"]}}, "empty"),
     ({"hours": {"mon": ["ten to six"]}}, "HH:MM-HH:MM"),
+    ({"hours": {"mon": ["10:00:60-11:00"]}}, "not a time of day"),
     ({"hours": {"funday": ["10:00-18:00"]}}, "funday"),
     ({"hours": {"mon": ["10:00-11:00"] * 17}}, "at most 16"),
     ({"dates": [{"from": "2026-12-26", "to": "2026-12-24"}]}, "ends before it starts"),
@@ -145,3 +146,10 @@ def test_changes_lists_the_coming_ones_in_order():
 def test_bad_schedules_are_refused_naming_the_problem(bad, words):
     with pytest.raises(ValidationError, match=words):
         Schedule.model_validate({"open": "day", "closed": "quiet", **bad})
+
+
+def test_seconds_are_allowed_for_changes_seconds_apart():
+    s = Schedule.model_validate({"timezone": "UTC", "open": "day", "closed": "quiet",
+                                 "hours": {d: ["12:00:05-12:00:30"] for d in ("mon", "thu")}})
+    m = scene_at(s, datetime(2026, 12, 3, 12, 0, 1, tzinfo=UTC))  # a Thursday
+    assert (m.scene, m.next_scene, m.next_at) == ("quiet", "day", datetime(2026, 12, 3, 12, 0, 5, tzinfo=UTC))
