@@ -79,7 +79,7 @@ class SceneEdge:
             "name": None, "source": None, "since": None, "next": None, "next_at": None, "held": False,
             "switching": False, "crossfade_s": None, "level_cap_dbfs": None, "gains": self.gains,
             "scenes": list(scenes.scenes), "timezone": scenes.schedule.timezone if scenes.schedule else None,
-            "switches": 0, "missing": [],
+            "switches": 0, "muted": 0, "missing": [],
         }
         missing = [n for n in ("set_output_gains", "set_level_cap") if getattr(engine, n, None) is None]
         self.state["missing"] = missing  # engine features this build lacks: their scene fields are not applied
@@ -245,6 +245,8 @@ class SceneEdge:
     # ------------------------------------------------------------------ status
     def status(self) -> dict:
         self._show_next()
+        if self.mappings is not None:
+            self.state["muted"] = self.mappings.muted  # preset values dropped: their preset is not in the scene
         return self.state
 
 

@@ -133,3 +133,10 @@ def test_what_the_server_cannot_play_is_refused_at_start(server, words):
 
 def test_unknown_presets_and_channels_are_not_checked_when_unknown():
     check_against(parse_scenes(GOOD), Server(["guitar", "bell"], None, 8, None))
+
+
+def test_the_museum_example_in_the_docs_is_the_one_in_deploy():
+    text = (REPO / "docs" / "scenes.md").read_text(encoding="utf-8")
+    block = text.split("```toml\n", 1)[1].split("```", 1)[0]
+    assert block == (REPO / "deploy" / "scenes.toml").read_text(encoding="utf-8")
+    assert parse_scenes(block).schedule is not None
