@@ -169,6 +169,7 @@ class SceneEdge:
         log.info("scene %s (%s, cross-fade %.1f s)", name, source, fade)
         self._apply_now(scene, fade)
         self._apply_task = asyncio.get_running_loop().create_task(self._apply_voices(scene, fade))
+        self._show_next()
         if self.on_change is not None:
             try:
                 self.on_change(st)

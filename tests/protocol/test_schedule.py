@@ -153,3 +153,10 @@ def test_seconds_are_allowed_for_changes_seconds_apart():
                                  "hours": {d: ["12:00:05-12:00:30"] for d in ("mon", "thu")}})
     m = scene_at(s, datetime(2026, 12, 3, 12, 0, 1, tzinfo=UTC))  # a Thursday
     assert (m.scene, m.next_scene, m.next_at) == ("quiet", "day", datetime(2026, 12, 3, 12, 0, 5, tzinfo=UTC))
+
+
+def test_a_whole_day_open():
+    s = Schedule.model_validate({"timezone": "UTC", "open": "day", "closed": "quiet",
+                                 "hours": {"thu": ["00:00-24:00"], "fri": ["00:00-24:00"]}})
+    m = scene_at(s, datetime(2026, 12, 3, 0, 0, tzinfo=UTC))  # Thursday, midnight
+    assert (m.scene, m.next_scene, m.next_at) == ("day", "quiet", datetime(2026, 12, 5, 0, 0, tzinfo=UTC))
