@@ -70,11 +70,11 @@ class SceneEdge:
         self.moment: Moment | None = None
         self.held_until: datetime | None = None  # a switch by hand holds until then (None + held: until the next)
         self.held = False
-        self.gains = [1.0] * len(engine.voices)
+        self.gains = [1.0] * len(engine.voices)  # per voice: what the scene playing asks for
+        self.targets = [v.instrument for v in engine.voices]  # the same for instruments (a scene's None: keep)
         self.on_change: Callable[[dict], Any] | None = None  # the web edge pushes the new state to the pages
         self._apply_task: asyncio.Task | None = None
         self._task: asyncio.Task | None = None
-        self._wake = asyncio.Event()
         self.state: dict[str, Any] = {  # the status' `scene` (updated in place: a reference stays current)
             "name": None, "source": None, "since": None, "next": None, "next_at": None, "held": False,
             "switching": False, "crossfade_s": None, "level_cap_dbfs": None, "gains": self.gains,
@@ -114,11 +114,7 @@ class SceneEdge:
                 delay = self.check()
             except Exception:  # noqa: BLE001 - a schedule problem must not stop the sound
                 log.exception("scene schedule")
-            self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), max(0.02, delay))
-            except asyncio.TimeoutError:
-                pass
+            await asyncio.sleep(max(0.02, delay))  # a switch by hand holds until the change this waits for
 
     def check(self) -> float:
         """Switch if the schedule says so now; the seconds until it should be asked again."""
@@ -154,7 +150,6 @@ class SceneEdge:
         self.held_until = self.moment.next_at if self.moment is not None else None
         self._switch(name, source)
         self._show_next()
-        self._wake.set()
         return self.state
 
     def _switch(self, name: str, source: str, fade_s: float | None = None) -> None:
@@ -164,11 +159,21 @@ class SceneEdge:
             self._apply_task.cancel()  # the new scene's ramps start from wherever these are
         self.current = name
         st = self.state
-        st.update(name=name, source=source, since=_iso(self.clock()), crossfade_s=fade)
+        st.update(name=name, source=source, since=_iso(self.clock()), crossfade_s=fade, switching=fade > 0)
         st["switches"] += 1
         log.info("scene %s (%s, cross-fade %.1f s)", name, source, fade)
+        for v in range(len(self.targets)):  # decided now, so a switch that comes before the ramps end builds on it
+            inst, gain = scene.voice(v)
+            self.targets[v] = inst or self.targets[v]
+            self.gains[v] = gain
         self._apply_now(scene, fade)
-        self._apply_task = asyncio.get_running_loop().create_task(self._apply_voices(scene, fade))
+        if fade > 0:
+            self._apply_task = asyncio.get_running_loop().create_task(self._fade_voices(fade))
+        else:
+            for v, inst in enumerate(self.targets):
+                if inst != self.engine.voices[v].instrument:
+                    self._select(v, inst)
+                self._gain(v, self.gains[v], 0.0)
         self._show_next()
         if self.on_change is not None:
             try:
@@ -198,30 +203,25 @@ class SceneEdge:
                     owner, _ = self.mappings.osc_owner(v)
                     self.mappings.hub.run(owner, scene.learned)
 
-    async def _apply_voices(self, scene: Scene, fade: float) -> None:
-        """Voice gains and instruments, cross-faded: see the module's docstring."""
+    async def _fade_voices(self, fade: float) -> None:
+        """Voice gains and instruments, cross-faded over ``fade`` seconds: see the module's docstring."""
         engine = self.engine
         st = self.state
-        st["switching"] = fade > 0
-        changing: list[tuple[int, str, float]] = []
+        st["switching"] = True
+        changing = [v for v, inst in enumerate(self.targets) if inst != engine.voices[v].instrument]
         try:
-            for v in range(len(engine.voices)):
-                inst, gain = scene.voice(v)
-                self.gains[v] = gain
-                if inst is not None and inst != engine.voices[v].instrument:
-                    if fade > 0:
-                        self._gain(v, 0.0, fade / 2)
-                        changing.append((v, inst, gain))
-                        continue
-                    self._select(v, inst)
-                self._gain(v, gain, fade)
+            for v in range(len(self.targets)):
+                if v in changing:
+                    self._gain(v, 0.0, fade / 2)
+                else:
+                    self._gain(v, self.gains[v], fade)
             if changing:
                 await asyncio.sleep(fade / 2)
-                for v, inst, gain in changing:
-                    self._select(v, inst)
-                    self._gain(v, gain, fade / 2)
+                for v in changing:
+                    self._select(v, self.targets[v])
+                    self._gain(v, self.gains[v], fade / 2)
                 await asyncio.sleep(fade / 2)
-            elif fade > 0:
+            else:
                 await asyncio.sleep(fade)
         finally:
             st["switching"] = False
@@ -239,9 +239,7 @@ class SceneEdge:
 
     def _voice_default(self, voice: int) -> tuple[str | None, float]:
         """What a voice a client gives back returns to: the scene's instrument and gain for it."""
-        if self.current is None:
-            return None, 1.0
-        return self.file.scenes[self.current].voice(voice)
+        return self.targets[voice], self.gains[voice]
 
     # ------------------------------------------------------------------ status
     def status(self) -> dict:
