@@ -205,3 +205,28 @@ def test_health_turns_degraded_on_a_stream_of_underruns_and_says_why():
     down = h.check({**base, "underruns": 20, "running": False, "error": "stalled", "fallback": "card unplugged",
                     "recording": {"failed": "disk full"}})
     assert down["reasons"] == ["audio stopped: stalled", "sound card given up: card unplugged", "the recording failed"]
+
+
+@pytest.mark.slow
+def test_a_scene_says_which_presets_and_learned_mappings_play(tmp_path, start_server):
+    path = tmp_path / "scenes.toml"
+    path.write_text('start = "still"\n[scenes.still]\npresets = []\nlearned = false\n'
+                    '[scenes.live]\npresets = ["touchdesigner"]\nlearned = true\n')
+    server = start_server("--scenes", str(path), "--preset", "touchdesigner", models=two_instruments(tmp_path))
+    osc = SimpleUDPClient("127.0.0.1", server.osc_port)
+    for i in range(5):
+        osc.send_message("/td", [0.1 * i] * K)
+        time.sleep(0.02)
+    health = wait_for(lambda: (lambda h: h if h["scene"]["muted"] >= 5 else None)(http_json(server, "/health")),
+                      what="the preset's values dropped")
+    assert health["mapping"]["frames"] == 0 and health["mapping"]["running"] == []
+    osc.send_message("/sensorsynth/scene", "live")
+    settled(server, "live")
+    for i in range(5):
+        osc.send_message("/td", [0.1 * i] * K)
+        time.sleep(0.02)
+    health = wait_for(lambda: (lambda h: h if h["mapping"]["frames"] >= 1 else None)(http_json(server, "/health")),
+                      what="the preset's frames mapped")
+    assert health["scene"]["muted"] == 5
+    assert health["mapping"]["running"] == sorted(["osc"] + [f"osc{v}" for v in range(1, 8)]), \
+        "OSC's voices play through their learned mappings"
