@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -35,7 +34,7 @@ from .engine import Engine
 if TYPE_CHECKING:
     from .mapping_edge import MappingEdge
 
-__all__ = ["RECHECK_S", "SceneEdge", "load_for_server"]
+__all__ = ["RECHECK_S", "SceneEdge", "ScenesError", "load_for_server"]
 
 log = logging.getLogger("sensorsynth.scenes")
 RECHECK_S = 60.0  # the schedule is asked again at least this often, whatever the clock did
@@ -247,14 +246,3 @@ class SceneEdge:
         if self.mappings is not None:
             self.state["muted"] = self.mappings.muted  # preset values dropped: their preset is not in the scene
         return self.state
-
-
-def time_to_next(state: dict) -> float | None:
-    """Seconds from now to the state's next change (for the banner); None without one."""
-    at = state.get("next_at")
-    if not at:
-        return None
-    return datetime.fromisoformat(at.replace("Z", "+00:00")).timestamp() - time.time()
-
-
-__all__ += ["ScenesError", "time_to_next"]

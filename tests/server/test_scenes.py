@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -119,6 +120,12 @@ def test_scheduled_scene_then_switches_by_osc_and_by_the_page(tmp_path, start_se
         assert (seen["type"], seen["name"]) == ("scene", "closed"), "the other client hears of it"
         ws.send(json.dumps({"type": "scene"}))
         assert json.loads(ws.recv(timeout=10))["name"] == "closed"
+        ws.send(json.dumps({"type": "scene", "name": "nowhere", "admin": ADMIN}))
+        err = json.loads(ws.recv(timeout=10))
+        assert (err["code"], err["ref"]) == ("unknown_scene", "scene") and "there: open, closed, show" in err["message"]
+    with urllib.request.urlopen(server.url + "/health", timeout=5) as r:  # no token needed, none given away
+        raw = r.read().decode()
+    assert ADMIN not in raw and server.token not in raw
     health = settled(server, "closed")
     assert health["scene"]["gains"] == [0.0, 0.0, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0]
     time.sleep(0.3)  # the last ramp (to 0 over half the cross-fade) is over
@@ -153,6 +160,7 @@ def _serve(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
                           timeout=timeout, cwd=REPO)
 
 
+@pytest.mark.slow
 def test_a_scenes_file_naming_an_unknown_instrument_stops_the_server_at_start(tmp_path):
     path = tmp_path / "scenes.toml"
     path.write_text('[scenes.day]\ninstrument = "cello"\n')
@@ -163,6 +171,7 @@ def test_a_scenes_file_naming_an_unknown_instrument_stops_the_server_at_start(tm
     assert line == f"error: scenes: {path}: scene 'day': no instrument 'cello' in the models folder (there: bell, guitar)"
 
 
+@pytest.mark.slow
 def test_scenes_check_validates_offline_and_shows_the_coming_changes(tmp_path):
     r = _serve("scenes", "check", str(REPO / "deploy" / "scenes.toml"), "--models", str(REPO / "models"))
     assert r.returncode == 0, r.stderr
