@@ -200,6 +200,7 @@ class Service:
                                     output_channels=int(getattr(config, "output_channels", 1) or 1))
             web.scenes = self.scenes
             self.scenes.on_change = web.scene_changed
+            self.scenes.on_instrument = web.voice_instrument
             await self.scenes.start()
         web.extra_status["osc"] = self.osc.stats
         web.extra_status["ws"] = web.stats  # connections, messages, sensor_frames, audio_frames_dropped

@@ -72,6 +72,7 @@ class SceneEdge:
         self.gains = [1.0] * len(engine.voices)  # per voice: what the scene playing asks for
         self.targets = [v.instrument for v in engine.voices]  # the same for instruments (a scene's None: keep)
         self.on_change: Callable[[dict], Any] | None = None  # the web edge pushes the new state to the pages
+        self.on_instrument: Callable[[int, str], Any] | None = None  # ... and tells a page its voice's new one
         self._apply_task: asyncio.Task | None = None
         self._task: asyncio.Task | None = None
         self.state: dict[str, Any] = {  # the status' `scene` (updated in place: a reference stays current)
@@ -235,6 +236,12 @@ class SceneEdge:
             self.engine.select(voice, name)
         except Rejected as exc:  # an instrument the renderer cannot change to (cuda), a full inbox
             log.warning("scene: voice %d stays on %s: %s", voice, self.engine.voices[voice].instrument, exc)
+            return
+        if self.on_instrument is not None:
+            try:
+                self.on_instrument(voice, name)
+            except Exception:  # noqa: BLE001 - telling a page must not stop the switch
+                log.exception("scene: instrument push")
 
     def _voice_default(self, voice: int) -> tuple[str | None, float]:
         """What a voice a client gives back returns to: the scene's instrument and gain for it."""

@@ -462,6 +462,14 @@ class WebServer:
             task = asyncio.ensure_future(client.ws.send(text))
             task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
 
+    def voice_instrument(self, voice: int, name: str) -> None:
+        """A scene changed ``voice``'s instrument: the client playing it hears of it, as after its own change."""
+        text = wire.encode("instrument_changed", voice=voice, instrument=name)
+        for client in list(self.clients.values()):
+            if client.voice == voice:
+                task = asyncio.ensure_future(client.ws.send(text))
+                task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+
     async def _sensor(self, client: Client, msg: Any, arrival: int) -> None:
         """A sensor frame: through the client's mapping of that source onto the client's voice."""
         if self.mappings is None:

@@ -133,6 +133,16 @@ def test_scheduled_scene_then_switches_by_osc_and_by_the_page(tmp_path, start_se
     play(server)
     assert level_after(server, t1) < 1e-4, "voice 0 plays at gain 0 in the closed scene: silence"
 
+    # a page whose voice a scene moves to another instrument hears of it, as after its own change
+    with connect(f"{server.ws_url}?token={server.token}", open_timeout=10) as page:
+        page.send(json.dumps({"type": "hello", "client": "page"}))
+        welcome = json.loads(page.recv(timeout=10))
+        assert welcome["instrument"] == "bell"
+        SimpleUDPClient("127.0.0.1", server.osc_port).send_message("/sensorsynth/scene", "open")
+        got = [json.loads(page.recv(timeout=10)) for _ in range(2)]
+        assert [m["type"] for m in got] == ["scene", "instrument_changed"], got
+        assert got[1] == {"type": "instrument_changed", "voice": welcome["voice"], "instrument": "guitar"}
+
 
 @pytest.mark.slow
 def test_a_schedule_switches_by_itself_a_few_seconds_later(tmp_path, start_server):
