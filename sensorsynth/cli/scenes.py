@@ -42,8 +42,8 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from ..protocol.schedule import changes, scene_at
     from ..protocol.scenes import ScenesError, Server, check_against, load_scenes
+    from ..protocol.schedule import changes, scene_at
 
     try:
         scenes = load_scenes(args.file)

@@ -149,7 +149,8 @@ class Rejection:
     message: str
 
 
-Item = Union[Command, StatusRequest, Rejection, SensorInput, LearnRequest, CalibrateRequest, SceneRequest, "PresetValues"]
+Item = Union[Command, StatusRequest, Rejection, SensorInput, LearnRequest, CalibrateRequest, SceneRequest,
+             "PresetValues"]
 
 
 class _Malformed(Exception):

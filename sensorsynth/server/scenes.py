@@ -27,8 +27,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..protocol.commands import Rejected
+from ..protocol.scenes import (
+    Scene,
+    ScenesError,
+    ScenesFile,
+    Server,
+    check_against,
+    load_scenes,
+)
 from ..protocol.schedule import Moment, scene_at
-from ..protocol.scenes import Scene, ScenesError, ScenesFile, Server, check_against, load_scenes
 from .engine import Engine
 
 if TYPE_CHECKING:
