@@ -27,14 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..protocol.commands import Rejected
-from ..protocol.scenes import (
-    Scene,
-    ScenesError,
-    ScenesFile,
-    Server,
-    check_against,
-    load_scenes,
-)
+from ..protocol.scenes import Scene, ScenesError, ScenesFile, Server, check_against, load_scenes
 from ..protocol.schedule import Moment, scene_at
 from .engine import Engine
 

@@ -7,14 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sensorsynth.protocol.scenes import (
-    MAX_FILE_BYTES,
-    ScenesError,
-    Server,
-    check_against,
-    load_scenes,
-    parse_scenes,
-)
+from sensorsynth.protocol.scenes import MAX_FILE_BYTES, ScenesError, Server, check_against, load_scenes, parse_scenes
 
 REPO = Path(__file__).resolve().parents[2]
 
