@@ -291,10 +291,20 @@ def scene_at(schedule: Schedule, now: datetime) -> Moment:
             pending = (day, second, scene)
             break
     assert current is not None  # the day before's midnight is always before now
-    rest = [pending] if pending is not None else []
-    for day, second, scene in _chain(rest, marks):
+    stream = _chain([pending] if pending is not None else [], marks)
+    item = next(stream, None)
+    while item is not None:
+        day, second, scene = item
+        item = next(stream, None)
+        if scene == current:
+            continue
+        at = instant(zone, day, second)
+        # boundaries on the same instant (a period inside the hour the clocks skip): the last one holds
+        while item is not None and instant(zone, item[0], item[1]) == at:
+            scene = item[2]
+            item = next(stream, None)
         if scene != current:
-            return Moment(current, scene, instant(zone, day, second))
+            return Moment(current, scene, at)
     return Moment(current, None, None)
 
 

@@ -160,3 +160,74 @@ def test_a_whole_day_open():
                                  "hours": {"thu": ["00:00-24:00"], "fri": ["00:00-24:00"]}})
     m = scene_at(s, datetime(2026, 12, 3, 0, 0, tzinfo=UTC))  # Thursday, midnight
     assert (m.scene, m.next_scene, m.next_at) == ("day", "quiet", datetime(2026, 12, 5, 0, 0, tzinfo=UTC))
+
+
+from hypothesis import given, settings  # noqa: E402 - the property test's own imports, beside it
+from hypothesis import strategies as st  # noqa: E402
+
+ZONES = ["Europe/Paris", "America/New_York", "Australia/Lord_Howe", "Asia/Kolkata", "UTC"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(zone=st.sampled_from(ZONES), seconds=st.integers(0, 3 * 365 * 86400),
+       start=st.integers(0, 47).map(lambda h: h * 1800), length=st.integers(1, 47).map(lambda h: h * 1800))
+def test_the_next_change_is_where_the_scene_changes(zone, seconds, start, length):
+    """Anywhere in three years, in zones with DST (Lord Howe's is half an hour), for any period (past midnight
+    too): the scene at the next change is the announced one, and a second before it the current one."""
+    end = (start + length) % 86400
+    period = f"{start // 3600:02d}:{start % 3600 // 60:02d}-{end // 3600:02d}:{end % 3600 // 60:02d}"
+    s = Schedule.model_validate({"timezone": zone, "open": "day", "closed": "quiet",
+                                 "hours": {d: [period] for d in ("mon", "wed", "thu", "sat", "sun")}})
+    now = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=seconds)
+    m = scene_at(s, now)
+    assert m.next_at is not None and m.next_at > now and m.next_scene != m.scene
+    assert scene_at(s, m.next_at).scene == m.next_scene
+    if m.next_at - timedelta(seconds=1) > now:
+        assert scene_at(s, m.next_at - timedelta(seconds=1)).scene == m.scene
+    assert m.next_at - now <= timedelta(days=8), "an open day comes every week"
+
+
+def test_a_period_inside_the_skipped_hour_never_happens():
+    # 29 March 2026, Paris: 02:00-03:00 does not exist; a period 02:00-02:30 that Sunday is skipped
+    s = Schedule.model_validate({"timezone": "Europe/Paris", "open": "ghost", "closed": "quiet",
+                                 "hours": {"sun": ["02:00-02:30"]}})
+    m = scene_at(s, at(2026, 3, 28, 22, 0))
+    assert (m.scene, m.next_scene, m.next_at) == ("quiet", "ghost", at(2026, 4, 5, 2, 0).astimezone(UTC))
+    assert scene_at(s, datetime(2026, 3, 29, 1, 0, tzinfo=UTC)).scene == "quiet", "at the jump: still quiet"
+
+
+def _transition_days(zone: ZoneInfo, year: int) -> list[date]:
+    day, out = date(year, 1, 1), []
+    while day.year == year:
+        a = datetime.combine(day, datetime.min.time(), zone).utcoffset()
+        b = datetime.combine(day + timedelta(days=1), datetime.min.time(), zone).utcoffset()
+        if a != b:
+            out.append(day)
+        day += timedelta(days=1)
+    return out
+
+
+@pytest.mark.parametrize("name", ["Europe/Paris", "Australia/Lord_Howe"])
+def test_every_half_hour_period_on_the_days_the_clocks_change(name):
+    """The same property as above, swept over every half-hour start on both days the clocks change (Lord
+    Howe's change is half an hour): periods inside the skipped hour, across it, inside the repeated one."""
+    zone = ZoneInfo(name)
+    days = _transition_days(zone, 2026)
+    assert len(days) == 2
+    for day in days:
+        for start in range(0, 86400, 1800):
+            for length in (1800, 5400):
+                end = (start + length) % 86400
+                period = f"{start // 3600:02d}:{start % 3600 // 60:02d}-{end // 3600:02d}:{end % 3600 // 60:02d}"
+                s = Schedule.model_validate({"timezone": name, "open": "day", "closed": "quiet",
+                                             "hours": {WEEKDAY[day.weekday()]: [period]}})
+                for hour in (0, 1, 2, 3):
+                    now = datetime.combine(day, datetime.min.time(), zone).astimezone(UTC) + timedelta(hours=hour)
+                    m = scene_at(s, now)
+                    assert m.next_at is not None and m.next_at > now, (day, period, now)
+                    assert scene_at(s, m.next_at).scene == m.next_scene != m.scene, (day, period, now, m)
+                    if m.next_at - timedelta(seconds=1) > now:
+                        assert scene_at(s, m.next_at - timedelta(seconds=1)).scene == m.scene, (day, period, now)
+
+
+WEEKDAY = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
