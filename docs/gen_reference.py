@@ -152,6 +152,10 @@ SERVE_MEANING: dict[str, str | tuple[str, str]] = {
     "midi_preset": "how MIDI maps to commands: `keys25` (a 25-key controller), `grid` (pads), or a `.toml` file",
     "midi_api": "`auto`: ALSA's sequencer where `/dev/snd/seq` exists, else JACK MIDI; `jack`, `alsa`: only that",
     "midi_note_ms": "how long MIDI out's notes last (note-on, then note-off this much later)",
+    "scenes": ("none", "a scenes file (TOML): named scenes (instruments and gains per voice, active presets and "
+               "learned mappings, output gains, a lower level cap) and a schedule (opening hours, a quiet period, "
+               "a scene per day) that switches them; checked against the models folder at start (see "
+               "[Scenes](scenes.md))"),
     "log_level": "`debug`, `info`, `warning`, `error` (logs go to stderr)",
 }
 
@@ -186,6 +190,9 @@ WS_ANSWER: dict[str, str] = {
     "upload": "then ONE binary frame, the clip; answered by [`fit`](#recording-a-clip-upload-and-fit) messages",
     "cancel": "`fit` (state `cancelled`), or `error` `unknown_job` / `finished`",
     "watch": "the fit's `fit` messages again; when it lands, this client's voice switches to it",
+    "scene": "with `name` and the admin token in `admin`: the installation switches to that scene, and every "
+             "client gets `scene`; without `name`: `scene` (which plays, the next change); `error` `forbidden`, "
+             "`unknown_scene` or `unsupported` (no `--scenes`) ([Scenes](scenes.md#switching-by-hand))",
 }
 
 # What each trainer message means (type → meaning), per direction.
@@ -227,7 +234,8 @@ TRAINER_MEANING: dict[str, dict[str, str]] = {
     },
 }
 
-SUBCOMMANDS = ["fit", "render", "info", "serve", "doctor", "trainer", "worker", "submit", "jobs", "cancel", "fetch"]
+SUBCOMMANDS = ["fit", "render", "info", "serve", "doctor", "scenes", "trainer", "worker", "submit", "jobs", "cancel",
+               "fetch"]
 
 # --------------------------------------------------------------------------------------------- rendering
 

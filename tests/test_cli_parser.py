@@ -16,7 +16,7 @@ from sensorsynth.cli import main
 def test_no_command_names_all_ten_commands(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
     err = capsys.readouterr().err
-    for command in ("fit", "render", "info", "serve", "doctor", "trainer", "worker", "submit", "jobs", "cancel"):
+    for command in ("fit", "render", "info", "serve", "doctor", "scenes", "trainer", "worker", "submit", "jobs", "cancel"):
         assert f"\n  {command} " in err, err
     assert "error: no command given" in err
 

@@ -2,8 +2,8 @@
 the fitting queue.
 
 The package is the top edge of the program: it may import every layer, and nothing imports it. One module per
-command group (:mod:`.fit`: fit, render, info; :mod:`.serve`: serve, doctor; :mod:`.trainer`: trainer,
-worker, submit, jobs, cancel), sharing :mod:`.common` and never importing each other. Heavy imports (torch,
+command group (:mod:`.fit`: fit, render, info; :mod:`.serve`: serve, doctor; :mod:`.scenes`: scenes check;
+:mod:`.trainer`: trainer, worker, submit, jobs, cancel), sharing :mod:`.common` and never importing each other. Heavy imports (torch,
 pyzmq, the renderer) happen inside the commands that need them, so ``--help`` and ``info`` start fast.
 Exit codes are in :mod:`.common`.
 """
@@ -16,7 +16,7 @@ import os
 import sys
 from typing import Sequence
 
-from . import fit, serve, trainer
+from . import fit, scenes, serve, trainer
 from .common import EXIT_INTERRUPTED, EXIT_USAGE, CliError, Parser, error, version
 
 __all__ = ["build_parser", "main"]
@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     fit.add_parsers(commands)  # fit, render, info
     serve.add_parser(commands)  # serve, doctor
+    scenes.add_parsers(commands)  # scenes check
     trainer.add_parsers(commands)  # trainer, worker, submit, jobs, cancel
     return parser
 

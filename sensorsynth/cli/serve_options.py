@@ -22,7 +22,7 @@ _METAVARS = {
 }
 _POSITIONAL = "models"  # `serve MODELS`
 _CUSTOM = {"record_fit"}  # KEY=VALUE pairs: serve adds --record-fit itself
-DOCTOR_KEYS = ("host", "output", "sound_device", "hostapi", "device", "osc_port", "ws_port", "sample_rate")
+DOCTOR_KEYS = ("host", "output", "sound_device", "hostapi", "device", "osc_port", "ws_port", "sample_rate", "scenes")
 
 
 def _unwrap(annotation: Any) -> tuple[Any, bool]:

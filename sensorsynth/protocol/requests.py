@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["LEARN_ACTIONS", "CalibrateRequest", "LearnRequest", "SensorInput"]
+__all__ = ["LEARN_ACTIONS", "CalibrateRequest", "LearnRequest", "SceneRequest", "SensorInput"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,3 +44,11 @@ class CalibrateRequest:
     source: str
     values: tuple[float, ...] = ()
     voice: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SceneRequest:
+    """``/sensorsynth/scene`` with one string: switch the installation to that scene (see server/scenes.py).
+    Only this machine, or the senders named in ``osc_allowed_senders``, may ask (the OSC server checks)."""
+
+    name: str

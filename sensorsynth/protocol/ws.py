@@ -32,6 +32,8 @@ Client → server:
     cancel      {"type": "cancel", "job": "<32 hex>"}                cancel this client's fit (job optional)
     watch       {"type": "watch", "job": "<32 hex>"}                 follow a fit again after a reconnect
                 (the full id from its ``fit`` messages; a fit another connection holds is refused)
+    scene       {"type": "scene", "name": "night", "admin": "..."}   switch the installation's scene (admin
+                token needed); without name: which scene plays → scene
 
 Server → client:
 
@@ -46,6 +48,8 @@ Server → client:
     meter       {"type": "meter", "rms": 0.1, "peak": 0.5, "time": 12.3}       (monitors, ~20/s)
     events      {"type": "events", "events": [{"voice": 0, "kind": "control", "values": [...], "source": "osc"}]}
     error       {"type": "error", "code": "bad_schema", "message": "...", "ref": "control"}
+    scene       {"type": "scene", "name": "day", "next": "night", "next_at": "2026-12-03T17:00:00Z", ...}
+                answers scene; pushed to every client when the scene changes (see server/scenes.py)
     learn       {"type": "learn", "recording": false, "running": true, "replaying": false, "training": false,
                  "frames": {"phone": 312}, "targets": 41, "instrument": "guitar",
                  "models": {"phone": {"model": "ridge", "pairs": 312, "events": 41, "score": 0.62}},
@@ -234,9 +238,18 @@ class WatchMsg(_Msg):
     job: JobRef
 
 
+class SceneMsg(_Msg):
+    """Switch the installation to the scene ``name`` (needs the server's admin token in ``admin``: a scene
+    changes the whole room, not the client's own voice); without ``name``, only ask which scene plays."""
+
+    type: Literal["scene"]
+    name: str | None = Field(None, min_length=1, max_length=64)
+    admin: str | None = Field(None, max_length=256)
+
+
 ClientMessage = Annotated[
     Union[Hello, ControlMsg, DeformMsg, GainMsg, PanMsg, InstrumentMsg, StatusMsg, AudioMsg, MonitorMsg, SensorMsg,
-          LearnMsg, CalibrateMsg, UploadMsg, CancelMsg, WatchMsg],
+          LearnMsg, CalibrateMsg, UploadMsg, CancelMsg, WatchMsg, SceneMsg],
     Field(discriminator="type"),
 ]
 _client = TypeAdapter(ClientMessage)

@@ -17,7 +17,9 @@ from typing import Callable
 
 from ..atomic import atomic_write
 from ..mapping.presets import PresetError, PresetTable, load_preset
-from ..protocol.commands import Control, ControlChannel, Deform, Gain, Pan, SelectInstrument
+from ..protocol.commands import Control, ControlChannel, Deform, Gain, Pan, Rejected, SelectInstrument
+from ..protocol.requests import SceneRequest
+from ..protocol.scenes import ScenesError, ScenesFile
 from .config import ServeConfig
 from .engine import Engine, EngineSettings
 from .faults import Faults
@@ -32,6 +34,7 @@ from .playout import NullOutput, Output, SoundDeviceError, SoundDeviceOutput
 from .recorder import Recorder, RecorderError
 from .access import AccessPolicy
 from .rejections import Rejections
+from .scenes import SceneEdge, load_for_server
 from .sdnotify import Notifier
 from .tls import TlsError
 from .tls import setup as tls_setup
@@ -142,6 +145,8 @@ class Service:
         self.extra: dict[int, OscServer] = {}  # OSC ports presets ask for
         self.extra_bound: dict[int, int] = {}
         self.osc_port = self.ws_port = 0
+        self.scenes: SceneEdge | None = None
+        self.scenes_file: ScenesFile | None = None
         self._stop = asyncio.Event()
         self._reason: str | None = None
         self._code = EXIT_OK
@@ -205,6 +210,14 @@ class Service:
             await self.web.stop()
             engine.stop()
             raise
+        if self.scenes_file is not None:  # after the engine and the mappings: the first scene plays at once
+            self.scenes = SceneEdge(engine, self.scenes_file, mappings,
+                                    level_cap_dbfs=config.level_cap_dbfs,
+                                    output_channels=config.output_channels)
+            web.scenes = self.scenes
+            self.scenes.on_change = web.scene_changed
+            self.scenes.on_instrument = web.voice_instrument
+            await self.scenes.start()
         web.extra_status["osc"] = self.osc.stats
         web.extra_status["ws"] = web.stats  # connections, messages, sensor_frames, audio_frames_dropped
         web.extra_status["record"] = fits.stats
@@ -235,6 +248,12 @@ class Service:
         default = config.instrument or library.names[0]
         if default not in library.entries:
             raise ServeError(f"instrument {default!r} is not in {config.models} (there: {', '.join(library.names)})")
+        if config.scenes is not None:  # checked against this server now, not at the first scheduled change
+            try:
+                self.scenes_file = load_for_server(config.scenes, library.names, [p.name for p in presets.presets],
+                                                   config.max_voices, config.output_channels)
+            except ScenesError as exc:
+                raise ServeError(f"scenes: {exc}") from None
         return library, presets, default
 
     async def _start_events_out(self, rejections: Rejections) -> None:
@@ -277,6 +296,11 @@ class Service:
     def _osc_sink(self, item, arrival: int) -> None:
         """Commands to the engine (and the mappings' targets); sensor input, presets, learn, calibrate to the
         mappings."""
+        if type(item) is SceneRequest:  # the OSC server let only this machine or allowed senders this far
+            if self.scenes is None:
+                raise Rejected("unsupported", "this server plays no scenes (start it with --scenes)")
+            self.scenes.switch(item.name, "osc")
+            return
         if isinstance(item, (Control, ControlChannel, Deform, Gain, SelectInstrument, Pan)):
             self.engine.submit(item, arrival)  # type: ignore[union-attr]
             if isinstance(item, (Control, ControlChannel)):
@@ -365,6 +389,9 @@ class Service:
                + ", ".join(x for x in (f"in {self.midi.stats['in_port']}" if self.midi.stats["in_port"] else "",
                                        f"out {self.midi.stats['out_port']}" if self.midi.stats["out_port"] else "") if x)]
               if self.midi is not None else []),
+            *([f"  scenes: {', '.join(self.scenes_file.scenes)} from {config.scenes}"
+               + (f"; schedule in {self.scenes_file.schedule.timezone}" if self.scenes_file.schedule else
+                  "; no schedule (switch with OSC /sensorsynth/scene or the page)")] if self.scenes_file else []),
             "  Ctrl-C stops.",
         ]
         return "\n".join(lines)
@@ -412,6 +439,8 @@ class Service:
         engine, recorder = self.engine, self.recorder
         assert engine is not None and self.output is not None
         await self._stop_osc()
+        if self.scenes is not None:
+            await self.scenes.stop()
         if self.midi is not None:
             self.midi.close()
         if self.feedback is not None:

@@ -134,6 +134,8 @@ class ServeConfig(BaseModel):
     midi_api: Literal["auto", "jack", "alsa"] = Field(
         "auto", description="MIDI system: auto takes ALSA's sequencer where there is one, else JACK")
     midi_note_ms: float = Field(100.0, gt=0, le=10000, description="length of the notes MIDI out sends")
+    scenes: Path | None = Field(None, description="a scenes file (TOML): named scenes (instruments, gains, "
+                                "mappings, output gains, level cap) and a schedule that switches them")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("osc_feedback")
@@ -242,7 +244,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
             data = {**{k: v for k, v in data.items() if k != "serve"}, **data["serve"]}
         if path.parent != Path("."):
             for key in ("models", "record", "ready_file", "tls_cert", "tls_key", "tls_dir",
-                        "trainer_keys", "learned_dir"):  # relative to the file
+                        "trainer_keys", "learned_dir", "scenes"):  # relative to the file
                 if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
                     data[key] = str(path.parent / data[key])
             if isinstance(data.get("presets"), list):  # preset files too (bundled names stay names)

@@ -231,9 +231,41 @@ def check_cache() -> Iterable[Check]:
                     "set NUMBA_CACHE_DIR to a writable folder (the systemd unit does)")
 
 
+def check_scenes(config: ServeConfig) -> Iterable[Check]:
+    """The scenes file, as ``serve`` checks it at start (against the instruments' names in the models folder)."""
+    if config.scenes is None:
+        return
+    from ..mapping.presets import PresetError, load_preset
+    from ..protocol.schedule import scene_at
+    from ..protocol.scenes import ScenesError, Server, check_against, load_scenes
+
+    folder = Path(config.models)
+    names = [folder.stem] if folder.is_file() else sorted(p.stem for p in folder.glob("*.instrument"))
+    try:
+        presets = [load_preset(name).name for name in config.presets]
+    except PresetError:
+        presets = None  # the config check names that problem
+    try:
+        scenes = load_scenes(config.scenes)
+        check_against(scenes, Server(names, presets, config.max_voices, config.output_channels),
+                      f"{config.scenes}: ")
+    except ScenesError as exc:
+        yield Check("scenes", FAIL, str(exc), f"mend the file; `sensorsynth scenes check {config.scenes}` shows "
+                                              "what the schedule will do")
+        return
+    if scenes.schedule is None:
+        yield Check("scenes", OK, f"{len(scenes.scenes)} scenes, no schedule: starts on {scenes.first}")
+        return
+    from datetime import datetime, timezone
+
+    m = scene_at(scenes.schedule, datetime.now(timezone.utc))
+    when = m.next_at.astimezone(scenes.schedule.zone).strftime("%a %Y-%m-%d %H:%M %Z") if m.next_at else "never"
+    yield Check("scenes", OK, f"{len(scenes.scenes)} scenes; now {m.scene}, next {m.next_scene or '-'} at {when}")
+
+
 def run_checks(config: ServeConfig) -> list[Check]:
     out: list[Check] = []
-    for fn in (check_config, check_models, check_sound, check_ports, check_gpu):
+    for fn in (check_config, check_models, check_scenes, check_sound, check_ports, check_gpu):
         out.extend(fn(config))
     out.extend(check_realtime())
     out.extend(check_kernel())

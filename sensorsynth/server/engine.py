@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
 
@@ -156,6 +156,9 @@ class Engine:
         # every applied command, for whoever listens (the pages' events push, OSC feedback, MIDI out)
         self.events = EventLog()
         self.started = time.monotonic()
+        #: what a voice a client gives back returns to: (instrument or None for the default, gain); the scenes
+        #: edge sets it to the playing scene's
+        self.voice_defaults: Callable[[int], tuple[str | None, float]] | None = None
         self.audio_path = driver_kind(settings)
         self.driver: AudioDriver = DRIVERS[self.audio_path](self.renderer, output, self, settings.prefill_blocks,
                                                             settings.realtime_priority)  # fmt: skip
@@ -403,9 +406,11 @@ class Engine:
     def release_voice(self, voice: int) -> None:
         self.voices.free(voice)
         state = self.voices[voice]
-        if state.instrument != self.default_instrument and self.default_instrument in self.library.entries:
-            self.select(voice, self.default_instrument)
-        self.inbox.gain(voice, 1.0)
+        instrument, gain = self.voice_defaults(voice) if self.voice_defaults is not None else (None, 1.0)
+        instrument = instrument or self.default_instrument  # a scene (server/scenes.py) may say otherwise
+        if state.instrument != instrument and instrument in self.library.entries:
+            self.select(voice, instrument)
+        self.inbox.gain(voice, gain)
         if self.channels > 1:  # back to where the voice stands when nobody moves it
             self.inbox.pan(voice, self._home_pans[voice], PAN_RAMP_MS)
 

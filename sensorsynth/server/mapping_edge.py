@@ -47,6 +47,10 @@ class MappingEdge:
         self.frames = 0
         self._task: asyncio.Task | None = None
         self._training: set[asyncio.Task] = set()
+        #: the presets a scene lets play (names; None: every loaded one); what others send is dropped, counted
+        self.active_presets: frozenset[str] | None = None
+        self.muted = 0
+        self._preset_of = {id(spec): p.name for p in (presets.presets if presets else []) for spec in p.sources}
 
     def _instrument(self, name: str):
         entry = self.library.entries.get(name)
@@ -129,6 +133,9 @@ class MappingEdge:
     def osc_item(self, item: Any, arrival_ns: int) -> None:
         """A mapping item decoded from OSC (sensor input, preset values, learn, calibrate)."""
         if isinstance(item, PresetValues):
+            if self.active_presets is not None and self._preset_of.get(id(item.spec)) not in self.active_presets:
+                self.muted += 1  # the scene playing does not use this preset
+                return
             for source, kind, values, spec in self.hub.preset(item, arrival_ns / 1e9):
                 self.play("osc", OSC_VOICE, source, kind, values, None, arrival_ns, spec=spec)
             return

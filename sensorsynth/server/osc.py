@@ -11,6 +11,7 @@ Address space (UDP, OSC 1.0; default port 9000):
 | `/sensorsynth/instrument` | 1 string (`s` or `S`): instrument name (models folder, without `.instrument`) | `SelectInstrument` |
 | `/sensorsynth/status` | none (any are ignored) | reply to the sender: one `/sensorsynth/status` message of key (`s`), value (`i`, `f`, `h` or `s`) pairs |
 | `/sensorsynth/pan` | 1 number in [0, 1]: where the voice sounds, along the line or round the ring of speakers (docs/speakers.md) | `Pan` |
+| `/sensorsynth/scene` | 1 string: a scene of the scenes file | `SceneRequest`: switch scenes (from this machine, or senders in `allowed_senders` when that is set; others: `forbidden_sender`) |
 | `/sensorsynth/voice/<n>/control`, `.../control/<i>`, `.../deform`, `.../gain`, `.../instrument`, `.../pan` | as above | the same, for voice `n` (without `/voice/<n>`: the OSC voice, 0) |
 | `/sensorsynth/input/<source>` | N numbers: one raw sensor frame (any N; `<source>`: 1-64 of `A-Z a-z 0-9 _ . : -`) | `SensorInput` (kind `raw`): the mappings play it through the instrument's basis |
 | `/sensorsynth/input/<source>/motion`, `.../hand` | 9 or 84 numbers, as the WebSocket `sensor` kinds | `SensorInput` of that kind |
@@ -102,6 +103,7 @@ from sensorsynth.protocol.requests import (
     LEARN_ACTIONS,
     CalibrateRequest,
     LearnRequest,
+    SceneRequest,
     SensorInput,
 )
 from sensorsynth.server.osc_batch import BATCH, DatagramBatch, sender_keys
@@ -122,6 +124,7 @@ __all__ = [
     "OscDecoder",
     "OscServer",
     "Rejection",
+    "SceneRequest",
     "SensorInput",
     "StatusRequest",
     "encode_status",
@@ -167,7 +170,8 @@ class Rejection:
     message: str
 
 
-Item = Union[Command, StatusRequest, Rejection, SensorInput, LearnRequest, CalibrateRequest, "PresetValues"]
+Item = Union[Command, StatusRequest, Rejection, SensorInput, LearnRequest, CalibrateRequest, SceneRequest,
+             "PresetValues"]
 
 
 class _Malformed(Exception):
@@ -230,6 +234,8 @@ def parse_address(address: bytes) -> _Route | Rejection:
             return (verb, voice, None)
         if verb == "status" and voice is None:
             return ("status", None, None)
+        if verb == "scene" and voice is None:
+            return ("scene", None, None)
     elif len(rest) == 2 and verb == "control":
         index = _number(rest[1])
         if index is not None:
@@ -498,6 +504,12 @@ class OscDecoder:
         verb = route[0]
         if verb in ("control", "channel", "deform", "gain", "instrument", "pan", "status"):
             return self._play(route, values, kind, at)
+        if verb == "scene":
+            if kind != "s" or len(values) != 1:
+                return _bad_args("/scene", kind, "one string", len(values))
+            if not 1 <= len(values[0]) <= 64:
+                return Rejection("bad_name", "/scene: a scene name is 1-64 characters")
+            return SceneRequest(values[0])
         return self._sensing(route, values, kind, at)
 
     def _sensing(self, route: _Route, values: tuple, kind: str, at: float | None) -> Item:
@@ -917,6 +929,9 @@ class OscServer:
                 if not replied:  # one reply per datagram: a bundle of requests gets no more
                     self._reply_status(addr, arrival, len(data))
                     replied = True
+            elif t is SceneRequest and not self._may_switch_scenes(addr[0]):
+                self._reject("forbidden_sender", f"scene switch from {addr[0]}: only this machine or "
+                             "osc_allowed_senders may switch scenes")
             elif guard is not None and (refused := self._voice_refused(guard, item)) is not None:
                 self._reject("voice_taken", f"from {addr[0]}:{addr[1]}: {refused}")
             else:
@@ -935,6 +950,15 @@ class OscServer:
                 self._on_bundle_end(arrival)
             except Exception:
                 log.exception("OSC bundle end")
+
+    def _may_switch_scenes(self, host: str) -> bool:
+        """Who may switch scenes: this machine, or, when ``allowed_senders`` is set, those senders (the only
+        ones that get this far). Without that list any address can send (and forge) OSC: a scene switch, which
+        changes the whole room, is then this machine's alone."""
+        if self._allowed is not None:
+            return True
+        canon = _canonical_ip(host)
+        return canon is not None and ipaddress.ip_address(canon).is_loopback
 
     def _sender_allowed(self, host: str, arrival_ns: int, count: int = 1) -> int:
         """How many of ``count`` datagrams one sender may send now (its token bucket: ``messages_per_s``

@@ -47,11 +47,13 @@ from .access import AccessPolicy, canonical_host, is_loopback
 from .engine import Engine
 from .events import Applied, Subscription
 from .library import LibraryError, check_name, details, summary
+from .health import Health
 from .rejections import Rejections
 
 if TYPE_CHECKING:
     from .fits import FitEdge
     from .mapping_edge import MappingEdge
+    from .scenes import SceneEdge
 
 log = logging.getLogger("sensorsynth.web")
 WEB_DIR = Path(__file__).parent / "web"
@@ -136,6 +138,8 @@ class WebServer:
         self.engine = engine
         self.mappings = mappings  # sensor frames → the mappings → this client's voice
         self._fits: "FitEdge | None" = None  # uploads → trainer jobs → this client's voice (set by the app)
+        self.scenes: "SceneEdge | None" = None  # the installation's scenes (set by the app with --scenes)
+        self.health = Health()  # /health's ok/degraded
         self.library = engine.library
         self.rejections = rejections
         self.limits = limits or WebLimits()
@@ -386,7 +390,7 @@ class WebServer:
             return
         client.last_active = now
         kind = msg.type
-        if kind not in ("status", "audio", "monitor", "upload", "cancel", "watch"):
+        if kind not in ("status", "audio", "monitor", "upload", "cancel", "watch", "scene"):
             client.introduced = True  # hello, or a message that plays (and so says hello implicitly)
         if kind == "hello":
             self._ensure_voice(client)
@@ -405,6 +409,8 @@ class WebServer:
             await self._sensor(client, msg, arrival)
         elif kind in ("learn", "calibrate"):
             await self._mapping_request(client, msg)
+        elif kind == "scene":
+            await self._scene(client, msg)
         elif kind in ("upload", "cancel", "watch"):
             if self.fits is None:
                 await self._send_error(client, "unsupported", "this server does not take recordings", kind)
@@ -438,6 +444,38 @@ class WebServer:
             self.mappings.target(client.id, voice, cmd)
         if msg.type == "instrument":
             await client.ws.send(wire.encode("instrument_changed", voice=voice, instrument=msg.name))
+
+    async def _scene(self, client: Client, msg: Any) -> None:
+        """``scene``: which scene plays; with ``name`` and the admin token, switch (server/scenes.py)."""
+        if self.scenes is None:
+            await self._send_error(client, "unsupported", "this server plays no scenes (start it with --scenes)",
+                                   "scene")
+            return
+        if msg.name is not None:
+            if not self.access.is_admin(msg.admin):
+                await self._send_error(client, "forbidden", "switching scenes needs the admin token", "scene")
+                return
+            try:
+                self.scenes.switch(msg.name, "ws")  # its on_change pushes the new scene to every client
+            except Rejected as exc:
+                await self._send_error(client, exc.kind, str(exc), "scene")
+            return
+        await client.ws.send(wire.encode("scene", **self.scenes.status()))
+
+    def scene_changed(self, state: dict) -> None:
+        """The scene changed (schedule or a switch by hand): every client hears of it."""
+        text = wire.encode("scene", **state)
+        for client in list(self.clients.values()):
+            task = asyncio.ensure_future(client.ws.send(text))
+            task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+
+    def voice_instrument(self, voice: int, name: str) -> None:
+        """A scene changed ``voice``'s instrument: the client playing it hears of it, as after its own change."""
+        text = wire.encode("instrument_changed", voice=voice, instrument=name)
+        for client in list(self.clients.values()):
+            if client.voice == voice:
+                task = asyncio.ensure_future(client.ws.send(text))
+                task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
 
     async def _sensor(self, client: Client, msg: Any, arrival: int) -> None:
         """A sensor frame: through the client's mapping of that source onto the client's voice."""
@@ -566,4 +604,6 @@ class WebServer:
         if self.mappings is not None:
             s["mapping"] = self.mappings.status()
         s.update(self.extra_status)
+        s["scene"] = self.scenes.status() if self.scenes is not None else None
+        s["health"] = self.health.check(s)
         return s

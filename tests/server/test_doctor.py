@@ -78,3 +78,22 @@ def test_doctor_names_this_machines_kernel_preemption():
     assert check.area == "kernel" and check.status in ("ok", "warn")
     if check.status == "warn":
         assert "preempt=full" in check.fix and "cyclictest" in check.fix
+
+
+def test_the_scenes_file_is_checked_as_serve_would(tmp_path):
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copy(BUNDLED, models / "guitar.instrument")
+    config = tmp_path / "serve.toml"  # the museum's scenes play TouchDesigner's preset: the server must load it
+    config.write_text(f'presets = ["touchdesigner"]\noutput_channels = 8\nscenes = "{REPO / "deploy" / "scenes.toml"}"\n')
+    args = (str(models), "--host", "127.0.0.1", "--osc-port", "0", "--ws-port", "0", "--output", "null", "--json")
+    code, out = doctor(*args, "--config", str(config), stdout_only=True)
+    scenes = [c for c in json.loads(out) if c["area"] == "scenes"]
+    assert code == 0 and len(scenes) == 1 and scenes[0]["status"] == "ok", out
+    assert scenes[0]["message"].startswith("3 scenes; now ") and " next " in scenes[0]["message"]
+    bad = tmp_path / "scenes.toml"
+    bad.write_text('[scenes.day]\ninstrument = "cello"\n')
+    code, out = doctor(*args, "--scenes", str(bad), stdout_only=True)
+    scenes = [c for c in json.loads(out) if c["area"] == "scenes"]
+    assert code == 1 and scenes[0]["status"] == "FAIL" and "no instrument 'cello'" in scenes[0]["message"], out
+    assert "scenes check" in scenes[0]["fix"]

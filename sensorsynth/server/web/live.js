@@ -12,6 +12,7 @@ import { PlaySurface } from "./pad.js";
 import { drawRoll } from "./pianoroll.js";
 import { dbOf, knownSources } from "./plot.js";
 import { RecordController } from "./record.js";
+import { SceneView } from "./scenes.js";
 import { drawSpectrum } from "./spectrum.js";
 
 const $ = (id) => document.getElementById(id);
@@ -189,6 +190,8 @@ const conn = new Connection({
   },
 });
 
+const scenes = new SceneView((msg) => conn.send(msg));
+
 function handleMessage(msg) {
   switch (msg?.type) {
     case "welcome": {
@@ -237,6 +240,10 @@ function handleMessage(msg) {
     }
     case "status":
       showStatus(msg);
+      scenes.onStatus(msg);
+      break;
+    case "scene":
+      scenes.onScene(msg);
       break;
     case "fit":
       recorder.onFit(msg);
