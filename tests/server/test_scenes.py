@@ -13,6 +13,7 @@ import urllib.request
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import numpy as np
 import pytest
 from pythonosc.udp_client import SimpleUDPClient
 from websockets.sync.client import connect
@@ -249,3 +250,36 @@ def test_a_scene_says_which_presets_and_learned_mappings_play(tmp_path, start_se
     assert health["scene"]["muted"] == 5
     assert health["mapping"]["running"] == sorted(["osc"] + [f"osc{v}" for v in range(1, 8)]), \
         "OSC's voices play through their learned mappings"
+
+
+@pytest.mark.slow
+def test_a_scene_chooses_the_speakers_and_lowers_the_cap(tmp_path, start_server):
+    """Two output channels: scene ``left`` plays on channel 0 only, ``right`` on channel 1 only and under a cap
+    12 dB lower; the recording is checked channel by channel after an OSC switch (the output gains and the
+    level cap land in the compiled path)."""
+    path = tmp_path / "scenes.toml"
+    path.write_text('crossfade_s = 0.05\n[scenes.left]\noutput_gains = [1.0, 0.0]\n'
+                    '[scenes.right]\noutput_gains = [0.0, 1.0]\nlevel_cap_dbfs = -13.0\n')
+    server = start_server("--scenes", str(path), "--output-channels", "2")
+    settled(server, "left")
+    osc = SimpleUDPClient("127.0.0.1", server.osc_port)
+    osc.send_message("/sensorsynth/pan", 0.5)  # voice 0 between the two speakers: both would sound
+    time.sleep(0.2)
+    t_left = recorded_seconds(server)
+    play(server)
+    wait_for(lambda: recorded_seconds(server) > t_left + 0.9, timeout=10, what="the left scene's sound")
+    osc.send_message("/sensorsynth/scene", "right")
+    health = settled(server, "right")
+    assert health["limiter"]["cap_dbfs"] == -13.0 and health["scene"]["level_cap_dbfs"] == -13.0
+    time.sleep(0.2)
+    t_right = recorded_seconds(server)
+    play(server)
+    wait_for(lambda: recorded_seconds(server) > t_right + 0.9, timeout=10, what="the right scene's sound")
+    assert server.stop() == 0
+    data, rate = recorded(server)
+    assert data.ndim == 2 and data.shape[1] == 2
+    left = data[int(t_left * rate): int((t_left + 0.8) * rate)]
+    right = data[int(t_right * rate): int((t_right + 0.8) * rate)]
+    assert np.abs(left[:, 0]).max() > 0.05 and not np.any(left[:, 1]), "left: channel 0 only"
+    assert np.abs(right[:, 1]).max() > 0.05 and not np.any(right[:, 0]), "right: channel 1 only"
+    assert np.abs(right).max() <= 10 ** (-13 / 20) + 1 / 32768, "nothing above the scene's cap"
