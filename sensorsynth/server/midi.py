@@ -82,6 +82,7 @@ class MidiEdge:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sub = None
         self._notes_pending = 0
+        self._due: dict[int | None, list[tuple[int, int, int]]] = {}  # MIDI out: notes by the time they sound
         self.stats: dict[str, Any] = {"api": None, "in_port": None, "out_port": None, "received": 0, "commands": 0,
                                       "ignored": 0, "system": 0, "dropped": 0, "rejected": 0, "notes_out": 0, "out_dropped": 0}
 
@@ -188,10 +189,17 @@ class MidiEdge:
                 continue
             at = self.engine.sounding_ns(ev.sample)
             delay = 0.0 if at is None else max(0.0, (at - now) / 1e9)
-            if delay > 0.001:
-                loop.call_later(delay, self._notes_on, notes)
+            due = self._due.get(at)
+            if due is not None:  # events sounding together go out together, in the order they were applied
+                due.extend(notes)  # (asyncio does not order timers of one deadline)
+            elif delay > 0.001:
+                self._due[at] = list(notes)
+                loop.call_later(delay, self._due_on, at)
             else:
                 self._notes_on(notes)
+
+    def _due_on(self, at: int | None) -> None:
+        self._notes_on(self._due.pop(at, []))
 
     def _notes_on(self, notes: list[tuple[int, int, int]]) -> None:
         out = self._out
