@@ -106,7 +106,7 @@ from sensorsynth.protocol.requests import (
     SceneRequest,
     SensorInput,
 )
-from sensorsynth.server.osc_batch import BATCH, DatagramBatch, sender_keys
+from sensorsynth.server.osc_batch import BATCH, DatagramBatch, bound, sender_keys
 from sensorsynth.server.rejections import Rejections
 
 if TYPE_CHECKING:  # the decoder only calls its match(); the mapping package is imported by its owner
@@ -147,6 +147,7 @@ STATUS_REPLY_RATIO = 4  # a reply to a sender not trusted for status is at most 
 _LOOPBACK_SENDERS = frozenset({"127.0.0.1", "::1", "::ffff:127.0.0.1"})
 MAX_BATCHES_PER_WAKE = 32  # batches of BATCH datagrams taken before the loop runs its other work
 _BIG_ENDIAN = sys.byteorder == "big"
+_AF_INET, _AF_INET6 = int(socket.AF_INET), int(socket.AF_INET6)
 MAX_SENDERS = 4096  # per-sender buckets kept; beyond, the table starts again (a spoofed-address flood)
 
 NTP_UNIX_OFFSET = 2208988800  # seconds from 1900-01-01 (NTP era 0) to 1970-01-01
@@ -762,6 +763,7 @@ class OscServer:
         self._use_recvmmsg = use_recvmmsg
         self._lane = lane
         self._keys = np.zeros(BATCH, np.int64)
+        self._sender_keys = sender_keys  # bound to its compiled entry point at start()
         self._mask = np.zeros(BATCH, np.uint8)
         self._fast_messages = 0
         self.stats: dict[str, int] = dict.fromkeys(
@@ -803,7 +805,7 @@ class OscServer:
             raise
         self._sock = sock
         self._batch = DatagramBatch(sock, use_recvmmsg=self._use_recvmmsg)
-        sender_keys(self._batch.names, 0, self._keys, 0, 0, _BIG_ENDIAN)  # compiled (or loaded) now, not later
+        self._sender_keys = bound(sender_keys, (self._batch.names, 0, self._keys, 0, 0, _BIG_ENDIAN))
         self._loop = loop
         loop.add_reader(sock.fileno(), self._drain)
         return self.address
@@ -845,7 +847,8 @@ class OscServer:
         arrival = time.monotonic_ns()
         stats = self.stats
         stats["packets"] += n
-        stats["bytes"] += int(batch.lens[:n].sum())
+        lens = batch.lens
+        stats["bytes"] += sum(int(lens[i]) for i in range(n)) if n < 8 else int(lens[:n].sum())
         allowed = self._allowed_mask(batch, n, arrival)
         lane = self._lane
         ready = lane is not None and lane.prepare(arrival)
@@ -856,7 +859,7 @@ class OscServer:
                 if i >= n:
                     break
             if allowed[i]:
-                self._handle(batch.datagram(i), batch.sender(i), arrival)
+                self._handle(batch.datagram(i), batch.sender(i, int(self._keys[i])), arrival)
                 if lane is not None:
                     ready = lane.prepare(arrival)  # the general path may have changed an instrument or an owner
             i += 1
@@ -875,14 +878,14 @@ class OscServer:
         which are counted here. One policy decision per sender and batch."""
         mask = self._mask
         keys = self._keys
-        others = sender_keys(batch.names, n, keys, int(socket.AF_INET), int(socket.AF_INET6), _BIG_ENDIAN)
+        others = self._sender_keys(batch.names, n, keys, _AF_INET, _AF_INET6, _BIG_ENDIAN)
         if others == 0 and self._allowed is None and self.policy.local_uncapped:
             mask[:n] = 1  # this machine's own senders only: nothing to check
             return mask
         mask[:n] = 0
         uniq, first, inverse = np.unique(keys[:n], return_index=True, return_inverse=True)
         for u in range(uniq.size):
-            host, port = batch.sender(int(first[u]))
+            host, port = batch.sender(int(first[u]), int(uniq[u]))
             members = np.flatnonzero(inverse == u)
             if self._allowed is not None and host not in self._allowed and _canonical_ip(host) not in self._allowed:
                 for _ in range(members.size):

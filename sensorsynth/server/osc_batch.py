@@ -102,6 +102,7 @@ class DatagramBatch:
         self.names = np.zeros((size, NAME_BYTES), np.uint8)
         self.lens = np.zeros(size, np.int64)
         self.truncated = 0
+        self._hosts: dict[int, str] = {}  # sender key → the host's text
         self._fn = _RECVMMSG if use_recvmmsg else None
         if self._fn is not None:
             self._iov = (_IoVec * size)()
@@ -114,11 +115,12 @@ class DatagramBatch:
                 h.namelen = NAME_BYTES
                 h.iov = ctypes.addressof(self._iov[i])
                 h.iovlen = 1
-            words = np.frombuffer(self._hdrs, np.uint32).reshape(size, ctypes.sizeof(_MMsgHdr) // 4)
-            self._namelen = words[:, _MsgHdr.namelen.offset // 4]
-            self._flags = words[:, _MsgHdr.flags.offset // 4]
-            self._len = words[:, _MMsgHdr.len.offset // 4]
+            self._words = np.frombuffer(self._hdrs, np.uint32).reshape(size, ctypes.sizeof(_MMsgHdr) // 4)
+            self._name_col = _MsgHdr.namelen.offset // 4
+            self._flags_col = _MsgHdr.flags.offset // 4
+            self._len_col = _MMsgHdr.len.offset // 4
             self._addr = ctypes.addressof(self._hdrs)
+            self._collect = bound(_collect, (self._words, 0, self.lens, 0, 0, 0, NAME_BYTES, MSG_TRUNC))
         else:
             self._views = [memoryview(self.data[i]) for i in range(size)]
 
@@ -130,16 +132,15 @@ class DatagramBatch:
     def receive(self) -> int:
         """Datagrams received now (0 when none is waiting); raises OSError for a socket error."""
         if self._fn is not None:
-            self._namelen[:] = NAME_BYTES
             n = self._fn(self.fd, self._addr, self.size, MSG_DONTWAIT, None)
             if n < 0:
                 e = ctypes.get_errno()
                 if e in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR):
                     return 0
                 raise OSError(e, os.strerror(e))
-            self.lens[:n] = self._len[:n]
-            if n and self._flags[:n].any():
-                self.truncated += int(np.count_nonzero(self._flags[:n] & MSG_TRUNC))
+            # lengths out of the headers, truncations counted, the name lengths reset for the next call
+            self.truncated += self._collect(self._words, n, self.lens, self._name_col, self._len_col, self._flags_col,
+                                            NAME_BYTES, MSG_TRUNC)
             return n
         n = 0
         while n < self.size:
@@ -168,9 +169,19 @@ class DatagramBatch:
     def datagram(self, i: int) -> bytes:
         return self.data[i, : self.lens[i]].tobytes()
 
-    def sender(self, i: int) -> tuple[str, int]:
-        """Datagram i's sender as Python's socket module gives it: (host, port)."""
+    def sender(self, i: int, key: int | None = None) -> tuple[str, int]:
+        """Datagram i's sender as Python's socket module gives it: (host, port). With its ``key`` (from
+        :func:`sender_keys`) the host's text is remembered, not decoded again."""
         name = self.names[i]
+        if key is not None:
+            host = self._hosts.get(key)
+            if host is not None:
+                return host, (int(name[2]) << 8) | int(name[3])
+            if len(self._hosts) >= 4096:
+                self._hosts.clear()
+            host, port = self.sender(i)
+            self._hosts[key] = host
+            return host, port
         family = int.from_bytes(name[0:2].tobytes(), sys.byteorder)
         port = int.from_bytes(name[2:4].tobytes(), "big")
         if family == socket.AF_INET:
@@ -181,6 +192,31 @@ class DatagramBatch:
 
 
 # ------------------------------------------------------------------------------------------ compiled
+def bound(dispatcher, example_args: tuple):
+    """The compiled entry point of ``dispatcher`` for the types of ``example_args`` (compiled, or loaded from
+    numba's cache, now): calling it skips numba's per-call type dispatch, a microsecond or more for a function
+    of many arrays, which a lone datagram's batch would pay several times. Another numba: the dispatcher."""
+    dispatcher.compile(tuple(dispatcher.typeof_pyval(a) for a in example_args))
+    try:
+        sig = tuple(dispatcher.typeof_pyval(a) for a in example_args)
+        return dispatcher.overloads[sig].entry_point
+    except (KeyError, AttributeError):
+        return dispatcher
+
+
+@njit(cache=True, error_model="numpy")
+def _collect(words, n, lens, name_col, len_col, flags_col, name_bytes, trunc_flag) -> int:
+    """After recvmmsg: each datagram's length into ``lens``, its name length reset for the next call; returns
+    how many were truncated (none can be: the buffers hold the largest datagram; counted all the same)."""
+    truncated = 0
+    for i in range(n):
+        lens[i] = words[i, len_col]
+        words[i, name_col] = name_bytes
+        if words[i, flags_col] & trunc_flag:
+            truncated += 1
+    return truncated
+
+
 @njit(cache=True, error_model="numpy")
 def sender_keys(names: np.ndarray, n: int, keys: np.ndarray, af_inet: int, af_inet6: int, big_endian: bool) -> int:
     """keys[i] = an integer naming datagram i's sender address (IPv4, and IPv4-mapped IPv6: 2**32 + the address;
@@ -405,12 +441,13 @@ class ControlLane:
         self.generation = 0
         self.t_play = 0
         self._timed = False
+        self._ingest = ingest
         if self.usable:  # compile (or load from numba's cache) now, not on the first datagram
             inbox = engine.inbox
             empty = np.zeros((1, 8), np.uint8)
-            ingest(empty, np.zeros(1, np.int64), np.zeros(1, np.uint8), 0, 0, self.voice_k, self.voice_ok, 0, 0,
-                   inbox._state, inbox._slots, inbox._pool, self.bits, self.vec, self.acc, self.pending,
-                   self.touched, self.result)
+            self._ingest = bound(ingest, (empty, np.zeros(1, np.int64), np.zeros(1, np.uint8), 0, 0, self.voice_k,
+                                          self.voice_ok, 0, 0, inbox._state, inbox._slots, inbox._pool, self.bits,
+                                          self.vec, self.acc, self.pending, self.touched, self.result))
 
     def prepare(self, arrival_ns: int) -> bool:
         """Fill the per-batch arrays; False when the lane may not run now."""
@@ -431,7 +468,7 @@ class ControlLane:
     def run(self, batch: DatagramBatch, allowed: np.ndarray, start: int, n: int) -> int:
         """Ingest datagrams [start, n) of ``batch``; returns the index it stopped at."""
         inbox = self.engine.inbox
-        ingest(batch.data, batch.lens, allowed, start, n, self.voice_k, self.voice_ok, self.generation,
+        self._ingest(batch.data, batch.lens, allowed, start, n, self.voice_k, self.voice_ok, self.generation,
                self.t_play, inbox._state, inbox._slots, inbox._pool, self.bits, self.vec, self.acc, self.pending,
                self.touched, self.result)
         return int(self.result[R_STOP])
