@@ -29,14 +29,14 @@ Nothing here opens a port: :mod:`sensorsynth.server.midi` is the edge.
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..protocol.commands import Command, ControlChannel, Deform, Gain, Rejected, SelectInstrument
+from .preset_files import bundled, load_preset_file
 
 MIDI_PRESETS_DIR = Path(__file__).parent / "midi_presets"
 _TARGET = re.compile(r"^(gain|deform|deform:(\d{1,3}))$")
@@ -97,29 +97,12 @@ class MidiPreset(BaseModel):
 
 
 def available() -> list[str]:
-    return sorted(p.stem for p in MIDI_PRESETS_DIR.glob("*.toml"))
+    return bundled(MIDI_PRESETS_DIR)
 
 
 def load_midi_preset(name_or_path: str | Path) -> MidiPreset:
     """A bundled MIDI preset by name (``keys25``, ``grid``) or a TOML file by path."""
-    text = str(name_or_path)
-    path = Path(text)
-    if not (text.endswith(".toml") or "/" in text):
-        path = MIDI_PRESETS_DIR / f"{text}.toml"
-        if not path.is_file():
-            raise MidiPresetError(f"no MIDI preset {text!r} (bundled: {', '.join(available())}; or a .toml path)")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise MidiPresetError(f"cannot read MIDI preset {path}: {exc.strerror or exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise MidiPresetError(f"{path}: not valid TOML: {exc}") from None
-    try:
-        return MidiPreset.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err.get("loc", ())) or "?"
-        raise MidiPresetError(f"{path}: field '{where}': {err.get('msg', 'invalid')}") from None
+    return load_preset_file(name_or_path, MIDI_PRESETS_DIR, MidiPreset, MidiPresetError, "MIDI preset")
 
 
 class MidiMapper:

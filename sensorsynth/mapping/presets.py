@@ -37,13 +37,14 @@ from __future__ import annotations
 
 import math
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .preset_files import bundled, load_preset_file
 
 PRESETS_DIR = Path(__file__).parent / "presets"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:{}-]{0,63}$")
@@ -148,29 +149,12 @@ class Preset(BaseModel):
 
 
 def available() -> list[str]:
-    return sorted(p.stem for p in PRESETS_DIR.glob("*.toml"))
+    return bundled(PRESETS_DIR)
 
 
 def load_preset(name_or_path: str | Path) -> Preset:
     """A bundled preset by name (``touchdesigner``) or a TOML file by path."""
-    text = str(name_or_path)
-    path = Path(text)
-    if not (text.endswith(".toml") or "/" in text):
-        path = PRESETS_DIR / f"{text}.toml"
-        if not path.is_file():
-            raise PresetError(f"no preset {text!r} (bundled: {', '.join(available())}; or give a .toml path)")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise PresetError(f"cannot read preset {path}: {exc.strerror or exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise PresetError(f"{path}: not valid TOML: {exc}") from None
-    try:
-        return Preset.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err.get("loc", ())) or "?"
-        raise PresetError(f"{path}: field '{where}': {err.get('msg', 'invalid')}") from None
+    return load_preset_file(name_or_path, PRESETS_DIR, Preset, PresetError, "preset")
 
 
 # ------------------------------------------------------------------------------------------- matching

@@ -158,3 +158,15 @@ def browser():
             yield b
         finally:
             b.close()
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory):
+    """A models folder holding the bundled instrument, scanned: for tests of an engine in-process."""
+    from sensorsynth.server.library import Library
+
+    models = tmp_path_factory.mktemp("models")
+    shutil.copy(BUNDLED, models / BUNDLED.name)
+    lib = Library(models)
+    lib.scan(settle=False)
+    return lib

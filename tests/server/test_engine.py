@@ -3,9 +3,7 @@ out and back, and the measurements it reports. Null output, the bundled instrume
 
 from __future__ import annotations
 
-import shutil
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,18 +15,8 @@ from sensorsynth.server.faults import Faults
 from sensorsynth.server.library import Library
 from sensorsynth.server.playout import NullOutput
 
-from .conftest import BUNDLED
 
 RATE, BLOCK = 22050, 64
-
-
-@pytest.fixture(scope="module")
-def library(tmp_path_factory) -> Library:
-    models = tmp_path_factory.mktemp("models")
-    shutil.copy(BUNDLED, models / BUNDLED.name)
-    lib = Library(models)
-    lib.scan(settle=False)
-    return lib
 
 
 def make(library: Library, audio_path: str = "compiled", faults: Faults = Faults(), **settings) -> Engine:

@@ -4,7 +4,6 @@ the status's limiter and channels, the meter per channel, where voices start and
 
 from __future__ import annotations
 
-import shutil
 import time
 
 import numpy as np
@@ -19,18 +18,8 @@ from sensorsynth.server.library import Library
 from sensorsynth.server.meter import Meter
 from sensorsynth.server.playout import NullOutput
 
-from .conftest import BUNDLED
 
 RATE, BLOCK, CH = 22050, 64, 4
-
-
-@pytest.fixture(scope="module")
-def library(tmp_path_factory) -> Library:
-    models = tmp_path_factory.mktemp("models")
-    shutil.copy(BUNDLED, models / BUNDLED.name)
-    lib = Library(models)
-    lib.scan(settle=False)
-    return lib
 
 
 def make(library: Library, **settings) -> Engine:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import shutil
 import socket
 import struct
 
@@ -31,19 +30,9 @@ from sensorsynth.server.osc_batch import (
 from sensorsynth.server.playout import NullOutput
 from sensorsynth.server.rejections import Rejections
 
-from .conftest import BUNDLED
 
 RATE, BLOCK, VOICES = 22050, 64, 3
 TOLERANCE = 1e-4  # of the louder render's peak: float32 sums in another order
-
-
-@pytest.fixture(scope="module")
-def library(tmp_path_factory) -> Library:
-    models = tmp_path_factory.mktemp("models")
-    shutil.copy(BUNDLED, models / BUNDLED.name)
-    lib = Library(models)
-    lib.scan(settle=False)
-    return lib
 
 
 def engine(library: Library) -> Engine:
