@@ -12,6 +12,8 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from ..protocol.validation import first_error
+
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -39,6 +41,4 @@ def load_preset_file(name_or_path: str | Path, folder: Path, model: type[M], err
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err.get("loc", ())) or "?"
-        raise error(f"{path}: field '{where}': {err.get('msg', 'invalid')}") from None
+        raise error(f"{path}: {first_error(exc)}") from None

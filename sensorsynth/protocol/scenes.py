@@ -24,6 +24,7 @@ from typing import Any, Iterable
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .schedule import SCENE_NAME, Schedule
+from .validation import first_error
 
 __all__ = ["MAX_FILE_BYTES", "Scene", "ScenesError", "ScenesFile", "VoiceScene", "check_against", "load_scenes",
            "parse_scenes"]
@@ -146,10 +147,7 @@ def _depth(obj: Any, limit: int, level: int = 0) -> bool:
 
 
 def _first_error(exc: ValidationError, where: str) -> ScenesError:
-    err = exc.errors()[0]
-    field = ".".join(str(p) for p in err.get("loc", ())) or "?"
-    msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
-    return ScenesError(f"{where}field '{field}': {msg}"[:400])
+    return ScenesError((where + first_error(exc))[:400])
 
 
 def parse_scenes(text: str, where: str = "") -> ScenesFile:

@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ..protocol.validation import first_error
+
 
 class ConfigError(ValueError):
     """A configuration that cannot be used; the message names the field."""
@@ -221,10 +223,7 @@ class ServeConfig(BaseModel):
 
 
 def _first_error(exc: ValidationError, where: str) -> ConfigError:
-    err = exc.errors()[0]
-    field = ".".join(str(p) for p in err.get("loc", ())) or "?"
-    msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
-    return ConfigError(f"{where}field '{field}': {msg}")
+    return ConfigError(where + first_error(exc))
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> ServeConfig:

@@ -2,8 +2,10 @@
 
 It owns a renderer (chosen by device in :func:`make_renderer`), an audio driver that gets the renderer's blocks
 to the output (:mod:`.driver`: compiled or a Python thread), the voice table (:mod:`.voices`) and the
-measurements (:mod:`.meter`). Its own job is small: turn commands into sample-timed inbox messages, keep the
-voice table and the renderer in step, install hot reloads, and say how it is going (:meth:`Engine.status`).
+measurements (:mod:`.meter`). Its own job is small: turn commands into sample-timed inbox messages (control,
+deformation, gain, instrument, pan; the room's output gains and level cap), keep the voice table and the renderer
+in step, install hot reloads, record what it applied for those who listen (:attr:`Engine.events`, read by the
+pages, the OSC feedback and MIDI out), and say how it is going (:meth:`Engine.status`).
 
 Threads, and why:
 - the **event loop thread** (asyncio: OSC, WebSocket, reloads) calls :meth:`Engine.submit`, which validates a

@@ -897,20 +897,6 @@ class OscServer:
                 self._reject("sender_rate", f"datagrams from {host} beyond {self.policy.messages_per_s:g}/s")
         return mask
 
-    def _on_datagram(self, data: bytes, addr) -> None:
-        """One datagram through the sender policy and the general decoder (the tests' way in)."""
-        arrival = time.monotonic_ns()
-        self.stats["packets"] += 1
-        self.stats["bytes"] += len(data)
-        if self._allowed is not None and addr[0] not in self._allowed and _canonical_ip(addr[0]) not in self._allowed:
-            self._reject("forbidden_sender", f"datagram from {addr[0]}, not in allowed_senders")
-            return
-        if not self._sender_allowed(addr[0], arrival):
-            self._reject("sender_rate", f"datagrams from {addr[0]} beyond {self.policy.messages_per_s:g}/s")
-            return
-        self._handle(data, addr, arrival)
-        self.stats["messages"] = self.decoder.messages + self._fast_messages
-
     def _handle(self, data: bytes, addr, arrival: int) -> None:
         """One datagram the sender policy let through, by the general decoder."""
         stats = self.stats

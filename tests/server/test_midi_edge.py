@@ -4,7 +4,6 @@ refuses and counts, and the bound on what rtmidi's thread may queue for the even
 from __future__ import annotations
 
 import asyncio
-import shutil
 import threading
 
 import mido
@@ -12,22 +11,16 @@ import pytest
 
 from sensorsynth.mapping.midi import MidiPreset, load_midi_preset
 from sensorsynth.server.engine import Engine, EngineSettings
-from sensorsynth.server.library import Library
 from sensorsynth.server.midi import MAX_PENDING, MidiEdge, backends
 from sensorsynth.server.playout import NullOutput
 from sensorsynth.server.rejections import Rejections
 
-from .conftest import BUNDLED
 
 RATE, BLOCK = 22050, 64
 
 
 @pytest.fixture(scope="module")
-def engine(tmp_path_factory):
-    models = tmp_path_factory.mktemp("models")
-    shutil.copy(BUNDLED, models / BUNDLED.name)
-    library = Library(models)
-    library.scan(settle=False)
+def engine(library):
     e = Engine(library, EngineSettings(sample_rate=RATE, block_size=BLOCK, max_voices=3, seed=1, realtime_priority=0),
                NullOutput(RATE, BLOCK))  # fmt: skip
     e.start()
