@@ -196,6 +196,52 @@ def fitted_performance(block: int, rate: int) -> None:
           f"{block / rate / per:.0f}×")
 
 
+# flops per oscillator and sample in the kernel's recursion: Re and Im each one multiply and two multiply-adds
+# (5 flops), plus the output sum (1)
+FLOPS_PER_OSC_SAMPLE = 11
+CEILING_GFLOPS = 96.0  # issue 22's figure for one AVX-512 core in fp32; --peak-gflops for another machine's
+
+
+def oscillator_loop(inst, block: int, peak_gflops: float) -> None:
+    """The oscillator loop alone (kernel.resonate, every group driven, state ringing) on the instrument's own
+    poles, in a compiled loop: µs per block, GFLOP/s and the fraction of the arithmetic ceiling, and the
+    realtime factor the oscillators alone would allow."""
+    from numba import njit
+
+    from sensorsynth.instrument.playback import playback
+    from sensorsynth.render import kernel as K
+
+    p = playback(inst)
+    r, e, m = p.poles.shape
+    g = r * e
+    flat = lambda a: np.ascontiguousarray(a.reshape(-1), np.float32)  # noqa: E731
+    args = (flat(p.poles.real), flat(p.poles.imag), flat(p.coef.real), flat(p.coef.imag))
+    rng = np.random.default_rng(1)
+    dry = rng.normal(size=(64, r, block)).astype(np.float32) * 0.1
+    active = np.ones(r, np.float32)
+
+    @njit(cache=False)
+    def run(reps, pr, pi, cr, ci, sr, si, dry, wet, active):
+        for i in range(reps):
+            K.resonate(pr, pi, cr, ci, sr, si, dry[i % 64], wet, active, g, e, m, block)
+
+    sr, si = np.zeros(g * m, np.float32), np.zeros(g * m, np.float32)
+    wet = np.zeros((g, block), np.float32)
+    run(10, *args, sr, si, dry, wet, active)
+    times = []
+    for _ in range(9):
+        t = time.perf_counter()
+        run(500, *args, sr, si, dry, wet, active)
+        times.append((time.perf_counter() - t) / 500)
+    per = float(np.median(times))
+    gflops = FLOPS_PER_OSC_SAMPLE * g * m * block / per / 1e9
+    rate = inst.spec.sample_rate
+    print(f"oscillator loop alone ({g * m} oscillators, block {block}): median {per * 1e6:.1f} µs/block "
+          f"(best {min(times) * 1e6:.1f}), {gflops:.0f} GFLOP/s at {FLOPS_PER_OSC_SAMPLE} flops an oscillator-sample "
+          f"= {gflops / peak_gflops * 100:.0f} % of the {peak_gflops:.0f} GFLOP/s ceiling; the oscillators alone "
+          f"would play {block / rate / per:.0f}× realtime (ceiling {peak_gflops * 1e9 / (FLOPS_PER_OSC_SAMPLE * g * m * rate):.0f}×)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
@@ -207,6 +253,8 @@ def main() -> None:
                         help="cuda: 1 lets the host plan the next block while the GPU renders this one")
     parser.add_argument("--block", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=1.0, help="audio seconds per numba measurement")
+    parser.add_argument("--peak-gflops", type=float, default=CEILING_GFLOPS,
+                        help="one core's fp32 peak, for the oscillator loop's fraction of the ceiling")
     args = parser.parse_args()
     numba.set_num_threads(1)
     torch.set_num_threads(1)
@@ -242,6 +290,7 @@ def main() -> None:
           f"({np.median(t) / fit * 1e6:.1f} µs per voice-block)")
 
     fitted_performance(block, rate)
+    oscillator_loop(inst, block, args.peak_gflops)
 
     for device in args.torch or []:
         tblock = 256
