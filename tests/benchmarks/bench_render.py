@@ -214,7 +214,7 @@ def oscillator_loop(inst, block: int, peak_gflops: float) -> None:
     p = playback(inst)
     r, e, m = p.poles.shape
     g = r * e
-    flat = lambda a: np.ascontiguousarray(a.reshape(-1), np.float32)  # noqa: E731
+    flat = lambda a: np.ascontiguousarray(a.reshape(-1), np.float32)
     args = (flat(p.poles.real), flat(p.poles.imag), flat(p.coef.real), flat(p.coef.imag))
     rng = np.random.default_rng(1)
     dry = rng.normal(size=(64, r, block)).astype(np.float32) * 0.1
