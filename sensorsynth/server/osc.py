@@ -841,10 +841,12 @@ class OscServer:
             if n < batch.size:
                 return
 
-    def _take(self, batch: DatagramBatch, n: int) -> None:
+    def _take(self, batch: DatagramBatch, n: int, arrival: int | None = None) -> None:
         """One received batch: the sender policy per sender, the compiled lane for plain control messages, the
-        general decoder for the rest, in arrival order."""
-        arrival = time.monotonic_ns()
+        general decoder for the rest, in arrival order. ``arrival`` (monotonic ns) is now unless given: the
+        rate limits (senders' buckets, status replies) refill by it, so a test that feeds two servers the same
+        batches gives both the same arrival and gets the same verdicts."""
+        arrival = time.monotonic_ns() if arrival is None else arrival
         stats = self.stats
         stats["packets"] += n
         lens = batch.lens

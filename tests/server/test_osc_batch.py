@@ -13,6 +13,7 @@ import asyncio
 import random
 import socket
 import struct
+import time
 
 import numpy as np
 import pytest
@@ -29,7 +30,6 @@ from sensorsynth.server.osc_batch import (
 )
 from sensorsynth.server.playout import NullOutput
 from sensorsynth.server.rejections import Rejections
-
 
 RATE, BLOCK, VOICES = 22050, 64, 3
 TOLERANCE = 1e-4  # of the louder render's peak: float32 sums in another order
@@ -155,12 +155,13 @@ def test_fuzzed_datagrams_are_refused_alike(library):
                     else:
                         g += bytes(4)
                 grams.append(bytes(g))
+            arrival = time.monotonic_ns()  # one arrival for both: status replies are rate-limited by it
             for (e, server, _), batch in zip((fast, slow), batches):
                 for i, g in enumerate(grams):
                     batch.data[i, : len(g)] = np.frombuffer(g, np.uint8)
                     batch.lens[i] = len(g)
                     batch._store_name(i, ("127.0.0.1", 9))
-                server._take(batch, len(grams))
+                server._take(batch, len(grams), arrival)
                 e.renderer.process()  # the audio side takes the inbox's messages
     finally:
         sock.close()
@@ -168,6 +169,7 @@ def test_fuzzed_datagrams_are_refused_alike(library):
     for key in ("packets", "messages", "commands", "rejected"):
         assert fast[1].stats[key] == slow[1].stats[key], key
     assert fast[2].as_dict() == slow[2].as_dict()
+    assert fast[2].counts["osc:rate_limited"] > 0  # the status replies' limit was reached, alike on both
 
 
 @pytest.mark.asyncio
