@@ -263,7 +263,7 @@ def _bad_input_cases(tmp_path: Path, instrument: Path) -> dict[str, tuple[list[s
         "silent clip": (["fit", silent, "-o", out], ["silent.wav", "silent"]),
         "clip is a directory": (["fit", tmp_path, "-o", out], ["is a directory"]),
         "zero steps": (["fit", GUITAR, "-o", out, "--steps", "0"], ["--steps", "at least 1"]),
-        "unknown loss": (["fit", GUITAR, "-o", out, "--loss", "bogus"], ["loss", "'seed' or 'multires'"]),
+        "unknown loss": (["fit", GUITAR, "-o", out, "--loss", "bogus"], ["loss", "'seed', 'multires' or 'mrstft'"]),
         "unknown setting": (["fit", GUITAR, "-o", out, "--set", "nonsense=1"], ["nonsense"]),
         "setting without value": (["fit", GUITAR, "-o", out, "--set", "novalue"], ["KEY=VALUE"]),
         "bad device": (["fit", GUITAR, "-o", out, "--device", "gpu"], ["--device gpu", "not a torch device"]),

@@ -283,7 +283,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     fit.add_argument("--steps", type=positive_int, help="optimisation steps (default: the quality's)")
     # No argparse choices: reading them from FitSettings would import torch for every command. The fitter's
     # own validation names the allowed values.
-    fit.add_argument("--loss", metavar="NAME", help="spectral loss: seed or multires (default: the fitter's)")
+    fit.add_argument("--loss", metavar="NAME", help="spectral loss: mrstft, seed or multires (default: the fitter's)")
     fit.add_argument("--seed", type=int, help="random seed (default: the fitter's)")
     fit.add_argument("--device", metavar="DEVICE", help="torch device: cpu, cuda, cuda:1 ... (default: cpu)")
     fit.add_argument("--threads", type=positive_int, help="CPU threads for torch (default: all cores)")

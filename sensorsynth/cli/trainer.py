@@ -126,7 +126,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="overwrite -o if it exists")
     p.add_argument("--replace", action="store_true", help="let the result replace models/NAME.instrument")
     p.add_argument("--steps", type=_positive(int), help="optimisation steps (default: the fitter's)")
-    p.add_argument("--loss", metavar="NAME", help="spectral loss: seed or multires")
+    p.add_argument("--loss", metavar="NAME", help="spectral loss: mrstft, seed or multires")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--set", metavar="KEY=VALUE", action="append", type=parse_assignment,
                    help="any other fit setting (repeatable); device and threads are the worker's")

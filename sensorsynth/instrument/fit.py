@@ -140,6 +140,26 @@ def _count_modes_train(start: int, stop: int, frozen: int, every: int) -> int:
     return 0 if first >= stop else (stop - 1 - first) // every + 1
 
 
+FROZEN_SHARE = 0.25  # with a time budget cut short, the frozen stage takes at most this share of the budget
+
+
+def _schedule_position(s: FitSettings, step: int, frozen: int, elapsed: float) -> tuple[float, bool]:
+    """How far along the learning-rate schedule the fit is (0..1) and whether the oscillators are still frozen.
+
+    Without a time budget, by steps. With one, ``budget_schedule="cut"`` keeps the step schedule and lets the
+    budget stop it (a one-minute fit is far from converged: it gains more from a learning rate still high than
+    from annealing it), with the frozen stage ending by ``FROZEN_SHARE`` of the budget at the latest;
+    ``"compress"`` runs the whole recipe (frozen stage, cosine decay) in the time given."""
+    by_steps = step / s.steps
+    budget = s.time_budget_s
+    if not budget:
+        return by_steps, step < frozen
+    if s.budget_schedule == "compress":
+        done = max(by_steps, elapsed / budget)
+        return done, done < frozen / s.steps
+    return by_steps, step < frozen and elapsed < FROZEN_SHARE * budget
+
+
 @contextlib.contextmanager
 def _threads(count: int | None) -> Iterator[None]:
     """torch and BLAS (numpy, scipy, scikit-learn) use ``count`` threads inside, and what they had after."""
@@ -225,11 +245,8 @@ def _fit(
     first_full: int | None = None  # the first step with the oscillators unfrozen
     for step in range(s.steps):
         token.check()
-        # how far along the schedule is: by steps, or by time when a budget is given (whichever is further),
-        # so a budget compresses the whole recipe (frozen stage, cosine decay) into the time it has
         elapsed = clock() - start
-        done = step / s.steps if not budget else max(step / s.steps, elapsed / budget)
-        in_frozen = done < frozen / s.steps
+        done, in_frozen = _schedule_position(s, step, frozen, elapsed)
         if not in_frozen and first_full is None:
             first_full = step
         # oscillators train only after the frozen stage, and then every `mode_every` steps; in between,

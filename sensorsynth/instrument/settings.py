@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from .budget import FIT_LIMITS, FitLimits, LoadBudget, check_bytes, check_sizes
 from .spec import ModelSpec
 
-LossName = Literal["seed", "multires"]  # the names loss.py accepts (kept here so this module needs no torch)
+LossName = Literal["seed", "multires", "mrstft"]  # the names loss.py accepts (kept here so this module needs no torch)
 Stage = Literal["reading", "analysis", "frozen", "full", "export"]
 
 
@@ -45,7 +45,8 @@ class FitSettings(BaseModel):
     quality: Quality = Field("default", description="fast (under a minute), default (a few minutes) or best")
     steps: int = Field(900, ge=1, le=1_000_000, description="total optimiser steps, frozen stage included")
     frozen_steps: int = Field(150, ge=0, description="first steps with the oscillators frozen")
-    loss: LossName = "seed"
+    loss: LossName = Field("mrstft", description="mrstft: spectral convergence + log magnitudes at four "
+                           "resolutions; seed: the seed's STFT L1 (2048/256); multires: that L1 at four resolutions")
     sparsity: float = Field(0.5, ge=0, allow_inf_nan=False)
     lr: float = Field(1e-2, gt=0, allow_inf_nan=False, description="control plane, attacks, router, mix, gains, deformations")
     lr_frequency: float = Field(1e-4, ge=0, allow_inf_nan=False, description="log-frequency (1e-4 is 0.17 cent)")
@@ -59,6 +60,9 @@ class FitSettings(BaseModel):
         "instrument", description="instrument: one attack-noise draw (from seed) for the whole fit, stored with "
         "the instrument and replayed; fresh: a new draw every step, as the seed does")
     time_budget_s: float | None = Field(None, gt=0, allow_inf_nan=False, description="stop early when this much time has passed")
+    budget_schedule: Literal["cut", "compress"] = Field(
+        "cut", description="with a time budget: cut: the step schedule, stopped by the budget (the frozen stage "
+        "ends by a quarter of it); compress: the whole schedule squeezed into the budget")
     seed: int = Field(0, ge=0, lt=2**63)
     device: str = "cpu"
     threads: int | None = Field(None, ge=1, le=1024)

@@ -152,7 +152,7 @@ def main() -> None:
     ap.add_argument("--quality", choices=["fast", "default", "best"], default="default")
     ap.add_argument("--recipe", choices=["analysed", "seed"], default="analysed")
     ap.add_argument("--steps", type=int, default=None)
-    ap.add_argument("--loss", choices=["seed", "multires"], default=None)
+    ap.add_argument("--loss", choices=["seed", "multires", "mrstft"], default=None)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any other FitSettings field")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")

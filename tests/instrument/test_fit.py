@@ -7,7 +7,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from sensorsynth.instrument.fit import FitSettings, fit
+from sensorsynth.instrument.fit import FitSettings, _schedule_position, fit
 from sensorsynth.instrument.init import analyse
 from sensorsynth.instrument.spec import ModelSpec
 
@@ -27,7 +27,8 @@ def clip(name: str, n: int) -> np.ndarray:
 
 @pytest.mark.parametrize(
     "init, parameterization, loss",
-    [("analysis", "physical", "seed"), ("analysis", "physical", "multires"), ("random", "seed", "seed")],
+    [("analysis", "physical", "seed"), ("analysis", "physical", "multires"), ("analysis", "physical", "mrstft"),
+     ("random", "seed", "seed")],
 )
 def test_short_fit_lowers_the_loss(init, parameterization, loss):
     audio = clip("guitar", SPEC.n_samples)
@@ -132,13 +133,34 @@ def _simulated(step_s: float):
     return (lambda: now[0]), on_progress
 
 
-def test_a_time_budget_compresses_the_whole_schedule_into_it():
-    """900 steps asked, 10 s of budget at 0.5 s a step: about 20 steps, the first sixth of the time frozen (as
-    150 of 900 steps are), and none that would end past the budget."""
+def test_a_time_budget_cuts_the_schedule_and_keeps_a_quarter_at_most_frozen():
+    """900 steps asked, 10 s of budget at 0.5 s a step (the default, budget_schedule="cut"): 20 steps, frozen
+    until a quarter of the budget has passed (150 frozen steps would not fit), none past the budget, and the
+    learning rate where the step schedule has it (a cut fit is far from converged: annealing it early loses)."""
     audio = clip("guitar", SPEC.n_samples)
     clock, on_progress = _simulated(0.5)
     seen = []
     settings = FitSettings(steps=900, frozen_steps=150, time_budget_s=10.0, seed=2)
+    assert settings.budget_schedule == "cut"
+    result = fit(audio, SPEC, settings, lambda p: (seen.append(p), on_progress(p)), clock=clock)
+    steps = [p for p in seen if p.stage in ("frozen", "full")]
+    assert len(result.history) == len(steps) == 20
+    assert result.history[-1][2] <= 10.0
+    assert [p.stage for p in steps] == ["frozen"] * 5 + ["full"] * 15  # frozen while under 2.5 s
+    for step, elapsed in ((0, 0.0), (19, 9.5), (450, 9.9)):
+        assert _schedule_position(settings, step, 150, elapsed)[0] == step / 900  # by steps, not by time
+    assert _schedule_position(settings, 10, 150, 1.0) == (10 / 900, True)
+    assert _schedule_position(settings.model_copy(update={"time_budget_s": None}), 160, 150, 99.0)[1] is False
+
+
+def test_a_compressed_budget_runs_the_whole_schedule_in_it():
+    """budget_schedule="compress": 900 steps asked, 10 s of budget at 0.5 s a step: about 20 steps, the first
+    sixth of the time frozen (as 150 of 900 steps are), and none that would end past the budget."""
+    audio = clip("guitar", SPEC.n_samples)
+    clock, on_progress = _simulated(0.5)
+    seen = []
+    settings = FitSettings(steps=900, frozen_steps=150, time_budget_s=10.0, seed=2, budget_schedule="compress")
+    assert _schedule_position(settings, 10, 150, 5.0)[0] == 0.5  # by time: half the budget, half the schedule
     result = fit(audio, SPEC, settings, lambda p: (seen.append(p), on_progress(p)), clock=clock)
     steps = [p for p in seen if p.stage in ("frozen", "full")]
     assert len(result.history) == len(steps) == 20
