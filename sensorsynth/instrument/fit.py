@@ -243,6 +243,13 @@ def _fit(
     last = clock()
     budget = s.time_budget_s
     first_full: int | None = None  # the first step with the oscillators unfrozen
+    # with the instrument's own noise the loss is a function of the parameters alone, so the fit returns the
+    # parameters of the lowest loss it saw (a budget may stop it while the learning rate is still high and the
+    # loss still jumps); with fresh noise each loss is one draw's, and the last parameters are returned
+    params = list(model.parameters())
+    keep_best = fixed_noise is not None
+    best: list[torch.Tensor] | None = None
+    best_loss = math.inf
     for step in range(s.steps):
         token.check()
         elapsed = clock() - start
@@ -274,9 +281,12 @@ def _fit(
         noise = fixed_noise if fixed_noise is not None else draw_noise(noise_shape, generator=generator).to(device)
         recon = model(control_signal=cs, noise=noise, resonance_fft=resonance_fft)
         loss = spectral_loss(s.loss, target, recon) + s.sparsity * sparsity(cs)
+        loss_value = float(loss.detach())
+        if keep_best and loss_value < best_loss:  # the parameters that gave it, before this step moves them
+            best_loss = loss_value
+            best = [p.detach().clone() for p in params]
         loss.backward()
         optimizer.step()
-        loss_value = float(loss.detach())
         now = clock()
         elapsed = now - start
         eta.add(modes_train, now - last)
@@ -295,6 +305,11 @@ def _fit(
             on_checkpoint(step + 1, elapsed, model)
     for p in bank_params:
         p.requires_grad_(True)
+    if best is not None:
+        with torch.no_grad():
+            for p, b in zip(params, best):
+                p.copy_(b)
+        loss_value = best_loss
     model.eval()
     return FitResult(model=model.cpu(), final_loss=loss_value, history=history, analysis_s=analysis_s,
                      noise_seed=s.seed if fixed_noise is not None else None)
