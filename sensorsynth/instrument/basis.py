@@ -181,7 +181,10 @@ def dictionary_learning(x: np.ndarray, n_atoms: int, alpha: float = 0.05, iters:
     for _ in range(iters):
         codes = sparse_codes(x, atoms, alpha, iters=40, start=codes)
         gram = codes.T @ codes + 1e-8 * np.eye(c)
-        atoms = np.linalg.solve(gram, codes.T @ x)
+        try:
+            atoms = np.linalg.solve(gram, codes.T @ x)
+        except np.linalg.LinAlgError:  # degenerate codes (more atoms than the frames can tell apart)
+            atoms = np.linalg.lstsq(codes, x, rcond=None)[0]
         norms = np.linalg.norm(atoms, axis=1)
         unused = (norms < 1e-9) | (np.abs(codes).sum(axis=0) < 1e-9)
         if unused.any():

@@ -140,3 +140,18 @@ def test_cached_fit_fits_once_per_signal(monkeypatch, guitar_frames):
 
 def test_the_default_method_is_the_measured_winner():
     assert DEFAULT_METHOD == "dictionary"  # see tests/benchmarks/eval_basis.py and the README's figures
+
+
+def test_dictionary_learning_survives_codes_too_large_for_its_ridge():
+    """The unit frames of a tiny 300-step fit (4 control dims, 62 frames, 64 atoms asked): the lasso codes of
+    the repeated atoms grow to ~1e4, their Gram matrix to ~1e8, where the 1e-8 ridge is below float64's
+    resolution and np.linalg.solve finds it singular. The atoms then come from least squares: finite, unit."""
+    from pathlib import Path
+
+    x = np.load(Path(__file__).parent / "data" / "degenerate_frames.npy")
+    assert x.shape == (62, 4)
+    atoms, codes = dictionary_learning(x, 64)
+    assert np.isfinite(atoms).all() and np.isfinite(codes).all()
+    np.testing.assert_allclose(np.linalg.norm(atoms, axis=1), 1.0, rtol=1e-9)
+    basis, error = fit_basis(x, "dictionary")
+    assert np.isfinite(error) and 0 <= error < 1
