@@ -6,13 +6,12 @@ fields: one reader, so that a name, a missing file, bad TOML and a bad field are
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from ..protocol.validation import first_error
+from ..protocol.validation import first_error, read_toml
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -32,12 +31,7 @@ def load_preset_file(name_or_path: str | Path, folder: Path, model: type[M], err
         path = folder / f"{text}.toml"
         if not path.is_file():
             raise error(f"no {what} {text!r} (bundled: {', '.join(bundled(folder))}; or give a .toml path)")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise error(f"cannot read {what} {path}: {exc.strerror or exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise error(f"{path}: not valid TOML: {exc}") from None
+    data = read_toml(path, what, error)
     try:
         return model.model_validate(data)
     except ValidationError as exc:

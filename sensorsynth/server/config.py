@@ -6,13 +6,12 @@ Every option can live in the file (same names as the long options, with ``_`` fo
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..protocol.validation import first_error
+from ..protocol.validation import first_error, read_toml
 
 
 class ConfigError(ValueError):
@@ -233,12 +232,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     if path is not None:
         path = Path(path)
         where = f"{path}: "
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        data = read_toml(path, "config", ConfigError)
         if "serve" in data and isinstance(data["serve"], dict):
             data = {**{k: v for k, v in data.items() if k != "serve"}, **data["serve"]}
         if path.parent != Path("."):
