@@ -711,7 +711,8 @@ def native_address(dispatcher, sig: tuple) -> int:
 # state only for slots still sounding, excitation rings only for slots with bursts ahead, payloads only of
 # queued events, the ramps whole, and scratch (rewritten by every block before it is read) not at all.
 MIGRATION: dict[str, int] = {
-    "state_re": MIGRATE_LIVE_SLOTS, "state_im": MIGRATE_LIVE_SLOTS, "exc": MIGRATE_EXCITED_SLOTS,
+    "state_u": MIGRATE_LIVE_SLOTS, "state_d": MIGRATE_LIVE_SLOTS, "tail_re": MIGRATE_LIVE_SLOTS,
+    "tail_im": MIGRATE_LIVE_SLOTS, "exc": MIGRATE_EXCITED_SLOTS,
     "ramp_prev": MIGRATE_ALL, "ramp_target": MIGRATE_ALL, "qdata": MIGRATE_QUEUED_ROWS,
     "nbuf": MIGRATE_SKIP, "excb": MIGRATE_SKIP, "dry": MIGRATE_SKIP, "dry_active": MIGRATE_SKIP, "wet": MIGRATE_SKIP,
     "w": MIGRATE_SKIP,

@@ -3,8 +3,9 @@
 One call of :func:`render_block` renders one block. In order: it drains the inbox (events and messages
 another thread posted), applies the voice messages (gain, instrument, reset) and queues the events; then it
 applies the events that fall inside the block, and, per voice slot, gathers excitation, routes it to
-resonances (dry), runs every oscillator's one-pole complex recursion ``s[n] = p·s[n-1] + c·dry[n]`` (wet =
-sum of real parts), cross-fades variants with the deformation weights, blends dry and wet, saturates with
+resonances (dry), runs every oscillator's recursion (the model's one-pole complex ``s[n] = p·s[n-1] +
+c·dry[n]``, heard as Re(s), run as the equivalent real second-order filter: :func:`oscillator_coefficients`;
+wet = their sum), cross-fades variants with the deformation weights, blends dry and wet, saturates with
 tanh and sums into every output channel with a per-voice gain ramp and a per-voice, per-channel placement
 gain (one render per voice, one multiply-add per channel and sample); then each channel's master gain, and
 finally the safety stage scrubs, limits to the level cap and clips the mix. Nothing here
@@ -25,7 +26,7 @@ to that index (after an acquire fence), then publishes its read index the same w
 a full inbox refuses the message and counts it. Everything else here belongs to the audio thread.
 
 Loop order for SIMD: for each group of M oscillators, for each four samples of the block, an inner loop over
-the M contiguous oscillators (pole, coefficient and state arrays) that advances each oscillator four samples
+the M contiguous oscillators (coefficient and state arrays) that advances each oscillator four samples
 with its state and parameters held in registers: LLVM vectorises it (AVX-512/AVX2) with reassociated
 horizontal sums for the wet outputs. One sample per pass was bound by loads/stores (2.5x slower).
 ``error_model="numpy"`` everywhere: Python's ZeroDivisionError check on float division blocks vectorisation.
@@ -54,9 +55,10 @@ FAST = {"nsz", "arcp", "contract", "reassoc"}
 EXACT = {"contract"}
 
 # imeta columns: sizes of an instrument row, then offsets of its slices of the flat bank arrays, then whether
-# its attacks already carry the instrument's own noise (1) or take fresh or fixed noise at each burst (0)
-I_K, I_R, I_E, I_M, I_A, I_F, I_MODE, I_ROUTER, I_ATT, I_RES, I_OWNED = range(11)
-N_IMETA = 11
+# its attacks already carry the instrument's own noise (1) or take fresh or fixed noise at each burst (0),
+# then the offset of its G + 1 entries of osc_tail
+I_K, I_R, I_E, I_M, I_A, I_F, I_MODE, I_ROUTER, I_ATT, I_RES, I_OWNED, I_TAIL = range(12)
+N_IMETA = 12
 # vmeta columns: instrument row, sample where the deformation ramp started, resonate() status of the last
 # block (SILENT or RINGING), sample until which the excitation ring may hold bursts
 V_INST, V_RAMP_START, V_LIVE, V_EXC_UNTIL = range(4)
@@ -107,6 +109,7 @@ NO_INSTRUMENT = -1  # vmeta[s, V_INST] of a free slot
 RAMP_NEVER = -(1 << 40)  # ramp start of a voice at rest: long ago, so its weights sit at their target
 NEVER = 1 << 62  # qstate[Q_EARLIEST] of an empty queue: later than any block
 
+SCAN_EVERY = 4  # resonate() looks at every oscillator state (flush, silence, blow-up) one block in this many
 FLUSH = 1e-18  # oscillator state below this (|re|+|im|) is set to 0: no denormals, idle voices cost nothing
 STATE_LIMIT = 1e8  # a voice whose oscillator state exceeds this (or is not finite) is reset
 MIN_STEP = 1e-12  # smallest gain step per sample: a ramp to the value it already has still ends
@@ -140,10 +143,15 @@ FIELDS: tuple[Field, ...] = (
     Field("layout", "bank", I64, 2, "(n_fields, 4): offset and up to 3 dims of every field"),
     Field("bank_info", "bank", I64, 1, "[generation, public instruments, rows]"),
     Field("imeta", "bank", I64, 2, "(I, N_IMETA) sizes and offsets of each instrument row"),
-    Field("pole_re", "bank", F32, 1, "every row's G·M poles, real parts, flat"),
-    Field("pole_im", "bank", F32, 1, "imaginary parts"),
-    Field("coef_re", "bank", F32, 1, "oscillator input coefficients, real parts"),
-    Field("coef_im", "bank", F32, 1, "imaginary parts"),
+    Field("osc_tail", "bank", I64, 1, "every row's G + 1 tail offsets into tail_*, absolute (see oscillator_bank)"),
+    Field("osc_ku", "bank", F32, 1, "every row's G·M oscillators, flat: ku (see oscillator_bank)"),
+    Field("osc_kd", "bank", F32, 1, "kd"),
+    Field("osc_cu", "bank", F32, 1, "cu"),
+    Field("osc_cd", "bank", F32, 1, "cd"),
+    Field("tail_pr", "bank", F32, 1, "every row's tail oscillators: poles, real parts"),
+    Field("tail_pi", "bank", F32, 1, "imaginary parts"),
+    Field("tail_cr", "bank", F32, 1, "input coefficients, real parts"),
+    Field("tail_ci", "bank", F32, 1, "imaginary parts"),
     Field("router", "bank", F32, 1, "(K, R) routers, flat"),
     Field("attacks", "bank", F32, 1, "(K, A) attack envelopes, flat"),
     Field("mixd", "bank", F32, 1, "dry weight per resonance"),
@@ -178,8 +186,10 @@ FIELDS: tuple[Field, ...] = (
     Field("vout", "fixed", F32, 1, "(B,) scratch: one voice"),
     Field("inbox_pool", "fixed", F32, 1, "payload ring of the inbox"),
     # sized: by the largest instrument
-    Field("state_re", "sized", F32, 2, "(S, GM) oscillator state, real"),
-    Field("state_im", "sized", F32, 2, "(S, GM) imaginary"),
+    Field("state_u", "sized", F32, 2, "(S, GM) oscillator state: u[n-1]"),
+    Field("state_d", "sized", F32, 2, "(S, GM) oscillator state: d[n-1] = u[n-1] - u[n-2]"),
+    Field("tail_re", "sized", F32, 2, "(S, T) tail oscillator state, real"),
+    Field("tail_im", "sized", F32, 2, "(S, T) imaginary"),
     Field("exc", "sized", F32, 3, "(S, K, L) excitation ring per slot and control dimension"),
     Field("ramp_prev", "sized", F32, 2, "(S, E) deformation weights at the ramp start"),
     Field("ramp_target", "sized", F32, 2, "(S, E) deformation weights the ramp heads to"),
@@ -288,66 +298,85 @@ def _fence_release(typingctx):
 
 
 # -------------------------------------------------------------------------------------------- math
-@njit(cache=True, fastmath=EXACT, error_model="numpy")
-def tanh_inplace(x: np.ndarray, n: int) -> None:
-    """x[:n] = tanh(x[:n]) in float32, absolute error ~1e-7, vectorisable (no calls, no branches, no table:
-    a gather would stop the vectoriser). NaN passes through, ±inf gives ±1."""
-    for i in range(n):
-        v = x[i]
-        a = min(abs(v), np.float32(9.0))
-        a2 = a * a
-        small = a * (
-            np.float32(_T1)
+@njit(cache=True, fastmath=EXACT, error_model="numpy", inline="always")
+def tanh1(v: np.float32) -> np.float32:
+    """tanh(v) in float32, absolute error ~1e-7, branch-free (no calls, no table: a gather would stop the
+    vectoriser), so that a loop calling it vectorises. NaN passes through, ±inf gives ±1."""
+    a = min(abs(v), np.float32(9.0))
+    a2 = a * a
+    small = a * (
+        np.float32(_T1)
+        + a2
+        * (
+            np.float32(_T3)
             + a2
             * (
-                np.float32(_T3)
+                np.float32(_T5)
                 + a2
                 * (
-                    np.float32(_T5)
+                    np.float32(_T7)
                     + a2
                     * (
-                        np.float32(_T7)
-                        + a2
-                        * (
-                            np.float32(_T9)
-                            + a2 * (np.float32(_T11) + a2 * (np.float32(_T13) + a2 * np.float32(_T15)))
-                        )
+                        np.float32(_T9)
+                        + a2 * (np.float32(_T11) + a2 * (np.float32(_T13) + a2 * np.float32(_T15)))
                     )
                 )
             )
         )
-        z = np.float32(-2.0) * a
-        kf = np.floor(z * np.float32(LOG2E) + np.float32(0.5))
-        f = (z - kf * np.float32(LN2_HI)) - kf * np.float32(LN2_LO)
-        p = np.float32(1.0) + f * (
-            np.float32(1.0)
+    )
+    z = np.float32(-2.0) * a
+    kf = np.floor(z * np.float32(LOG2E) + np.float32(0.5))
+    f = (z - kf * np.float32(LN2_HI)) - kf * np.float32(LN2_LO)
+    p = np.float32(1.0) + f * (
+        np.float32(1.0)
+        + f
+        * (
+            np.float32(0.5)
             + f
             * (
-                np.float32(0.5)
+                np.float32(1.0 / 6.0)
                 + f
                 * (
-                    np.float32(1.0 / 6.0)
-                    + f
-                    * (
-                        np.float32(1.0 / 24.0)
-                        + f * (np.float32(1.0 / 120.0) + f * (np.float32(1.0 / 720.0) + f * np.float32(1.0 / 5040.0)))
-                    )
+                    np.float32(1.0 / 24.0)
+                    + f * (np.float32(1.0 / 120.0) + f * (np.float32(1.0 / 720.0) + f * np.float32(1.0 / 5040.0)))
                 )
             )
         )
-        # 2^kf for kf in [-26, 0] from the bits of -kf: exact, branch-free, no table gather
-        b = np.int32(-kf)
-        s2 = np.float32(1.0)
-        s2 = s2 * (np.float32(0.5) if (b & 1) else np.float32(1.0))
-        s2 = s2 * (np.float32(0.25) if (b & 2) else np.float32(1.0))
-        s2 = s2 * (np.float32(2.0**-4) if (b & 4) else np.float32(1.0))
-        s2 = s2 * (np.float32(2.0**-8) if (b & 8) else np.float32(1.0))
-        s2 = s2 * (np.float32(2.0**-16) if (b & 16) else np.float32(1.0))
-        e = p * s2
-        big = (np.float32(1.0) - e) / (np.float32(1.0) + e)
-        t = small if a < np.float32(0.55) else big
-        t = t if v >= 0 else -t
-        x[i] = t if v == v else v
+    )
+    # 2^kf for kf in [-26, 0] from the bits of -kf: exact, branch-free, no table gather
+    b = np.int32(-kf)
+    s2 = np.float32(1.0)
+    s2 = s2 * (np.float32(0.5) if (b & 1) else np.float32(1.0))
+    s2 = s2 * (np.float32(0.25) if (b & 2) else np.float32(1.0))
+    s2 = s2 * (np.float32(2.0**-4) if (b & 4) else np.float32(1.0))
+    s2 = s2 * (np.float32(2.0**-8) if (b & 8) else np.float32(1.0))
+    s2 = s2 * (np.float32(2.0**-16) if (b & 16) else np.float32(1.0))
+    e = p * s2
+    big = (np.float32(1.0) - e) / (np.float32(1.0) + e)
+    t = small if a < np.float32(0.55) else big
+    t = t if v >= 0 else -t
+    return t if v == v else v
+
+
+@njit(cache=True, fastmath=EXACT, error_model="numpy")
+def tanh_inplace(x: np.ndarray, n: int) -> None:
+    """x[:n] = tanh1(x[:n])."""
+    for i in range(n):
+        x[i] = tanh1(x[i])
+
+
+@njit(cache=True, fastmath=FAST, error_model="numpy")
+def block_peak(x: np.ndarray, n: int) -> float:
+    """max |x[:n]|, or inf when some sample is not finite: one vectorised pass (the safety stage's and the
+    voice check's per-sample branches cost more than a tenth of a block's work outside the oscillators)."""
+    peak = np.float32(0.0)
+    bad = 0
+    for j in range(n):
+        v = x[j]
+        m = abs(v)
+        peak = m if m > peak else peak
+        bad += 0 if v - v == np.float32(0.0) else 1  # NaN and ±inf (no nnan/ninf flags: not folded)
+    return np.inf if bad else np.float64(peak)
 
 
 @njit(cache=True, inline="always")
@@ -412,14 +441,148 @@ def add_burst(
             seg[i] += scratch[first + i]
 
 
+TAIL_ANGLE = 5.0 * np.pi / 6.0  # oscillators above this angular frequency (rad/sample) run in the complex form
+
+
+class OscillatorBank(NamedTuple):
+    """One instrument's oscillators as :func:`resonate` runs them (see :func:`oscillator_bank`)."""
+
+    ku: np.ndarray  # (G·M,) float32: the difference form's coefficients
+    kd: np.ndarray
+    cu: np.ndarray
+    cd: np.ndarray
+    tail: np.ndarray  # (G + 1,) int64: group g's tail oscillators are [tail[g], tail[g + 1]) of the arrays below
+    tail_pr: np.ndarray  # (T,) float32: their poles and input coefficients, complex form
+    tail_pi: np.ndarray
+    tail_cr: np.ndarray
+    tail_ci: np.ndarray
+
+
+def oscillator_bank(poles: np.ndarray, coef: np.ndarray) -> OscillatorBank:
+    """The coefficients :func:`resonate` runs for oscillator groups of poles p and input coefficients c, both
+    (G, M), computed in float64 from the float32 poles the offline model uses.
+
+    The model's oscillator is ``s[n] = p·s[n-1] + c·x[n]``, heard as Re(s). That real part is the
+    second-order filter ``(b0 + b1·z⁻¹) / (1 - a1·z⁻¹ - a2·z⁻²)`` with a1 = 2·Re p, a2 = -|p|², b0 = Re c,
+    b1 = -Re(c·p̄). Run as a direct form (u[n] = a1·u[n-1] + a2·u[n-2] + x[n], out = b0·u[n] + b1·u[n-1])
+    it costs 4 multiply-adds an oscillator-sample instead of the complex form's 6 (and an add), but float32
+    cannot hold a1 ≈ 2 precisely enough for a low mode that rings for seconds (1e-4 of error on the bundled
+    guitar). So the kernel runs it on u and its difference d[n] = u[n] - u[n-1] (the Agarwal–Burrus form):
+
+        d[n] = ku·u[n-1] + kd·d[n-1] + x[n],   u[n] = u[n-1] + d[n],   out = cu·u[n] + cd·d[n]
+
+    with ku = a1 + a2 - 1 = -(1-r)² - 4r·sin²(ω/2) (small near 0 Hz, and held to float32's relative
+    precision), kd = r², cu = b0 + b1, cd = -b1: four multiply-adds and an add.
+
+    Near Nyquist the difference form loses that precision instead (a1 ≈ -2: a 10.5–11 kHz mode at 22.05 kHz
+    drifts by 4 % over a clip). Oscillators above TAIL_ANGLE (9.2 kHz at 22.05 kHz: rare and quiet in
+    fitted instruments, 0–5 in a group of 64, 3e-4 of the amplitude) leave the group's lanes (a lane left
+    keeps ku = -1, kd = cu = cd = 0: it plays nothing and holds at most the block's input) and run in the
+    complex form as the group's short tail, so that the vectorised loop always covers whole groups (a
+    scalar remainder of up to 15 oscillators cost as much as the whole loop)."""
+    p = np.asarray(poles, np.complex128)
+    c = np.asarray(coef, np.complex128)
+    if p.ndim != 2 or p.shape != c.shape:
+        raise ValueError(f"poles and coefficients must be (groups, oscillators) alike, got {p.shape}, {c.shape}")
+    r = np.abs(p)
+    b1 = -(c * np.conj(p)).real
+    high = np.abs(np.angle(p)) > TAIL_ANGLE
+    ku = np.where(high, -1.0, -((1.0 - r) ** 2) - 4.0 * r * np.sin(np.angle(p) / 2.0) ** 2)
+    kd = np.where(high, 0.0, r**2)
+    cu = np.where(high, 0.0, c.real + b1)
+    cd = np.where(high, 0.0, -b1)
+    tail = np.concatenate([[0], np.cumsum(high.sum(axis=1))]).astype(np.int64)
+    f32 = lambda a: np.ascontiguousarray(np.reshape(a, -1), np.float32)  # noqa: E731
+    tp, tc = p[high], c[high]  # row-major: group by group
+    return OscillatorBank(f32(ku), f32(kd), f32(cu), f32(cd), tail, f32(tp.real), f32(tp.imag), f32(tc.real),
+                          f32(tc.imag))  # fmt: skip
+
+
+@njit(cache=True, fastmath=FAST, error_model="numpy", inline="always")
+def _difference_pass(k_u, k_d, c_u, c_d, s_u, s_d, n_osc, x_in, j):
+    """Samples j..j+3 of n_osc oscillators in the difference form: their four output sums."""
+    x0 = x_in[j]
+    x1 = x_in[j + 1]
+    x2 = x_in[j + 2]
+    x3 = x_in[j + 3]
+    a0 = np.float32(0.0)
+    a1 = np.float32(0.0)
+    a2 = np.float32(0.0)
+    a3 = np.float32(0.0)
+    for m in range(n_osc):
+        qu = k_u[m]
+        qd = k_d[m]
+        eu = c_u[m]
+        ed = c_d[m]
+        u = s_u[m]
+        d = s_d[m]
+        d = qu * u + qd * d + x0
+        u = u + d
+        a0 += eu * u + ed * d
+        d = qu * u + qd * d + x1
+        u = u + d
+        a1 += eu * u + ed * d
+        d = qu * u + qd * d + x2
+        u = u + d
+        a2 += eu * u + ed * d
+        d = qu * u + qd * d + x3
+        u = u + d
+        a3 += eu * u + ed * d
+        s_u[m] = u
+        s_d[m] = d
+    return a0, a1, a2, a3
+
+
+@njit(cache=True, fastmath=FAST, error_model="numpy", inline="always")
+def _complex_pass(q_r, q_i, k_r, k_i, t_r, t_i, n_tail, x_in, j):
+    """Samples j..j+3 of n_tail oscillators in the complex form: their four output sums (Re)."""
+    x0 = x_in[j]
+    x1 = x_in[j + 1]
+    x2 = x_in[j + 2]
+    x3 = x_in[j + 3]
+    a0 = np.float32(0.0)
+    a1 = np.float32(0.0)
+    a2 = np.float32(0.0)
+    a3 = np.float32(0.0)
+    for m in range(n_tail):
+        qr = q_r[m]
+        qi = q_i[m]
+        kr = k_r[m]
+        ki = k_i[m]
+        a = t_r[m]
+        b = t_i[m]
+        r1 = qr * a - qi * b + kr * x0
+        i1 = qr * b + qi * a + ki * x0
+        r2 = qr * r1 - qi * i1 + kr * x1
+        i2 = qr * i1 + qi * r1 + ki * x1
+        r3 = qr * r2 - qi * i2 + kr * x2
+        i3 = qr * i2 + qi * r2 + ki * x2
+        r4 = qr * r3 - qi * i3 + kr * x3
+        i4 = qr * i3 + qi * r3 + ki * x3
+        t_r[m] = r4
+        t_i[m] = i4
+        a0 += r1
+        a1 += r2
+        a2 += r3
+        a3 += r4
+    return a0, a1, a2, a3
+
+
 @njit(cache=True, fastmath=FAST, error_model="numpy")
 def resonate(
-    pr: np.ndarray,
-    pi: np.ndarray,
-    cr: np.ndarray,
-    ci: np.ndarray,  # flat (G·M,) poles and coefficients of one instrument
-    sr: np.ndarray,
-    si: np.ndarray,  # flat (≥ G·M,) state of one voice
+    ku: np.ndarray,
+    kd: np.ndarray,
+    cu: np.ndarray,
+    cd: np.ndarray,  # flat (G·M,) coefficients of one instrument (see oscillator_bank)
+    tail: np.ndarray,  # (G + 1,) its groups' tail oscillators, as indices into the four arrays below
+    tail_pr: np.ndarray,
+    tail_pi: np.ndarray,
+    tail_cr: np.ndarray,
+    tail_ci: np.ndarray,
+    su: np.ndarray,
+    sd: np.ndarray,  # flat (≥ G·M,) state of one voice: u[n-1] and d[n-1]
+    tr: np.ndarray,
+    ti: np.ndarray,  # (≥ T,) the voice's tail state, complex: s[n-1]
     dry: np.ndarray,  # (Rmax, B)
     wet: np.ndarray,  # (Gmax, B) out
     dry_active: np.ndarray,  # (Rmax,) non-zero where dry[r] has a non-zero sample in this block
@@ -427,91 +590,118 @@ def resonate(
     expressivity: int,
     n_osc: int,
     n: int,
+    scan: bool,
 ) -> int:
-    """Run every oscillator over n samples. Returns SILENT when every state is flushed to 0, RINGING when
-    some state is left, BLOWN_UP when some state is not finite or above STATE_LIMIT (reset the voice)."""
+    """Run every oscillator over n samples (the recursions of :func:`oscillator_bank`). With ``scan``, then
+    look at every state: returns SILENT when every state is flushed to 0, RINGING when some state is left,
+    BLOWN_UP when some state is not finite or above STATE_LIMIT (reset the voice). Without, returns RINGING
+    (the caller scans one block in four: the scan is a tenth of this function's work, and a non-finite
+    state shows in the block's output at once anyway)."""
     live = False
     bad = False
+    t_base = tail[0]
     for g in range(n_groups):
         r = g // expressivity
         base = g * n_osc
         w = wet[g]
+        t0 = tail[g]  # the group's tail oscillators: t0.. of the tail arrays, t0 - t_base.. of its state
+        n_tail = tail[g + 1] - t0
+        ts = t0 - t_base
         # a group with no state and no input stays silent
         idle = dry_active[r] == 0
         if idle:
             for m in range(n_osc):
-                if sr[base + m] != 0.0 or si[base + m] != 0.0:
+                if su[base + m] != 0.0 or sd[base + m] != 0.0:
                     idle = False
                     break
+            for m in range(n_tail):
+                if tr[ts + m] != 0.0 or ti[ts + m] != 0.0:
+                    idle = False
         if idle:
             for j in range(n):
                 w[j] = 0.0
             continue
-        d = dry[r]
-        p_r = pr[base : base + n_osc]
-        p_i = pi[base : base + n_osc]
-        c_r = cr[base : base + n_osc]
-        c_i = ci[base : base + n_osc]
-        s_r = sr[base : base + n_osc]
-        s_i = si[base : base + n_osc]
-        # four samples per pass over the oscillators: state and parameters are loaded once per four
-        # updates (the loop is bound by loads/stores otherwise); same operations in the same order
+        x_in = dry[r]
+        k_u = ku[base : base + n_osc]
+        k_d = kd[base : base + n_osc]
+        c_u = cu[base : base + n_osc]
+        c_d = cd[base : base + n_osc]
+        s_u = su[base : base + n_osc]
+        s_d = sd[base : base + n_osc]
+        # four samples per pass over the oscillators: state and coefficients are loaded once per four
+        # updates (the loop is bound by loads/stores otherwise). A group without a tail runs the difference
+        # form alone: an empty tail loop in the pass cost 12 % of the whole loop
         j = 0
-        while j + 4 <= n:
-            x0 = d[j]
-            x1 = d[j + 1]
-            x2 = d[j + 2]
-            x3 = d[j + 3]
-            a0 = np.float32(0.0)
-            a1 = np.float32(0.0)
-            a2 = np.float32(0.0)
-            a3 = np.float32(0.0)
-            for m in range(n_osc):
-                qr = p_r[m]
-                qi = p_i[m]
-                kr = c_r[m]
-                ki = c_i[m]
-                a = s_r[m]
-                b = s_i[m]
-                r1 = qr * a - qi * b + kr * x0
-                i1 = qr * b + qi * a + ki * x0
-                r2 = qr * r1 - qi * i1 + kr * x1
-                i2 = qr * i1 + qi * r1 + ki * x1
-                r3 = qr * r2 - qi * i2 + kr * x2
-                i3 = qr * i2 + qi * r2 + ki * x2
-                r4 = qr * r3 - qi * i3 + kr * x3
-                i4 = qr * i3 + qi * r3 + ki * x3
-                s_r[m] = r4
-                s_i[m] = i4
-                a0 += r1
-                a1 += r2
-                a2 += r3
-                a3 += r4
-            w[j] = a0
-            w[j + 1] = a1
-            w[j + 2] = a2
-            w[j + 3] = a3
-            j += 4
+        if n_tail == 0:
+            while j + 4 <= n:
+                a0, a1, a2, a3 = _difference_pass(k_u, k_d, c_u, c_d, s_u, s_d, n_osc, x_in, j)
+                w[j] = a0
+                w[j + 1] = a1
+                w[j + 2] = a2
+                w[j + 3] = a3
+                j += 4
+        else:
+            # sliced so that their loops index from 0: a loop from a variable start keeps numba's
+            # negative-index check, which stops vectorisation (and each slice of an owned array costs two
+            # atomic reference-count updates, so groups without a tail take none)
+            q_r = tail_pr[t0 : t0 + n_tail]
+            q_i = tail_pi[t0 : t0 + n_tail]
+            k_r = tail_cr[t0 : t0 + n_tail]
+            k_i = tail_ci[t0 : t0 + n_tail]
+            t_r = tr[ts : ts + n_tail]
+            t_i = ti[ts : ts + n_tail]
+            while j + 4 <= n:
+                a0, a1, a2, a3 = _difference_pass(k_u, k_d, c_u, c_d, s_u, s_d, n_osc, x_in, j)
+                b0, b1, b2, b3 = _complex_pass(q_r, q_i, k_r, k_i, t_r, t_i, n_tail, x_in, j)
+                w[j] = a0 + b0
+                w[j + 1] = a1 + b1
+                w[j + 2] = a2 + b2
+                w[j + 3] = a3 + b3
+                j += 4
         while j < n:
-            x = d[j]
+            x = x_in[j]
             acc = np.float32(0.0)
             for m in range(n_osc):
-                a = s_r[m]
-                b = s_i[m]
-                nr = p_r[m] * a - p_i[m] * b + c_r[m] * x
-                s_i[m] = p_r[m] * b + p_i[m] * a + c_i[m] * x
-                s_r[m] = nr
+                d = k_u[m] * s_u[m] + k_d[m] * s_d[m] + x
+                u = s_u[m] + d
+                s_u[m] = u
+                s_d[m] = d
+                acc += c_u[m] * u + c_d[m] * d
+            for m in range(n_tail):
+                a = tr[ts + m]
+                b = ti[ts + m]
+                nr = tail_pr[t0 + m] * a - tail_pi[t0 + m] * b + tail_cr[t0 + m] * x
+                ti[ts + m] = tail_pr[t0 + m] * b + tail_pi[t0 + m] * a + tail_ci[t0 + m] * x
+                tr[ts + m] = nr
                 acc += nr
             w[j] = acc
             j += 1
+        if not scan:
+            live = True
+            continue
+        # branch-free, so that it vectorises (with branches it cost a tenth of the whole loop): tiny states
+        # flushed to 0, the others counted, huge, inf and NaN ones (not < STATE_LIMIT) counted as bad
+        n_live = 0
+        n_bad = 0
         for m in range(n_osc):
-            mag = abs(s_r[m]) + abs(s_i[m])
+            mag = abs(s_u[m]) + abs(s_d[m])
+            small = mag < FLUSH
+            s_u[m] = np.float32(0.0) if small else s_u[m]
+            s_d[m] = np.float32(0.0) if small else s_d[m]
+            n_live += 0 if small else 1
+            n_bad += 0 if mag < STATE_LIMIT else 1
+        if n_live > 0:
+            live = True
+        if n_bad > 0:
+            bad = True
+        for m in range(ts, ts + n_tail):
+            mag = abs(tr[m]) + abs(ti[m])
             if mag < FLUSH:
-                s_r[m] = 0.0
-                s_i[m] = 0.0
+                tr[m] = 0.0
+                ti[m] = 0.0
             elif mag < STATE_LIMIT:
                 live = True
-            else:  # huge, inf or NaN
+            else:
                 bad = True
     if bad:
         return BLOWN_UP
@@ -581,7 +771,7 @@ def collect_due(
     return n
 
 
-@njit(cache=True, fastmath=FAST, error_model="numpy")
+@njit(cache=True, fastmath=EXACT, error_model="numpy")
 def _combine(
     dry: np.ndarray,
     wet: np.ndarray,
@@ -614,11 +804,8 @@ def _combine(
             for j in range(n):
                 y[j] += we[j] * wre[j]
         dr = dry[r]
-        for j in range(n):
-            y[j] = gr * (md * dr[j] + mw * y[j])
-        tanh_inplace(y, n)
-        for j in range(n):
-            vout[j] += y[j]
+        for j in range(n):  # one pass: mix, gain, tanh, sum (three passes over y cost a third more)
+            vout[j] += tanh1(gr * (md * dr[j] + mw * y[j]))
 
 
 
@@ -668,8 +855,10 @@ def _rest_weights(a, s, row) -> None:
 @njit(cache=True, inline="always")
 def _clear_slot(a, s) -> None:
     """Silence slot s and put its deformation at rest; it keeps its instrument and gain."""
-    a.state_re[s, :] = 0.0
-    a.state_im[s, :] = 0.0
+    a.state_u[s, :] = 0.0
+    a.state_d[s, :] = 0.0
+    a.tail_re[s, :] = 0.0
+    a.tail_im[s, :] = 0.0
     a.exc[s, :, :] = 0.0
     vm = a.vmeta[s]
     vm[V_LIVE] = SILENT
@@ -705,8 +894,10 @@ def _swap_instrument(a, voice, row) -> None:
     tail = a.params[P_N_MAIN] + voice
     fade = a.params[P_CROSSFADE]
     a.vmeta[tail, :] = a.vmeta[voice, :]
-    a.state_re[tail, :] = a.state_re[voice, :]
-    a.state_im[tail, :] = a.state_im[voice, :]
+    a.state_u[tail, :] = a.state_u[voice, :]
+    a.state_d[tail, :] = a.state_d[voice, :]
+    a.tail_re[tail, :] = a.tail_re[voice, :]
+    a.tail_im[tail, :] = a.tail_im[voice, :]
     a.exc[tail, :, :] = a.exc[voice, :, :]
     a.ramp_prev[tail, :] = a.ramp_prev[voice, :]
     a.ramp_target[tail, :] = a.ramp_target[voice, :]
@@ -958,7 +1149,7 @@ def _excitation_to_dry(a, s, inst, t0, n) -> None:
 
 
 @njit(cache=True, inline="always")
-def _voice_output(a, s, inst, n) -> np.int64:
+def _voice_output(a, s, inst, t0, n) -> np.int64:
     """a.vout[:n] = slot s's output before its gain. Returns resonate()'s status, or BLOWN_UP when the output
     itself is not finite: then the slot must be reset."""
     n_res = a.imeta[inst, I_R]
@@ -967,12 +1158,19 @@ def _voice_output(a, s, inst, n) -> np.int64:
     gm = n_res * e_dims * n_osc
     mo = a.imeta[inst, I_MODE]
     status = resonate(
-        a.pole_re[mo : mo + gm],
-        a.pole_im[mo : mo + gm],
-        a.coef_re[mo : mo + gm],
-        a.coef_im[mo : mo + gm],
-        a.state_re[s],
-        a.state_im[s],
+        a.osc_ku[mo : mo + gm],
+        a.osc_kd[mo : mo + gm],
+        a.osc_cu[mo : mo + gm],
+        a.osc_cd[mo : mo + gm],
+        a.osc_tail[a.imeta[inst, I_TAIL] : a.imeta[inst, I_TAIL] + n_res * e_dims + 1],
+        a.tail_pr,
+        a.tail_pi,
+        a.tail_cr,
+        a.tail_ci,
+        a.state_u[s],
+        a.state_d[s],
+        a.tail_re[s],
+        a.tail_im[s],
         a.dry,
         a.wet,
         a.dry_active,
@@ -980,11 +1178,11 @@ def _voice_output(a, s, inst, n) -> np.int64:
         e_dims,
         n_osc,
         n,
+        (t0 // n) % SCAN_EVERY == 0,
     )
     _combine(a.dry, a.wet, a.w, a.mixd, a.mixw, a.gains, a.imeta[inst, I_RES], n_res, e_dims, n, a.y, a.vout)
-    for j in range(n):
-        if not np.isfinite(a.vout[j]):
-            status = BLOWN_UP
+    if block_peak(a.vout, n) == np.inf:
+        status = BLOWN_UP
     return status
 
 
@@ -1036,7 +1234,7 @@ def _render_slot(a, s, t0, n, n_due) -> None:
         _glide_gain(a, s, n)
         return
     _excitation_to_dry(a, s, inst, t0, n)
-    status = _voice_output(a, s, inst, n)
+    status = _voice_output(a, s, inst, t0, n)
     if status == BLOWN_UP:  # non-finite or huge: this voice starts over, the others never hear it
         _reset_unsafe_slot(a, s)
         return
@@ -1106,6 +1304,12 @@ def _safety(a, n, limit) -> None:
     if on and (ceiling <= 0.0 or cap < ceiling):
         ceiling = cap
     g = np.float64(lim[L_GAIN])
+    # the common block: every sample finite, none above the ceiling, the limiter at rest: nothing to do
+    peak = np.float64(0.0)
+    for c in range(out.shape[0]):
+        peak = max(peak, block_peak(out[c], n))
+    if peak < np.inf and (ceiling <= 0.0 or peak <= ceiling) and (not on or (g == 1.0 and peak <= cap)):
+        return
     rel = np.float64(lim[L_RELEASE])
     g_min = np.float64(lim[L_MIN])
     limited = 0

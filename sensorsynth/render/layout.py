@@ -16,6 +16,17 @@ import numpy as np
 from .kernel import BUFFERS, FIELDS, N_FIELDS, SLOT
 
 
+ALIGN = 64  # bytes: every field starts on a cache line (a vector load across two costs ~10 % of the oscillator loop)
+
+
+def aligned_zeros(n: int, dtype: np.dtype) -> np.ndarray:
+    """np.zeros(n, dtype) whose data starts on an ALIGN-byte boundary (numpy promises only 16)."""
+    itemsize = np.dtype(dtype).itemsize
+    raw = np.zeros(n + ALIGN // itemsize, dtype)
+    start = (-raw.ctypes.data % ALIGN) // itemsize
+    return raw[start : start + n]
+
+
 class Allocation(NamedTuple):
     """One group packed: its buffers (by dtype), a view per field, and each field's layout row."""
 
@@ -38,8 +49,9 @@ def allocate(group: str, shapes: dict[str, tuple[int, ...]]) -> Allocation:
         if len(shape) != f.ndim:
             raise AssertionError(f"field {f.name!r} is {f.ndim}-d, got shape {shape}")
         rows[f.name] = (sizes[f.dtype], shape)
-        sizes[f.dtype] += int(np.prod(shape, dtype=np.int64))
-    buffers = {dt: np.zeros(max(1, n), dt) for dt, n in sizes.items()}
+        size = int(np.prod(shape, dtype=np.int64))
+        sizes[f.dtype] += size + (-size) % (ALIGN // f.dtype.itemsize)  # the next field starts aligned
+    buffers = {dt: aligned_zeros(max(1, n), dt) for dt, n in sizes.items()}
     views = {}
     for f in fields:
         off, shape = rows[f.name]

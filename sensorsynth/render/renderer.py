@@ -62,7 +62,7 @@ class _Entry:
     """One instrument (one version of it) realised at the renderer's rate. Banks list entries as rows; the
     same entry object stays the same row's identity across reloads."""
 
-    __slots__ = ("instrument", "playback", "k", "r", "e", "m", "attack", "frame", "rest")
+    __slots__ = ("instrument", "playback", "oscillators", "k", "r", "e", "m", "t", "attack", "frame", "rest")
 
     def __init__(self, instrument: Instrument, rate: int) -> None:
         if not isinstance(instrument, Instrument):
@@ -72,6 +72,8 @@ class _Entry:
         self.instrument = instrument
         self.playback = p
         self.k, self.r, self.e, self.m = s.control_plane_dim, s.n_resonances, s.expressivity, s.n_oscillators
+        self.oscillators = K.oscillator_bank(p.poles.reshape(-1, self.m), p.coef.reshape(-1, self.m))
+        self.t = int(self.oscillators.tail[-1])  # tail oscillators (see kernel.oscillator_bank)
         self.attack, self.frame = s.attack_size, s.deformation_frame
         self.rest = deformation_targets(np.zeros(self.e, np.float32))
 
@@ -84,6 +86,7 @@ class _Capacity(NamedTuple):
     e: int
     g: int
     gm: int
+    t: int
     a: int
     p: int
 
@@ -97,6 +100,7 @@ class _Capacity(NamedTuple):
             e=e,
             g=max(x.r * x.e for x in entries),
             gm=max(x.r * x.e * x.m for x in entries),
+            t=max(x.t for x in entries),
             a=max(x.attack for x in entries),
             p=max(k, e),
         )
@@ -331,10 +335,16 @@ class Renderer:
         noise = self._noise if self._noise is not None else np.zeros((0, 0), np.float32)
         table = self._fresh_table(need.a)
         flat = lambda parts: np.concatenate([np.asarray(x, np.float32).reshape(-1) for x in parts])  # noqa: E731
-        poles = np.concatenate([x.poles.reshape(-1) for x in p])
-        coefs = np.concatenate([x.coef.reshape(-1) for x in p])
+        banks = [x.oscillators for x in rows]
+        tails, t_off = [], 0
+        for b in banks:  # each row's tail offsets, made absolute
+            tails.append(b.tail + t_off)
+            t_off += int(b.tail[-1])
+        cat = lambda name: np.concatenate([getattr(b, name) for b in banks])  # noqa: E731
         arrays = {
-            "pole_re": poles.real, "pole_im": poles.imag, "coef_re": coefs.real, "coef_im": coefs.imag,
+            "osc_ku": cat("ku"), "osc_kd": cat("kd"), "osc_cu": cat("cu"), "osc_cd": cat("cd"),
+            "osc_tail": np.concatenate(tails), "tail_pr": cat("tail_pr"), "tail_pi": cat("tail_pi"),
+            "tail_cr": cat("tail_cr"), "tail_ci": cat("tail_ci"),
             "router": flat(x.router for x in p), "attacks": flat(attacks for attacks, _ in played),
             "mixd": flat(x.mix[:, 0] for x in p), "mixw": flat(x.mix[:, 1] for x in p),
             "gains": flat(x.gains for x in p), "noise": noise, "table": table,
@@ -346,11 +356,11 @@ class Renderer:
         v = alloc.views
         for name, a in arrays.items():
             v[name][...] = a
-        offsets = np.zeros(4, np.int64)  # modes, router, attacks, resonances
+        offsets = np.zeros(5, np.int64)  # modes, router, attacks, resonances, tail offsets
         for i, x in enumerate(rows):
-            v["imeta"][i] = (x.k, x.r, x.e, x.m, x.attack, x.frame, *offsets, played[i][1])
+            v["imeta"][i] = (x.k, x.r, x.e, x.m, x.attack, x.frame, *offsets[:4], played[i][1], offsets[4])
             v["irest"][i, : x.e] = x.rest
-            offsets += (x.r * x.e * x.m, x.k * x.r, x.k * x.attack, x.r)
+            offsets += (x.r * x.e * x.m, x.k * x.r, x.k * x.attack, x.r, x.r * x.e + 1)
         generation = 0 if base is None else base.generation + 1
         v["bank_info"][:] = (generation, len(public), len(rows))
         v["layout"][...] = layout_array(alloc, self._fixed, sized)
@@ -362,7 +372,7 @@ class Renderer:
         s, q, b = 2 * self.max_voices, self._fixed.views["qtime"].shape[0], self.block_size
         ring = _next_pow2(c.a + b)  # a burst may start anywhere in the block and lasts one attack
         return allocate("sized", {
-            "state_re": (s, c.gm), "state_im": (s, c.gm), "exc": (s, c.k, ring), "ramp_prev": (s, c.e),
+            "state_u": (s, c.gm), "state_d": (s, c.gm), "tail_re": (s, c.t), "tail_im": (s, c.t), "exc": (s, c.k, ring), "ramp_prev": (s, c.e),
             "ramp_target": (s, c.e), "qdata": (q, c.p), "nbuf": (c.a,), "excb": (c.k, b), "dry": (c.r, b),
             "dry_active": (c.r + c.k,), "wet": (c.g, b), "w": (c.e, b),
         })  # fmt: skip

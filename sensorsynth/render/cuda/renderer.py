@@ -127,7 +127,7 @@ class CudaRenderer(Renderer):
         live on the GPU. The host keeps ramps, payloads and the (small) scratch its helpers touch."""
         s, q = 2 * self.max_voices, self._fixed.views["qtime"].shape[0]
         return allocate("sized", {
-            "state_re": (s, 0), "state_im": (s, 0), "exc": (s, c.k, 0), "ramp_prev": (s, c.e),
+            "state_u": (s, 0), "state_d": (s, 0), "tail_re": (s, 0), "tail_im": (s, 0), "exc": (s, c.k, 0), "ramp_prev": (s, c.e),
             "ramp_target": (s, c.e), "qdata": (q, c.p), "nbuf": (1,), "excb": (1, 1), "dry": (1, 1),
             "dry_active": (1,), "wet": (1, 1), "w": (1, 1),
         })  # fmt: skip
@@ -227,7 +227,12 @@ class CudaRenderer(Renderer):
     def _upload_bank(self, bank: _Bank) -> None:
         """The bank's read-only arrays to the GPU, on the stream (ordered before the next block's kernels)."""
         cuda, st, v = self._cuda, self._stream, bank.alloc.views
-        arrays = {name: v[name] for name in BANK_ARRAYS}
+        # the GPU runs the model's complex one-pole form (it has arithmetic to spare; the CPU bank holds the
+        # real second-order form of kernel.oscillator_bank instead)
+        poles = np.concatenate([x.playback.poles.reshape(-1) for x in bank.entries])
+        coefs = np.concatenate([x.playback.coef.reshape(-1) for x in bank.entries])
+        complex_form = {"pole_re": poles.real, "pole_im": poles.imag, "coef_re": coefs.real, "coef_im": coefs.imag}
+        arrays = {name: complex_form[name] if name in complex_form else v[name] for name in BANK_ARRAYS}
         if arrays["noise"].size == 0:
             arrays["noise"] = np.zeros((1, 1), np.float32)
         if arrays["table"].size == 0:
